@@ -1,0 +1,10 @@
+"""The fixtures load the checkpoint once, in eval mode, with a fingerprint."""
+
+
+def test_model_loads(ftmodel):
+    assert not ftmodel.model.training
+    assert len(ftmodel.fingerprint) == 16
+
+
+def test_base_model_is_another_checkpoint(ftmodel, base_model):
+    assert base_model.fingerprint != ftmodel.fingerprint

@@ -1,0 +1,59 @@
+"""pytest-ftmodel: evaluate a fine-tuned language model as pytest test cases.
+
+Public names load on first use (PEP 562), so ``import pytest_ftmodel`` (and the pytest plugin)
+imports neither torch, transformers nor numpy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "DataError": "pytest_ftmodel.errors",
+    "FTModelError": "pytest_ftmodel.errors",
+    "ModelLoadError": "pytest_ftmodel.errors",
+    "ModelPathError": "pytest_ftmodel.errors",
+    "FTModel": "pytest_ftmodel.model",
+    "load_model": "pytest_ftmodel.model",
+    "load_jsonl": "pytest_ftmodel.data",
+    "texts_of": "pytest_ftmodel.data",
+    "MetricRecord": "pytest_ftmodel.report",
+    "record_metric": "pytest_ftmodel.report",
+    "perplexity": "pytest_ftmodel.metrics.perplexity",
+    "perplexity_improvement": "pytest_ftmodel.metrics.perplexity",
+    "PerplexityResult": "pytest_ftmodel.metrics.perplexity",
+    "ImprovementResult": "pytest_ftmodel.metrics.perplexity",
+    "assert_perplexity_below": "pytest_ftmodel.assertions",
+    "assert_perplexity_improves": "pytest_ftmodel.assertions",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from pytest_ftmodel.assertions import assert_perplexity_below, assert_perplexity_improves
+    from pytest_ftmodel.data import load_jsonl, texts_of
+    from pytest_ftmodel.errors import DataError, FTModelError, ModelLoadError, ModelPathError
+    from pytest_ftmodel.metrics.perplexity import (
+        ImprovementResult,
+        PerplexityResult,
+        perplexity,
+        perplexity_improvement,
+    )
+    from pytest_ftmodel.model import FTModel, load_model
+    from pytest_ftmodel.report import MetricRecord, record_metric
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_ftmodel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,72 @@
+"""Loading evaluation data from the files users already have (JSONL, one record per line)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from pytest_ftmodel.errors import DataError
+
+
+def load_jsonl(path: str | os.PathLike[str], *, required: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Read a JSONL file into a list of dicts; every record must have the ``required`` keys.
+
+    Blank lines are skipped. A malformed line raises :class:`DataError` naming the file, the line
+    number and what is wrong.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read data file {str(p)!r}: {exc.strerror or exc}") from None
+    records: list[dict[str, Any]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{p}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{p}:{lineno}: expected a JSON object per line, got {type(record).__name__}")
+        missing = [k for k in required if k not in record]
+        if missing:
+            raise DataError(
+                f"{p}:{lineno}: missing field(s) {', '.join(map(repr, missing))}; present: {', '.join(map(repr, record)) or 'none'}"
+            )
+        records.append(record)
+    if not records:
+        raise DataError(f"data file {str(p)!r} holds no records")
+    return records
+
+
+def write_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + f".{os.getpid()}.tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    os.replace(tmp, p)
+    return p
+
+
+def texts_of(data: Sequence[Any], *, key: str = "text") -> list[str]:
+    """Plain texts from a list of strings, or of records with a ``key`` field.
+
+    Instruction records (``instruction`` + ``output``) become ``"instruction\\noutput"``.
+    """
+    texts: list[str] = []
+    for i, item in enumerate(data):
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, dict) and isinstance(item.get(key), str):
+            texts.append(item[key])
+        elif isinstance(item, dict) and isinstance(item.get("instruction"), str) and isinstance(item.get("output"), str):
+            texts.append(f"{item['instruction']}\n{item['output']}")
+        else:
+            shape = f"keys {sorted(item)}" if isinstance(item, dict) else type(item).__name__
+            raise DataError(
+                f"item {i} is not text: expected a string, a record with {key!r}, or instruction/output ({shape} given)"
+            )
+    return texts

@@ -1,0 +1,1 @@
+"""Pure computations returning result objects. Each module imports torch only inside functions."""

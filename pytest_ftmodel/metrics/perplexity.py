@@ -1,0 +1,337 @@
+"""Exact, batched perplexity.
+
+Scoring rule, the same for every text, model and batch:
+
+* A text is tokenized *without* special tokens, then one start token is put in front of it: the
+  tokenizer's BOS when it has one (what a Llama-style tokenizer adds itself, so it is never doubled),
+  else its EOS (GPT-2's document separator; lm-evaluation-harness does the same). Every token of the
+  text is scored, conditioned on that start token; the start token itself is not. A tokenizer with
+  neither BOS nor EOS leaves the text's first token unscored.
+* Special tokens that a tokenizer would append (ByT5's trailing EOS) are not scored.
+* A sequence longer than the model's context is scored with sliding windows: every window holds at
+  most ``max_length`` tokens, consecutive windows advance by ``stride`` tokens, and each token is
+  scored exactly once, in the first window that contains it with at least ``max_length - stride``
+  tokens of left context (all of it while the text fits). Nothing is truncated.
+* Log-likelihoods come from shifted logits through a float32 log-softmax, gathered per target
+  token; padding is masked, so a text scored alone or in any batch gives the same NLL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from pytest_ftmodel.errors import DataError
+from pytest_ftmodel.metrics.stats import bootstrap_interval
+
+LN2 = math.log(2.0)
+# float32 log-softmax rows computed at once: bounds the temporary copy of the logits
+_CE_CHUNK_ELEMENTS = 1 << 24
+
+
+@dataclass(frozen=True)
+class TextScore:
+    """One text's contribution: summed NLL (nats) over its scored tokens."""
+
+    nll: float
+    n_tokens: int
+    n_bytes: int
+    n_words: int
+
+    @property
+    def per_token(self) -> float:
+        return self.nll / self.n_tokens
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    """Corpus perplexity: ratios of corpus sums (lm-evaluation-harness conventions)."""
+
+    perplexity: float
+    nll: float
+    n_tokens: int
+    n_texts: int
+    per_text: tuple[TextScore, ...]
+    bits_per_byte: float
+    word_perplexity: float
+    interval: tuple[float, float]
+    texts: tuple[str, ...] = ()
+
+    @property
+    def mean_nll(self) -> float:
+        """Token-weighted mean NLL per scored token (the "loss" a trainer prints)."""
+        return self.nll / self.n_tokens
+
+    def worst(self, k: int = 3) -> list[tuple[int, float]]:
+        """Indices and per-token NLL of the ``k`` texts the model finds least likely."""
+        order = sorted(range(len(self.per_text)), key=lambda i: -self.per_text[i].per_token)
+        return [(i, self.per_text[i].per_token) for i in order[:k]]
+
+
+@dataclass(frozen=True)
+class ImprovementResult:
+    """``improvement = 1 - ppl_model / ppl_base`` on the same texts, with a paired bootstrap interval."""
+
+    improvement: float
+    model: PerplexityResult
+    base: PerplexityResult
+    interval: tuple[float, float]
+
+
+def _check_texts(texts: Sequence[Any]) -> list[str]:
+    if isinstance(texts, str):
+        raise DataError("texts is a single string: pass a list of strings, e.g. [text]")
+    texts = list(texts)
+    if not texts:
+        raise DataError("no texts to score: pass a non-empty list of strings")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise DataError(
+                f"text {i} is {type(text).__name__}, not str: pass plain strings (records: use texts_of(data))"
+            )
+    return texts
+
+
+def start_token_id(tokenizer: Any) -> int | None:
+    """The token every text is conditioned on: BOS, else EOS, else none (see the module doc)."""
+    if tokenizer.bos_token_id is not None:
+        return int(tokenizer.bos_token_id)
+    if tokenizer.eos_token_id is not None:
+        return int(tokenizer.eos_token_id)
+    return None
+
+
+def token_sequence(tokenizer: Any, text: str) -> list[int]:
+    """The ids a text is scored on: the start token (if any), then the text's own tokens."""
+    ids = list(tokenizer(text, add_special_tokens=False).input_ids)
+    start = start_token_id(tokenizer)
+    if start is not None and not (ids and ids[0] == start):
+        ids.insert(0, start)
+    return ids
+
+
+def windows(n: int, max_length: int, stride: int) -> list[tuple[int, int, int]]:
+    """Sliding windows over a sequence of ``n`` ids: ``(begin, end, first_target)``.
+
+    The window feeds ids ``[begin, end)`` and scores targets ``[first_target, end)``: every position
+    ``1..n-1`` is scored exactly once.
+    """
+    if n < 2:
+        return []
+    if n <= max_length:
+        return [(0, n, 1)]
+    out = [(0, max_length, 1)]
+    scored_to = max_length
+    while scored_to < n:
+        end = min(scored_to + stride, n)
+        out.append((end - max_length, end, scored_to))
+        scored_to = end
+    return out
+
+
+def _n_words(text: str) -> int:
+    return len(re.split(r"\s+", text.strip())) if text.strip() else 0
+
+
+def _auto_batch_tokens(model: Any, vocab: int, device: str) -> int:
+    """Tokens per batch: bounded by a budget for the logits, larger on accelerators."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        budget = free // 4
+    else:
+        budget = 512 << 20
+    per_token = vocab * 4 * 2 + 4096 * 4 * 8  # logits (model dtype, worst case f32) + activations
+    return int(max(256, min(32768, budget // per_token)))
+
+
+def _score_windows(
+    model: Any,
+    units: list[tuple[list[int], int]],
+    pad_id: int,
+    device: str,
+    batch_tokens: int,
+    batch_size: int | None,
+) -> list[float]:
+    """Summed NLL of the last ``m`` targets of each ``(ids, m)`` unit, in length-sorted batches."""
+    import torch
+    import torch.nn.functional as F
+
+    order = sorted(range(len(units)), key=lambda i: -len(units[i][0]))
+    results = [0.0] * len(units)
+    start = 0
+    while start < len(order):
+        width = len(units[order[start]][0])
+        size = batch_size or max(1, batch_tokens // width)
+        batch = order[start : start + size]
+        try:
+            sums = _score_batch(model, [units[i] for i in batch], pad_id, device, torch, F)
+        except torch.cuda.OutOfMemoryError:  # back off and retry smaller
+            if size == 1:
+                raise
+            torch.cuda.empty_cache()
+            batch_tokens = max(width, batch_tokens // 2)
+            batch_size = max(1, size // 2) if batch_size else None
+            continue
+        for i, value in zip(batch, sums):
+            results[i] = value
+        start += len(batch)
+    return results
+
+
+def _score_batch(model: Any, units: list[tuple[list[int], int]], pad_id: int, device: str, torch: Any, F: Any) -> list[float]:
+    width = max(len(ids) for ids, _ in units)
+    ids = torch.full((len(units), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(units), width), dtype=torch.long)
+    rows, cols, targets = [], [], []
+    for r, (seq, m) in enumerate(units):
+        n = len(seq)
+        ids[r, :n] = torch.tensor(seq, dtype=torch.long)
+        mask[r, :n] = 1
+        # logits at position p predict token p + 1; score the last m tokens
+        rows.extend([r] * m)
+        cols.extend(range(n - m - 1, n - 1))
+        targets.extend(seq[n - m :])
+    ids, mask = ids.to(device), mask.to(device)
+    with torch.inference_mode():
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        row_t = torch.tensor(rows, device=logits.device)
+        col_t = torch.tensor(cols, device=logits.device)
+        tgt_t = torch.tensor(targets, device=logits.device)
+        nll = torch.empty(len(targets), dtype=torch.float32, device=logits.device)
+        chunk = max(1, _CE_CHUNK_ELEMENTS // logits.shape[-1])
+        for s in range(0, len(targets), chunk):
+            picked = logits[row_t[s : s + chunk], col_t[s : s + chunk]].float()
+            nll[s : s + chunk] = F.cross_entropy(picked, tgt_t[s : s + chunk], reduction="none")
+        per_row = torch.zeros(len(units), dtype=torch.float64, device=logits.device)
+        per_row.index_add_(0, row_t, nll.double())
+    return per_row.cpu().tolist()
+
+
+def _memo_key(text: str, max_length: int, stride: int) -> tuple[str, str, int, int]:
+    return ("ppl-text", hashlib.sha1(text.encode()).hexdigest(), max_length, stride)
+
+
+def score_texts(
+    model: Any,
+    texts: Sequence[str],
+    *,
+    max_length: int | None = None,
+    stride: int | None = None,
+    batch_size: int | None = None,
+) -> list[TextScore]:
+    """Per-text NLL and scored-token counts; results are remembered on the model for the session."""
+    texts = _check_texts(texts)
+    tokenizer = model.tokenizer
+    max_length = int(max_length or model.context_length)
+    if max_length < 2:
+        raise DataError(f"max_length {max_length} is too small: windows need at least 2 tokens")
+    stride = int(stride or max(1, max_length // 2))
+    if not 0 < stride <= max_length - 1:
+        raise DataError(f"stride {stride} must be between 1 and max_length - 1 ({max_length - 1})")
+    memo: dict[Any, Any] = getattr(model, "memo", {})
+    scores: list[TextScore | None] = [memo.get(_memo_key(t, max_length, stride)) for t in texts]
+    units: list[tuple[list[int], int]] = []
+    owners: list[int] = []
+    counts: dict[int, int] = {}
+    for i, text in enumerate(texts):
+        if scores[i] is not None:
+            continue
+        seq = token_sequence(tokenizer, text)
+        spans = windows(len(seq), max_length, stride)
+        if not spans:
+            raise DataError(
+                f"text {i} ({text[:40]!r}) yields no token to score: remove empty texts or give them content"
+            )
+        counts[i] = len(seq) - 1
+        for begin, end, first in spans:
+            units.append((seq[begin:end], end - first))
+            owners.append(i)
+    if units:
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        vocab = int(getattr(model.model.config, "vocab_size", 0) or len(tokenizer))
+        sums = _score_windows(
+            model.model, units, pad_id, model.device, _auto_batch_tokens(model.model, vocab, model.device), batch_size
+        )
+        totals: dict[int, float] = {}
+        for owner, value in zip(owners, sums):
+            totals[owner] = totals.get(owner, 0.0) + value
+        for i, total in totals.items():
+            text = texts[i]
+            score = TextScore(nll=total, n_tokens=counts[i], n_bytes=len(text.encode("utf-8")), n_words=_n_words(text))
+            scores[i] = score
+            memo[_memo_key(text, max_length, stride)] = score
+    return [s for s in scores if s is not None]
+
+
+def _ppl_stat(nll: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    return np.exp(nll.sum(axis=-1) / tokens.sum(axis=-1))
+
+
+def perplexity(
+    model: Any,
+    texts: Sequence[str],
+    *,
+    stride: int | None = None,
+    batch_size: int | None = None,
+    max_length: int | None = None,
+) -> PerplexityResult:
+    """Perplexity of ``model`` (an :class:`~pytest_ftmodel.FTModel`) on ``texts``.
+
+    ``exp(summed NLL / scored tokens)`` over the corpus, exact for any batch size; long texts are
+    scored with sliding windows of ``max_length`` (default: the model's context) advancing by
+    ``stride`` (default: half the window). ``batch_size`` defaults to a size chosen from memory.
+    """
+    texts = _check_texts(texts)
+    scores = score_texts(model, texts, max_length=max_length, stride=stride, batch_size=batch_size)
+    nll = sum(s.nll for s in scores)
+    n_tokens = sum(s.n_tokens for s in scores)
+    n_bytes = sum(s.n_bytes for s in scores)
+    n_words = sum(s.n_words for s in scores)
+    interval = bootstrap_interval([[s.nll for s in scores], [s.n_tokens for s in scores]], _ppl_stat)
+    return PerplexityResult(
+        perplexity=math.exp(nll / n_tokens),
+        nll=nll,
+        n_tokens=n_tokens,
+        n_texts=len(texts),
+        per_text=tuple(scores),
+        bits_per_byte=nll / (LN2 * n_bytes) if n_bytes else float("nan"),
+        word_perplexity=math.exp(nll / n_words) if n_words else float("nan"),
+        interval=interval,
+        texts=tuple(texts),
+    )
+
+
+def perplexity_improvement(
+    model: Any,
+    base: Any,
+    texts: Sequence[str],
+    *,
+    stride: int | None = None,
+    batch_size: int | None = None,
+) -> ImprovementResult:
+    """``1 - ppl_model / ppl_base`` on the same texts, with a paired bootstrap interval over texts."""
+    mine = perplexity(model, texts, stride=stride, batch_size=batch_size)
+    theirs = perplexity(base, texts, stride=stride, batch_size=batch_size)
+
+    def stat(m_nll: np.ndarray, m_tok: np.ndarray, b_nll: np.ndarray, b_tok: np.ndarray) -> np.ndarray:
+        return 1.0 - _ppl_stat(m_nll, m_tok) / _ppl_stat(b_nll, b_tok)
+
+    interval = bootstrap_interval(
+        [
+            [s.nll for s in mine.per_text],
+            [s.n_tokens for s in mine.per_text],
+            [s.nll for s in theirs.per_text],
+            [s.n_tokens for s in theirs.per_text],
+        ],
+        stat,
+    )
+    return ImprovementResult(
+        improvement=1.0 - mine.perplexity / theirs.perplexity, model=mine, base=theirs, interval=interval
+    )

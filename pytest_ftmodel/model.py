@@ -1,0 +1,358 @@
+"""Load a fine-tuned checkpoint (or a PEFT adapter on its base) into an :class:`FTModel`.
+
+Nothing here imports torch or transformers at module level: the checks that run at pytest start-up
+(:func:`check_model_path`, :func:`parse_device`, :func:`parse_dtype`) are plain Python, and the heavy
+imports happen inside :func:`load_model`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_ftmodel.errors import ModelLoadError, ModelPathError
+
+DEVICE_CHOICES = "auto | cpu | cuda | cuda:N | mps"
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+# Files a Trainer checkpoint holds that do not change what the model computes.
+_TRAINING_ONLY = re.compile(
+    r"^(optimizer\.pt|scheduler\.pt|rng_state.*\.pth|trainer_state\.json|training_args\.bin|README\.md)$"
+)
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def parse_device(value: str) -> str:
+    """Return ``value`` normalised, or raise :class:`ModelPathError` naming the accepted forms."""
+    device = str(value).strip().lower()
+    if not _DEVICE_RE.match(device):
+        raise ModelPathError(f"unknown model device {value!r}: use one of {DEVICE_CHOICES}")
+    return device
+
+
+def parse_dtype(value: str) -> str:
+    dtype = str(value).strip().lower()
+    if dtype not in DTYPE_CHOICES:
+        raise ModelPathError(f"unknown model dtype {value!r}: use one of {' | '.join(DTYPE_CHOICES)}")
+    return dtype
+
+
+def check_model_path(path: str | os.PathLike[str], *, what: str = "model") -> str:
+    """Cheaply check that ``path`` holds a model; return ``"checkpoint"`` or ``"adapter"``.
+
+    Reads no weights, so it is safe to call at pytest start-up.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ModelPathError(f"{what} path {str(p)!r} does not exist: pass a checkpoint directory")
+    if not p.is_dir():
+        raise ModelPathError(
+            f"{what} path {str(p)!r} is a file: pass the checkpoint directory that contains config.json"
+        )
+    if (p / "adapter_config.json").is_file():
+        return "adapter"
+    if (p / "config.json").is_file():
+        return "checkpoint"
+    raise ModelPathError(
+        f"{what} path {str(p)!r} holds no model: looked for config.json (transformers checkpoint) "
+        "or adapter_config.json (PEFT adapter)"
+    )
+
+
+def cache_root() -> Path:
+    """Where pytest-ftmodel keeps caches that outlive a run (fingerprints, demo models)."""
+    env = os.environ.get("PYTEST_FTMODEL_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pytest-ftmodel"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _remembered_sha256(path: Path) -> str:
+    """sha256 of ``path``, remembered on disk keyed by (path, size, mtime, inode).
+
+    Multi-GB weights are read once; later runs only ``stat`` them. A stale or unreadable memo is
+    simply recomputed.
+    """
+    st = path.stat()
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    memo_dir = cache_root() / "fingerprints"
+    memo = memo_dir / (hashlib.sha1(str(path.resolve()).encode()).hexdigest() + ".json")
+    try:
+        saved = json.loads(memo.read_text())
+        if saved.get("stamp") == stamp and isinstance(saved.get("sha256"), str):
+            return str(saved["sha256"])
+    except (OSError, ValueError):
+        pass
+    digest = _file_sha256(path)
+    try:
+        memo_dir.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"stamp": stamp, "sha256": digest}))
+        os.replace(tmp, memo)
+    except OSError:
+        pass  # a read-only home directory only costs a re-hash next time
+    return digest
+
+
+def model_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The top-level files of a checkpoint that determine what it computes, sorted."""
+    root = Path(path)
+    return sorted(
+        f
+        for f in root.iterdir()
+        if f.is_file() and not f.name.startswith(".") and not _TRAINING_ONLY.match(f.name)
+    )
+
+
+def fingerprint(path: str | os.PathLike[str], *, extra: str = "") -> str:
+    """A content hash of the checkpoint's weights, tokenizer and config files.
+
+    It changes whenever any of them changes; the per-file hashes are remembered by size and mtime
+    so that unchanged multi-GB files are not re-read on every run.
+    """
+    digest = hashlib.sha256(extra.encode())
+    for f in model_files(path):
+        digest.update(f.name.encode() + b"\0" + _remembered_sha256(f).encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class FTModel:
+    """A loaded model with what evaluation needs to know about it."""
+
+    model: Any = field(repr=False)
+    tokenizer: Any = field(repr=False)
+    path: Path
+    device: str
+    dtype: str
+    fingerprint: str
+    kind: str = "checkpoint"
+    base_path: Path | None = None
+    #: results computed for this model during the session, keyed by the request (see metrics)
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name or str(self.path)
+
+    @property
+    def context_length(self) -> int:
+        """How many positions the model attends over (the window perplexity slides)."""
+        cfg = self.model.config
+        for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(cfg, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and 0 < limit < 1_000_000:
+            return limit
+        return 2048
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    device = parse_device(device)
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelLoadError(
+                f"model device {device!r} asked for, but torch sees no CUDA device here: "
+                "use --model-device cpu (or auto)"
+            )
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ModelLoadError(
+                f"model device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    if device == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise ModelLoadError("model device 'mps' asked for, but MPS is not available: use --model-device cpu")
+    return device
+
+
+def _resolve_dtype(dtype: str, device: str, config_path: Path) -> Any:
+    """``auto``: float32 on CPU (half precision there is slow and inexact), else the checkpoint's dtype."""
+    import torch
+
+    dtype = parse_dtype(dtype)
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device == "cpu":
+        return torch.float32
+    try:
+        cfg = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        cfg = {}
+    saved = cfg.get("dtype") or cfg.get("torch_dtype")
+    if saved in ("float32", "bfloat16", "float16"):
+        return getattr(torch, saved)
+    return torch.float32
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _quiet_transformers() -> Any:
+    """Silence transformers' progress bars and info logs while loading; returns the undo."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+    def undo() -> None:
+        if bars:
+            hf_logging.enable_progress_bar()
+        hf_logging.set_verbosity(verbosity)
+
+    return undo
+
+
+def _load_tokenizer(path: Path, fallback: Path | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    source = path
+    if fallback is not None and not any(
+        (path / n).exists() for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+    ):
+        source = fallback
+    try:
+        tok = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - any tokenizer failure becomes one line
+        raise ModelLoadError(f"tokenizer in {str(source)!r} failed to load: {_one_line(exc)}") from exc
+    if tok.pad_token_id is None:
+        # Batching needs a pad id; attention masks make its value irrelevant. Only the in-memory
+        # tokenizer changes, never the user's files.
+        if tok.eos_token is not None:
+            tok.pad_token = tok.eos_token
+        elif tok.unk_token is not None:
+            tok.pad_token = tok.unk_token
+        else:
+            tok.pad_token = tok.convert_ids_to_tokens(0)
+    return tok
+
+
+def _weights_named(path: Path) -> str:
+    names = [f.name for f in model_files(path) if f.name.endswith(_WEIGHT_SUFFIXES)]
+    return ", ".join(names) if names else "(no weight file found)"
+
+
+def _load_causal_lm(path: Path, torch_dtype: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(
+            f"weights in {str(path)!r} ({_weights_named(path)}) failed to load: {_one_line(exc)}"
+        ) from exc
+
+
+def _adapter_base(path: Path, base: str | os.PathLike[str] | None) -> Path:
+    try:
+        cfg = json.loads((path / "adapter_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"adapter config {str(path / 'adapter_config.json')!r} is unreadable: {_one_line(exc)}") from exc
+    named = cfg.get("base_model_name_or_path")
+    if named and Path(named).is_dir():
+        return Path(named)
+    if base is not None:
+        check_model_path(base, what="base model")
+        return Path(base)
+    raise ModelLoadError(
+        f"adapter {str(path)!r} names base model {named!r}, which is not a local directory: "
+        "pass --base-model PATH (or load_model(..., base=PATH))"
+    )
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    base: str | os.PathLike[str] | None = None,
+) -> FTModel:
+    """Load a transformers checkpoint directory, or a PEFT adapter directory on its base model.
+
+    ``device``: auto | cpu | cuda | cuda:N | mps. ``dtype``: auto | float32 | bfloat16 | float16
+    (auto is float32 on CPU, else the checkpoint's own dtype). ``base``: the base model directory of
+    an adapter whose ``base_model_name_or_path`` is not a local directory.
+    """
+    root = Path(path)
+    kind = check_model_path(root)
+    parse_dtype(dtype)
+    resolved_device = resolve_device(device)
+    undo = _quiet_transformers()
+    try:
+        if kind == "adapter":
+            base_path = _adapter_base(root, base)
+            check_model_path(base_path, what="base model")
+            torch_dtype = _resolve_dtype(dtype, resolved_device, base_path / "config.json")
+            tokenizer = _load_tokenizer(root, fallback=base_path)
+            model = _load_causal_lm(base_path, torch_dtype)
+            try:
+                from peft import PeftModel
+            except ImportError as exc:
+                raise ModelLoadError(
+                    f"{str(root)!r} is a PEFT adapter and peft is not installed: "
+                    'pip install "pytest-ftmodel[peft]"'
+                ) from exc
+            try:
+                model = PeftModel.from_pretrained(model, str(root), is_trainable=False)
+            except Exception as exc:  # noqa: BLE001
+                raise ModelLoadError(
+                    f"adapter in {str(root)!r} ({_weights_named(root)}) failed to load: {_one_line(exc)}"
+                ) from exc
+            print_ = fingerprint(root, extra="base:" + fingerprint(base_path))
+        else:
+            base_path = None
+            torch_dtype = _resolve_dtype(dtype, resolved_device, root / "config.json")
+            tokenizer = _load_tokenizer(root)
+            model = _load_causal_lm(root, torch_dtype)
+            print_ = fingerprint(root)
+    finally:
+        undo()
+    try:
+        model = model.to(resolved_device)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"moving {str(root)!r} to {resolved_device!r} failed: {_one_line(exc)}") from exc
+    model.eval()
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return FTModel(
+        model=model,
+        tokenizer=tokenizer,
+        path=root,
+        device=resolved_device,
+        dtype=str(torch_dtype).replace("torch.", ""),
+        fingerprint=print_,
+        kind=kind,
+        base_path=base_path,
+    )

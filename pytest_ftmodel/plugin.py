@@ -1,0 +1,195 @@
+"""The pytest side of pytest-ftmodel: options, ini entries, fixtures, terminal summary.
+
+Thin on purpose: it reads the options once into an :class:`FTModelSession`, checks model paths
+cheaply at start-up, and hands everything else to the library. It imports neither torch nor
+transformers; models load on the first test that asks for one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable, Generator
+
+import pytest
+
+from pytest_ftmodel import report
+from pytest_ftmodel.errors import FTModelError, ModelPathError
+from pytest_ftmodel.model import DEVICE_CHOICES, DTYPE_CHOICES, check_model_path, parse_device, parse_dtype
+
+_SESSION_KEY = pytest.StashKey["FTModelSession"]()
+
+# (option, dest/ini name, metavar, help, default)
+_PATH_OPTIONS = (
+    ("--model", "ftmodel_model", "PATH", "fine-tuned checkpoint or PEFT adapter directory for the `ftmodel` fixture"),
+    ("--base-model", "ftmodel_base_model", "PATH", "base model directory for the `base_model` fixture and for adapters"),
+)
+
+
+def _argparse_type(parse: Callable[[str], str]) -> Callable[[str], str]:
+    def convert(value: str) -> str:
+        try:
+            return parse(value)
+        except ModelPathError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ftmodel", "fine-tuned model evaluation (pytest-ftmodel)")
+    for flag, dest, metavar, text in _PATH_OPTIONS:
+        group.addoption(flag, dest=dest, metavar=metavar, default=None, help=f"{text} (default: ini {dest}, else none)")
+        parser.addini(dest, help=f"{text}; relative to the ini file (default: none)", default=None)
+    group.addoption(
+        "--model-device",
+        dest="ftmodel_device",
+        metavar="DEVICE",
+        default=None,
+        type=_argparse_type(parse_device),
+        help=f"device to load models on: {DEVICE_CHOICES} (default: ini ftmodel_device, else auto)",
+    )
+    parser.addini("ftmodel_device", help="device to load models on (default: auto)", default=None)
+    group.addoption(
+        "--model-dtype",
+        dest="ftmodel_dtype",
+        metavar="DTYPE",
+        default=None,
+        type=_argparse_type(parse_dtype),
+        help=f"dtype to load models in: {' | '.join(DTYPE_CHOICES)} (default: ini ftmodel_dtype, else auto)",
+    )
+    parser.addini("ftmodel_dtype", help="dtype to load models in (default: auto)", default=None)
+
+
+class FTModelSession:
+    """Options read once, and the models of this process, loaded lazily and at most once each."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.paths: dict[str, Path | None] = {
+            "model": self._path(config, "ftmodel_model"),
+            "base_model": self._path(config, "ftmodel_base_model"),
+        }
+        self.device = parse_device(self._value(config, "ftmodel_device") or "auto")
+        self.dtype = parse_dtype(self._value(config, "ftmodel_dtype") or "auto")
+        self.recorder = report.recorder()
+        self._loaded: dict[str, Any] = {}
+        self._failed: dict[str, str] = {}
+
+    @staticmethod
+    def _value(config: pytest.Config, dest: str) -> str | None:
+        value = config.getoption(dest)
+        if value is None:
+            value = config.getini(dest) or None
+        return value
+
+    @staticmethod
+    def _path(config: pytest.Config, dest: str) -> Path | None:
+        cli = config.getoption(dest)
+        if cli:
+            return Path(cli)
+        ini = config.getini(dest)
+        if not ini:
+            return None
+        path = Path(ini)
+        if not path.is_absolute() and config.inipath is not None:
+            path = config.inipath.parent / path
+        return path
+
+    def check_paths(self) -> None:
+        for role, path in self.paths.items():
+            if path is not None:
+                flag = "--model" if role == "model" else "--base-model"
+                try:
+                    check_model_path(path, what=flag)
+                except ModelPathError as exc:
+                    raise pytest.UsageError(str(exc)) from None
+
+    def get(self, role: str) -> Any:
+        """The loaded model for ``role`` ("model" or "base_model"); fails the test with one line."""
+        if role in self._loaded:
+            return self._loaded[role]
+        if role in self._failed:  # never retried per test: every user sees the same first error
+            pytest.fail(self._failed[role], pytrace=False)
+        path = self.paths[role]
+        if path is None:
+            flag, ini = ("--model", "ftmodel_model") if role == "model" else ("--base-model", "ftmodel_base_model")
+            pytest.fail(
+                f"the `{'ftmodel' if role == 'model' else 'base_model'}` fixture needs a model: "
+                f"pass {flag} PATH or set {ini} in the ini file",
+                pytrace=False,
+            )
+        from pytest_ftmodel.model import load_model
+
+        base = self.paths["base_model"] if role == "model" else None
+        try:
+            self._loaded[role] = load_model(path, device=self.device, dtype=self.dtype, base=base)
+        except FTModelError as exc:
+            # kept (the cause stays chained on the exception for library users) and reported below,
+            # outside this block, so that pytest prints the one line and not the chain
+            self._failed[role] = str(exc)
+        if role in self._failed:
+            pytest.fail(self._failed[role], pytrace=False)
+        return self._loaded[role]
+
+
+def session_of(config: pytest.Config) -> FTModelSession:
+    return config.stash[_SESSION_KEY]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        session = FTModelSession(config)
+    except ModelPathError as exc:  # a bad ini value: the CLI ones were checked by argparse
+        raise pytest.UsageError(str(exc)) from None
+    session.check_paths()
+    session.recorder = report.push_recorder()
+    config.stash[_SESSION_KEY] = session
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(_SESSION_KEY, None)
+    if session is not None:
+        report.pop_recorder(session.recorder)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    session = config.stash.get(_SESSION_KEY, None)
+    if session is None or all(p is None for p in session.paths.values()):
+        return None
+    model, base = session.paths["model"], session.paths["base_model"]
+    return f"ftmodel: model={model or '-'} base_model={base or '-'} device={session.device} dtype={session.dtype}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    rec = session_of(item.config).recorder
+    rec.current_item = item
+    try:
+        return (yield)
+    finally:
+        rec.current_item = None
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    lines = report.summary_lines(session_of(terminalreporter.config).recorder.records)
+    if not lines:
+        return
+    terminalreporter.write_sep("=", "ftmodel metrics")
+    for line in lines:
+        terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def ftmodel(request: pytest.FixtureRequest) -> Any:
+    """The fine-tuned model from ``--model`` (or ini ``ftmodel_model``), loaded once per process.
+
+    Each pytest-xdist worker is its own process and loads its own copy.
+    """
+    return session_of(request.config).get("model")
+
+
+@pytest.fixture(scope="session")
+def base_model(request: pytest.FixtureRequest) -> Any:
+    """The base model from ``--base-model`` (or ini ``ftmodel_base_model``), loaded once per process."""
+    return session_of(request.config).get("base_model")
