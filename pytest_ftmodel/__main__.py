@@ -13,9 +13,9 @@ def _demo(args: argparse.Namespace) -> int:
     families = FAMILIES if args.family == "all" else (args.family,)
     for family in families:
         pair = build_demo(family, args.dir)
-        print(f"{family} base:      {pair.base}")
-        print(f"{family} fine-tuned: {pair.finetuned}")
-    print(f"data:            {pair.data}")
+        print(f"{family}/base:      {pair.base}")
+        print(f"{family}/finetuned: {pair.finetuned}")
+    print(f"data:           {pair.data}")
     print(f"\nrun: pytest example_suite --model {args.dir}/{families[0]}/finetuned --base-model {args.dir}/{families[0]}/base")
     return 0
 

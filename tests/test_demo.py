@@ -1,0 +1,76 @@
+"""The embedded demo models: deterministic, cached, and the fine-tuned one measurably better."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pytest_ftmodel import demo, load_model, perplexity, texts_of
+
+
+def test_fine_tuned_demo_beats_base_on_validation_data(demo_pair) -> None:
+    val = texts_of(demo.demo_data()["val"])
+    tuned = perplexity(load_model(demo_pair.finetuned, device="cpu"), val)
+    base = perplexity(load_model(demo_pair.base, device="cpu"), val)
+    assert tuned.perplexity < 0.5 * base.perplexity
+    assert tuned.interval[1] < base.interval[0]  # the intervals do not even overlap
+
+
+def test_demo_writes_a_trainer_state_log(demo_pair) -> None:
+    state = json.loads((demo_pair.finetuned / "trainer_state.json").read_text())
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    evals = [h["eval_loss"] for h in state["log_history"] if "eval_loss" in h]
+    assert losses[-1] < losses[0] / 2 and len(evals) >= 4
+    assert state["best_metric"] == min(evals)
+
+
+def test_data_is_deterministic_and_validation_is_disjoint_from_training() -> None:
+    a, b = demo.demo_data(), demo.demo_data()
+    assert a == b
+    train = {r["instruction"] for r in a["train"]}
+    assert not train & {r["instruction"] for r in a["val"]}
+    assert {r["category"] for r in a["train"]} == {"summarize", "classify", "code"}
+    for problem in a["problems"]:
+        solution = next(r["output"] for r in a["train"] if r["instruction"] == problem["prompt"])
+        exec(solution + "\n" + problem["test_code"], {})  # noqa: S102 - the reference solutions pass
+
+
+def test_build_is_deterministic(bpe_pair, tmp_path) -> None:
+    again = demo.build_demo("bpe", tmp_path)
+    for which in ("base", "finetuned"):
+        assert (getattr(again, which) / "model.safetensors").read_bytes() == (
+            getattr(bpe_pair, which) / "model.safetensors"
+        ).read_bytes()
+
+
+def test_cached_build_is_reused_without_training(bpe_pair, monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("rebuilt a cached demo model")
+
+    monkeypatch.setattr(demo, "_build_family", refuse)
+    assert demo.build_demo("bpe") == bpe_pair
+
+
+def test_recipe_hash_changes_with_the_data(monkeypatch) -> None:
+    before = demo.recipe_hash()
+    monkeypatch.setattr(demo, "SEED", demo.SEED + 1)
+    assert demo.recipe_hash() != before
+
+
+def test_unknown_family_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown demo family 'gpt'"):
+        demo.build_demo("gpt")
+
+
+def test_demo_command_builds_into_a_folder_and_prints_paths(tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_ftmodel", "demo", str(tmp_path), "--family", "bpe"],
+        capture_output=True, text=True, check=True, timeout=300,
+    ).stdout
+    assert f"bpe/base:      {tmp_path}/bpe/base\n" in out
+    assert f"bpe/finetuned: {tmp_path}/bpe/finetuned\n" in out
+    assert load_model(tmp_path / "bpe" / "finetuned", device="cpu").kind == "checkpoint"
+    assert (tmp_path / "data" / "val.jsonl").is_file()

@@ -1,0 +1,37 @@
+"""Start-up stays cheap: the plugin imports neither torch nor transformers (nor numpy)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "transformers", "numpy")
+
+
+def test_importing_the_plugin_imports_no_heavy_package() -> None:
+    code = "import sys, pytest_ftmodel.plugin, pytest_ftmodel; print(sorted(m for m in %r if m in sys.modules))" % (HEAVY,)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_suite_that_uses_no_fixture_never_imports_torch(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_plain():
+            assert 1 + 1 == 2
+
+        def test_torch_absent():
+            assert "torch" not in sys.modules and "transformers" not in sys.modules
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=2)
+
+
+def test_the_plugin_is_registered_through_its_entry_point(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--trace-config", "--co")
+    result.stdout.fnmatch_lines(["*ftmodel*pytest_ftmodel*plugin.py*"])
