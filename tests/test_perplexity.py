@@ -1,0 +1,207 @@
+"""perplexity(): checked against hand-written log-softmax references, and with properties."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pytest_ftmodel import DataError, perplexity, perplexity_improvement
+from pytest_ftmodel.metrics.perplexity import score_texts, windows
+
+torch = pytest.importorskip("torch")
+
+SHORT = [
+    "Summarize: The old fox ate the cake in the park. It was a cold day.\nThe fox ate the cake.",
+    "Classify the sentiment: The song was dreadful.\nnegative",
+    "hi",
+    "Write a Python function add(a, b) that returns the sum of a and b.\ndef add(a, b):\n    return a + b",
+    "Ünïcödé and emoji 🙂 survive tokenization.",
+]
+LONG = " ".join(f"The {a} cat chased the {b} ball in the garden." for a, b in zip(["small", "old", "quick"] * 12, ["red", "blue"] * 18))
+
+
+def _ids(model, text: str) -> list[int]:
+    """The scoring rule written out independently: BOS, else EOS, then the text's own tokens."""
+    tok = model.tokenizer
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    return [start, *tok(text, add_special_tokens=False).input_ids]
+
+
+def _token_nlls(model, context: list[int]) -> torch.Tensor:
+    """-log p(context[j] | context[:j]) for j >= 1, from a full log-softmax in float64."""
+    with torch.no_grad():
+        logits = model.model(input_ids=torch.tensor([context])).logits[0].double()
+    logp = torch.log_softmax(logits, dim=-1)
+    targets = torch.tensor(context[1:])
+    return -logp[:-1].gather(1, targets[:, None])[:, 0]
+
+
+def _reference_full(model, text: str) -> tuple[float, int]:
+    ids = _ids(model, text)
+    return float(_token_nlls(model, ids).sum()), len(ids) - 1
+
+
+def _reference_max_context(model, text: str, max_length: int) -> tuple[float, int]:
+    """One forward pass per token, each with as much left context as max_length allows."""
+    ids = _ids(model, text)
+    total = 0.0
+    for j in range(1, len(ids)):
+        begin = max(0, j - (max_length - 1))
+        total += float(_token_nlls(model, ids[begin : j + 1])[-1])
+    return total, len(ids) - 1
+
+
+def _fresh(model):
+    model.memo.clear()  # results are remembered per session; these tests must recompute
+    return model
+
+
+def test_matches_a_hand_written_log_softmax(demo_model) -> None:
+    result = perplexity(_fresh(demo_model), SHORT)
+    total_nll, total_tokens = 0.0, 0
+    for text, score in zip(SHORT, result.per_text):
+        nll, n = _reference_full(demo_model, text)
+        assert score.n_tokens == n
+        assert score.nll == pytest.approx(nll, rel=1e-5)
+        total_nll, total_tokens = total_nll + nll, total_tokens + n
+    assert result.n_tokens == total_tokens and result.n_texts == len(SHORT)
+    assert result.nll == pytest.approx(total_nll, rel=1e-5)
+    assert result.perplexity == pytest.approx(math.exp(total_nll / total_tokens), rel=1e-5)
+
+
+def test_first_token_rule_keeps_one_bos_or_uses_eos(byte_model, bpe_model) -> None:
+    # Llama style: the tokenizer adds BOS itself; it is scored as context once, never doubled
+    text = "The cat chased the ball."
+    bpe_ids = bpe_model.tokenizer(text).input_ids
+    assert bpe_ids[0] == bpe_model.tokenizer.bos_token_id
+    assert perplexity(bpe_model, [text]).n_tokens == len(bpe_ids) - 1
+    # byte level, no BOS: every byte is scored after an EOS start token; the appended EOS is not
+    assert byte_model.tokenizer(text).input_ids[-1] == byte_model.tokenizer.eos_token_id
+    assert perplexity(byte_model, [text]).n_tokens == len(text.encode())
+
+
+@pytest.mark.parametrize("max_length", [16, 33])
+def test_long_texts_are_scored_with_windows_of_maximal_context(demo_model, max_length) -> None:
+    result = perplexity(_fresh(demo_model), [LONG[:300]], max_length=max_length, stride=1)
+    nll, n = _reference_max_context(demo_model, LONG[:300], max_length)
+    assert result.n_tokens == n
+    assert result.nll == pytest.approx(nll, rel=1e-5)
+
+
+def test_texts_longer_than_the_context_are_not_truncated(demo_model) -> None:
+    text = LONG * 2
+    n = len(_ids(demo_model, text)) - 1
+    assert n > demo_model.context_length  # really longer than the model can see at once
+    result = perplexity(_fresh(demo_model), [text])
+    assert result.n_tokens == n
+    # default stride is half the context: the same as asking for it explicitly
+    again = perplexity(_fresh(demo_model), [text], stride=demo_model.context_length // 2)
+    assert again.nll == pytest.approx(result.nll, rel=1e-6)
+
+
+def test_the_naive_recipe_differs(byte_model) -> None:
+    """`outputs.loss * n_tokens` over-counts by one token per text; ours counts scored targets."""
+    text = SHORT[1]
+    ids = torch.tensor([_ids(byte_model, text)])
+    with torch.no_grad():
+        loss = float(byte_model.model(input_ids=ids, labels=ids).loss)
+    naive = loss * ids.shape[1]
+    ours = perplexity(_fresh(byte_model), [text]).nll
+    assert ours == pytest.approx(loss * (ids.shape[1] - 1), rel=1e-5)
+    assert naive > ours * 1.001
+
+
+def test_corpus_ratios_and_interval(demo_model) -> None:
+    r = perplexity(demo_model, SHORT)
+    n_bytes = sum(len(t.encode()) for t in SHORT)
+    n_words = sum(len(t.split()) for t in SHORT)
+    assert r.bits_per_byte == pytest.approx(r.nll / math.log(2) / n_bytes)
+    assert r.word_perplexity == pytest.approx(math.exp(r.nll / n_words))
+    low, high = r.interval
+    assert low <= r.perplexity <= high
+    assert perplexity(demo_model, SHORT).interval == r.interval  # seeded
+    worst = r.worst(2)
+    assert [i for i, _ in worst] == sorted(range(len(SHORT)), key=lambda i: -r.per_text[i].per_token)[:2]
+
+
+def test_results_are_reused_within_the_session(bpe_model, monkeypatch) -> None:
+    perplexity(bpe_model, SHORT)
+    calls = []
+    real = type(bpe_model.model).forward
+    monkeypatch.setattr(type(bpe_model.model), "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = perplexity(bpe_model, list(reversed(SHORT)) + ["A new text."])
+    assert len(calls) == 1  # only the new text was scored
+    assert again.n_texts == len(SHORT) + 1
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        ([], "no texts to score"),
+        ("just one string", "texts is a single string: pass a list"),
+        (["ok", 3], "text 1 is int, not str"),
+        (["ok", "fine", ""], "text 2 ('') yields no token to score"),
+    ],
+)
+def test_bad_input_names_the_item_and_the_fix(bpe_model, texts, message) -> None:
+    with pytest.raises(DataError, match=__import__("re").escape(message)):
+        perplexity(bpe_model, texts)
+
+
+def test_improvement_is_one_minus_the_ratio(bpe_model, bpe_pair) -> None:
+    from pytest_ftmodel import load_model
+
+    base = load_model(bpe_pair.base, device="cpu")
+    r = perplexity_improvement(bpe_model, base, SHORT)
+    assert r.improvement == pytest.approx(1 - perplexity(bpe_model, SHORT).perplexity / perplexity(base, SHORT).perplexity)
+    assert r.interval[0] <= r.improvement <= r.interval[1]
+
+
+# ---- properties -------------------------------------------------------------------------------
+
+texts_strategy = st.lists(
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=120).filter(str.strip),
+    min_size=1,
+    max_size=7,
+)
+slow = settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@slow
+@given(texts=texts_strategy, batch_size=st.integers(1, 8))
+def test_batch_size_never_changes_a_number(demo_model, texts, batch_size) -> None:
+    alone = [score_texts(_fresh(demo_model), [t], batch_size=1)[0] for t in texts]
+    together = score_texts(_fresh(demo_model), texts, batch_size=batch_size)
+    for a, b in zip(alone, together):
+        assert b.n_tokens == a.n_tokens
+        assert b.nll == pytest.approx(a.nll, rel=1e-5, abs=1e-6)
+
+
+@slow
+@given(texts=texts_strategy)
+def test_n_tokens_is_the_rules_count(demo_model, texts) -> None:
+    result = perplexity(demo_model, texts)
+    assert result.n_tokens == sum(len(demo_model.tokenizer(t, add_special_tokens=False).input_ids) for t in texts)
+
+
+@slow
+@given(text=st.text(min_size=1, max_size=60).filter(str.strip), stride=st.integers(1, 60))
+def test_window_scoring_equals_full_context_when_the_text_fits(byte_model, text, stride) -> None:
+    full = perplexity(_fresh(byte_model), [text])
+    windowed = perplexity(_fresh(byte_model), [text], max_length=200, stride=min(stride, 199))
+    assert windowed.nll == pytest.approx(full.nll, rel=1e-6)
+
+
+@given(n=st.integers(0, 400), max_length=st.integers(2, 64), data=st.data())
+def test_windows_score_every_token_once_with_enough_context(n, max_length, data) -> None:
+    stride = data.draw(st.integers(1, max_length - 1))
+    spans = windows(n, max_length, stride)
+    scored = [j for begin, end, first in spans for j in range(first, end)]
+    assert sorted(scored) == list(range(1, n)) and len(scored) == len(set(scored))
+    for begin, end, first in spans:
+        assert 0 <= begin < first <= end <= n and end - begin <= max_length
+        # the first target of a window sees the whole prefix, or at least max_length - stride tokens
+        assert first - begin >= min(first, max_length - stride)
