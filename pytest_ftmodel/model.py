@@ -330,13 +330,13 @@ def load_model(
                 raise ModelLoadError(
                     f"adapter in {str(root)!r} ({_weights_named(root)}) failed to load: {_one_line(exc)}"
                 ) from exc
-            print_ = fingerprint(root, extra="base:" + fingerprint(base_path))
+            content_id = fingerprint(root, extra="base:" + fingerprint(base_path))
         else:
             base_path = None
             torch_dtype = _resolve_dtype(dtype, resolved_device, root / "config.json")
             tokenizer = _load_tokenizer(root)
             model = _load_causal_lm(root, torch_dtype)
-            print_ = fingerprint(root)
+            content_id = fingerprint(root)
     finally:
         undo()
     try:
@@ -352,7 +352,7 @@ def load_model(
         path=root,
         device=resolved_device,
         dtype=str(torch_dtype).replace("torch.", ""),
-        fingerprint=print_,
+        fingerprint=content_id,
         kind=kind,
         base_path=base_path,
     )

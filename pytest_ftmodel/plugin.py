@@ -19,7 +19,7 @@ from pytest_ftmodel.model import DEVICE_CHOICES, DTYPE_CHOICES, check_model_path
 
 _SESSION_KEY = pytest.StashKey["FTModelSession"]()
 
-# (option, dest/ini name, metavar, help, default)
+# (flag, dest and ini name, metavar, help)
 _PATH_OPTIONS = (
     ("--model", "ftmodel_model", "PATH", "fine-tuned checkpoint or PEFT adapter directory for the `ftmodel` fixture"),
     ("--base-model", "ftmodel_base_model", "PATH", "base model directory for the `base_model` fixture and for adapters"),
