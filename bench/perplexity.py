@@ -96,7 +96,8 @@ def main() -> None:
     import torch
 
     from pytest_ftmodel import load_model, perplexity
-    from pytest_ftmodel.metrics.perplexity import token_sequence, windows
+    from pytest_ftmodel.metrics.perplexity import windows
+    from pytest_ftmodel.tokens import token_sequence
 
     with tempfile.TemporaryDirectory() as tmp:
         params = build_model(tmp, args.context)

@@ -42,3 +42,13 @@ def train(data_dir):
 @pytest.fixture(scope="session")
 def val(data_dir):
     return load_jsonl(data_dir / "val.jsonl", required=["instruction", "output"])
+
+
+@pytest.fixture(scope="session")
+def summaries(val):
+    return [item for item in val if item["category"] == "summarize"]
+
+
+@pytest.fixture(scope="session")
+def reviews(val):
+    return [item for item in val if item["category"] == "classify"]

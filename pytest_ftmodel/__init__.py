@@ -28,12 +28,29 @@ _EXPORTS = {
     "ImprovementResult": "pytest_ftmodel.metrics.perplexity",
     "assert_perplexity_below": "pytest_ftmodel.assertions",
     "assert_perplexity_improves": "pytest_ftmodel.assertions",
+    "generate": "pytest_ftmodel.generation",
+    "GenerationCache": "pytest_ftmodel.cache",
+    "rouge": "pytest_ftmodel.metrics.text",
+    "RougeResult": "pytest_ftmodel.metrics.text",
+    "classify": "pytest_ftmodel.metrics.text",
+    "extract_label": "pytest_ftmodel.metrics.text",
+    "ClassificationResult": "pytest_ftmodel.metrics.text",
+    "assert_rouge_above": "pytest_ftmodel.assertions",
+    "assert_classification": "pytest_ftmodel.assertions",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from pytest_ftmodel.assertions import assert_perplexity_below, assert_perplexity_improves
+    from pytest_ftmodel.assertions import (
+        assert_classification,
+        assert_perplexity_below,
+        assert_perplexity_improves,
+        assert_rouge_above,
+    )
+    from pytest_ftmodel.cache import GenerationCache
+    from pytest_ftmodel.generation import generate
+    from pytest_ftmodel.metrics.text import ClassificationResult, RougeResult, classify, extract_label, rouge
     from pytest_ftmodel.data import load_jsonl, texts_of
     from pytest_ftmodel.errors import DataError, FTModelError, ModelLoadError, ModelPathError
     from pytest_ftmodel.metrics.perplexity import (

@@ -108,3 +108,93 @@ def assert_perplexity_improves(
             f"{_worst_lines(result.model)}"
         )
     return result
+
+
+def _require_a_bar(**bars: float | None) -> dict[str, float]:
+    given = {k: v for k, v in bars.items() if v is not None}
+    if not given:
+        raise ValueError(f"no threshold given: pass at least one of {', '.join(f'{k}=' for k in bars)} (a gate on nothing would pass)")
+    return given
+
+
+def assert_rouge_above(
+    model: Any,
+    data: Sequence[dict[str, Any]],
+    *,
+    rouge1: float | None = None,
+    rouge2: float | None = None,
+    rougeL: float | None = None,  # noqa: N803 - the metric's own name
+    **kwargs: Any,
+) -> Any:
+    """Fail unless each given mean ROUGE F-measure reaches its bar; returns the RougeResult.
+
+    ``kwargs`` go to :func:`~pytest_ftmodel.metrics.text.rouge` (``prompt_key``, ``reference_key``,
+    ``max_new_tokens``, generation settings).
+    """
+    __tracebackhide__ = True
+    from pytest_ftmodel.metrics.text import rouge
+
+    bars = _require_a_bar(rouge1=rouge1, rouge2=rouge2, rougeL=rougeL)
+    result = rouge(model, data, **kwargs)
+    failed = []
+    for metric, bar in bars.items():
+        value = getattr(result, metric)
+        ok = value >= bar
+        record_metric(metric, value, threshold=bar, op=">=", n=result.n, unit="items", passed=ok, model=_name(model), interval=result.intervals[metric])
+        if not ok:
+            low, high = result.intervals[metric]
+            failed.append(f"{metric} {value:.3f} is below the bar {bar:.3f} (95% CI [{low:.3f}, {high:.3f}])")
+    if failed:
+        metric = next(m for m in ("rougeL", "rouge1", "rouge2") if m in bars)
+        worst = [
+            f"    item {it.index}: {metric} {getattr(it, metric):.2f}  prompt {_cut(it.prompt, 40)!r}\n"
+            f"      expected {_cut(it.reference)!r}\n      generated {_cut(it.generated)!r}"
+            for it in result.worst(3, metric)
+        ]
+        raise AssertionError(
+            "; ".join(failed) + f" on {result.n} items, model {_name(model)}\n  lowest-scored items:\n" + "\n".join(worst)
+        )
+    return result
+
+
+def assert_classification(
+    model: Any,
+    data: Sequence[dict[str, Any]],
+    labels: Sequence[str],
+    *,
+    min_accuracy: float | None = None,
+    min_macro_f1: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Fail unless accuracy and/or macro-F1 reach their bars; returns the ClassificationResult.
+
+    ``kwargs`` go to :func:`~pytest_ftmodel.metrics.text.classify` (``label_key``, ``prompt_key``, ...).
+    """
+    __tracebackhide__ = True
+    from pytest_ftmodel.metrics.text import classify
+
+    bars = _require_a_bar(min_accuracy=min_accuracy, min_macro_f1=min_macro_f1)
+    result = classify(model, data, labels, **kwargs)
+    failed = []
+    for key, bar in bars.items():
+        metric = key.removeprefix("min_")
+        value = getattr(result, metric)
+        ok = value >= bar
+        interval = result.accuracy_interval if metric == "accuracy" else None
+        record_metric(metric, value, threshold=bar, op=">=", n=result.n, unit="items", passed=ok, model=_name(model), interval=interval)
+        if not ok:
+            failed.append(f"{metric} {value:.3f} is below the bar {bar:.3f}")
+    if failed:
+        low, high = result.accuracy_interval
+        per_label = ", ".join(f"{k} F1 {v.f1:.2f} (n={v.support})" for k, v in result.per_label.items())
+        errors = [
+            f"    item {it.index}: expected {it.expected!r}, read {it.predicted!r} from {_cut(it.generated, 40)!r}"
+            for it in result.errors()[:3]
+        ]
+        raise AssertionError(
+            "; ".join(failed)
+            + f" on {result.n} items (accuracy 95% CI [{low:.3f}, {high:.3f}], {result.n_unparseable} answers named no label; "
+            + f"model {_name(model)})\n  {per_label}\n  first errors:\n"
+            + "\n".join(errors)
+        )
+    return result

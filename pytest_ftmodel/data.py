@@ -70,3 +70,23 @@ def texts_of(data: Sequence[Any], *, key: str = "text") -> list[str]:
                 f"item {i} is not text: expected a string, a record with {key!r}, or instruction/output ({shape} given)"
             )
     return texts
+
+
+def require_keys(data: Sequence[Any], keys: Sequence[str], *, what: str = "data") -> list[dict[str, Any]]:
+    """Check that ``data`` is a non-empty list of records that all have ``keys``; return it as a list."""
+    if isinstance(data, (str, bytes)) or not isinstance(data, Sequence):
+        raise DataError(f"{what} must be a list of records (dicts), got {type(data).__name__}")
+    items = list(data)
+    if not items:
+        raise DataError(f"{what} is empty: a gate needs at least one item")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise DataError(f"{what} item {i} is {type(item).__name__}, not a record (dict) with {', '.join(map(repr, keys))}")
+        missing = [k for k in keys if k not in item]
+        if missing:
+            present = ", ".join(map(repr, item)) or "none"
+            raise DataError(
+                f"{what} item {i} lacks {', '.join(map(repr, missing))} (keys present: {present}); "
+                "name the right key with prompt_key=/reference_key=/label_key="
+            )
+    return items

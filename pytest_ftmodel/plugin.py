@@ -13,6 +13,7 @@ from typing import Any, Callable, Generator
 
 import pytest
 
+from pytest_ftmodel import cache as gen_cache
 from pytest_ftmodel import report
 from pytest_ftmodel.errors import FTModelError, ModelPathError
 from pytest_ftmodel.model import DEVICE_CHOICES, DTYPE_CHOICES, check_model_path, parse_device, parse_dtype
@@ -60,6 +61,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"dtype to load models in: {' | '.join(DTYPE_CHOICES)} (default: ini ftmodel_dtype, else auto)",
     )
     parser.addini("ftmodel_dtype", help="dtype to load models in (default: auto)", default=None)
+    group.addoption(
+        "--ftmodel-cache-dir",
+        dest="ftmodel_cache_dir",
+        metavar="DIR",
+        default=None,
+        help="where generated answers are cached across runs (default: ini ftmodel_cache_dir, else .pytest_cache/d/ftmodel)",
+    )
+    parser.addini("ftmodel_cache_dir", help="generation cache directory; relative to the ini file (default: .pytest_cache/d/ftmodel)", default=None)
+    group.addoption(
+        "--ftmodel-no-cache",
+        dest="ftmodel_no_cache",
+        action="store_true",
+        default=None,
+        help="generate every answer afresh, reading and writing no cache (default: ini ftmodel_no_cache, else false)",
+    )
+    parser.addini("ftmodel_no_cache", type="bool", help="disable the generation cache (default: false)", default=False)
 
 
 class FTModelSession:
@@ -73,6 +90,7 @@ class FTModelSession:
         self.device = parse_device(self._value(config, "ftmodel_device") or "auto")
         self.dtype = parse_dtype(self._value(config, "ftmodel_dtype") or "auto")
         self.recorder = report.recorder()
+        self.cache = self._cache(config)
         self._loaded: dict[str, Any] = {}
         self._failed: dict[str, str] = {}
 
@@ -95,6 +113,15 @@ class FTModelSession:
         if not path.is_absolute() and config.inipath is not None:
             path = config.inipath.parent / path
         return path
+
+    def _cache(self, config: pytest.Config) -> gen_cache.GenerationCache | None:
+        if config.getoption("ftmodel_no_cache") or config.getini("ftmodel_no_cache"):
+            return None
+        path = self._path(config, "ftmodel_cache_dir")
+        if path is None:
+            provider = getattr(config, "cache", None)
+            path = provider.mkdir("ftmodel") if provider is not None else config.rootpath / ".pytest_cache" / "ftmodel"
+        return gen_cache.GenerationCache(Path(path))
 
     def check_paths(self) -> None:
         for role, path in self.paths.items():
@@ -144,6 +171,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     session.check_paths()
     session.recorder = report.push_recorder()
+    gen_cache.push_cache(session.cache)
     config.stash[_SESSION_KEY] = session
 
 
@@ -151,6 +179,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(_SESSION_KEY, None)
     if session is not None:
         report.pop_recorder(session.recorder)
+        gen_cache.pop_cache(session.cache)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -172,7 +201,10 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    lines = report.summary_lines(session_of(terminalreporter.config).recorder.records)
+    session = session_of(terminalreporter.config)
+    lines = report.summary_lines(session.recorder.records)
+    if session.cache is not None and session.cache.hits + session.cache.misses:
+        lines.append(session.cache.summary())
     if not lines:
         return
     terminalreporter.write_sep("=", "ftmodel metrics")

@@ -28,6 +28,7 @@ import numpy as np
 
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.metrics.stats import bootstrap_interval
+from pytest_ftmodel.tokens import token_sequence
 
 LN2 = math.log(2.0)
 # float32 log-softmax rows computed at once: bounds the temporary copy of the logits
@@ -95,24 +96,6 @@ def _check_texts(texts: Sequence[Any]) -> list[str]:
                 f"text {i} is {type(text).__name__}, not str: pass plain strings (records: use texts_of(data))"
             )
     return texts
-
-
-def start_token_id(tokenizer: Any) -> int | None:
-    """The token every text is conditioned on: BOS, else EOS, else none (see the module doc)."""
-    if tokenizer.bos_token_id is not None:
-        return int(tokenizer.bos_token_id)
-    if tokenizer.eos_token_id is not None:
-        return int(tokenizer.eos_token_id)
-    return None
-
-
-def token_sequence(tokenizer: Any, text: str) -> list[int]:
-    """The ids a text is scored on: the start token (if any), then the text's own tokens."""
-    ids = list(tokenizer(text, add_special_tokens=False).input_ids)
-    start = start_token_id(tokenizer)
-    if start is not None and not (ids and ids[0] == start):
-        ids.insert(0, start)
-    return ids
 
 
 def windows(n: int, max_length: int, stride: int) -> list[tuple[int, int, int]]:

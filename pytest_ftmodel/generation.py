@@ -1,0 +1,249 @@
+"""Batched generation with chat templates, stop strings, seeded sampling and an on-disk cache.
+
+* Prompts are grouped by length and generated in batches with left padding and attention masks,
+  KV cache on; only the new text is returned, cut at the first stop string and at EOS.
+* ``chat="auto"`` sends each prompt as a user turn through the tokenizer's chat template when it has
+  one; ``chat=False`` sends the raw text (after the start token, see :mod:`pytest_ftmodel.tokens`).
+* Greedy by default. Sampling draws, for every (prompt, sample index), from a random stream seeded by
+  ``(seed, prompt, sample index)`` alone, so the answers do not depend on batch size, batch
+  composition or order.
+* A prompt that does not leave room for ``max_new_tokens`` within the model's context is cut from the
+  left (its end, where the question usually is, is kept), with one warning that counts them.
+* Answers are cached per (model fingerprint, prompt, settings, package version): editing a threshold
+  and re-running the suite does not run the model again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from typing import Any, Sequence
+
+from pytest_ftmodel.cache import GenerationCache, active_cache, entry_key
+from pytest_ftmodel.errors import DataError
+from pytest_ftmodel.tokens import prompt_ids
+
+log = logging.getLogger("pytest_ftmodel.generation")
+
+
+class TruncationWarning(UserWarning):
+    """Some prompts were cut from the left to fit the model's context."""
+
+
+def _row_seed(seed: int, prompt: str, index: int) -> int:
+    digest = hashlib.sha256(f"{seed}\0{index}\0{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _eos_ids(model: Any) -> list[int]:
+    ids: list[int] = []
+    gen_cfg = getattr(model.model, "generation_config", None)
+    configured = getattr(gen_cfg, "eos_token_id", None)
+    for value in (configured if isinstance(configured, list) else [configured]) + [model.tokenizer.eos_token_id]:
+        if isinstance(value, int) and value not in ids:
+            ids.append(value)
+    return ids
+
+
+def _check_prompts(prompts: Sequence[Any]) -> list[str]:
+    if isinstance(prompts, str):
+        raise DataError("prompts is a single string: pass a list of strings, e.g. [prompt]")
+    prompts = list(prompts)
+    if not prompts:
+        raise DataError("no prompts to generate from: pass a non-empty list of strings")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise DataError(f"prompt {i} is {type(p).__name__}, not str: pass plain strings")
+    return prompts
+
+
+def _processors(torch: Any, temperature: float, top_p: float, seeds: list[int]) -> list[Any]:
+    """A logits processor that samples each row from its own seeded stream.
+
+    It leaves only the drawn token finite, so generate()'s greedy step picks exactly that token:
+    transformers' own sampling would draw from one stream shared by the whole batch.
+    """
+    from transformers import LogitsProcessor
+
+    class SeededSampler(LogitsProcessor):
+        def __init__(self) -> None:
+            self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
+            probs = torch.softmax(scores.double() / temperature, dim=-1)
+            sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
+            keep = (sorted_p.cumsum(-1) - sorted_p) < top_p  # the nucleus: up to and including the crossing token
+            sorted_p = sorted_p * keep
+            cum = sorted_p.cumsum(-1)
+            target = u.to(cum.device)[:, None] * cum[:, -1:]
+            pick = (cum < target).sum(-1).clamp(max=scores.shape[-1] - 1)
+            token = order.gather(1, pick[:, None])
+            out = torch.full_like(scores, float("-inf"))
+            out.scatter_(1, token, 0.0)
+            return out
+
+    return [SeededSampler()]
+
+
+def _stopping(torch: Any, tokenizer: Any, prompt_width: int, stop: list[str]) -> list[Any]:
+    from transformers import StoppingCriteria
+
+    tail = max(len(s) for s in stop) + 8  # tokens hold at least one character (bytes: one byte)
+
+    class StopStrings(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            texts = tokenizer.batch_decode(input_ids[:, max(prompt_width, input_ids.shape[1] - tail) :], skip_special_tokens=True)
+            return torch.tensor([any(s in t for s in stop) for t in texts], device=input_ids.device)
+
+    return [StopStrings()]
+
+
+def _cut(text: str, stop: list[str]) -> str:
+    cuts = [text.find(s) for s in stop if s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+def _generate_batch(
+    model: Any,
+    batch: list[list[int]],
+    seeds: list[int],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    stop: list[str],
+) -> list[str]:
+    import torch
+    from transformers import GenerationConfig
+
+    tokenizer = model.tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for r, ids in enumerate(batch):
+        input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        mask[r, width - len(ids) :] = 1
+    eos = _eos_ids(model)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        use_cache=True,
+        eos_token_id=eos or None,
+        pad_token_id=pad,
+    )
+    from pytest_ftmodel.model import _quiet_transformers
+
+    undo = _quiet_transformers()
+    try:
+        with torch.inference_mode():
+            out = model.model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                generation_config=config,
+                logits_processor=_processors(torch, temperature, top_p, seeds) if temperature > 0 else None,
+                stopping_criteria=_stopping(torch, tokenizer, width, stop) if stop else None,
+            )
+    finally:
+        undo()
+    texts = tokenizer.batch_decode(out[:, width:].cpu(), skip_special_tokens=True)
+    return [_cut(t, stop) for t in texts]
+
+
+def generate(
+    model: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    n: int = 1,
+    seed: int = 0,
+    stop: Sequence[str] | None = None,
+    chat: bool | str = "auto",
+    batch_size: int | None = None,
+    cache: GenerationCache | None | str = "auto",
+) -> list[Any]:
+    """Generate answers to ``prompts`` with ``model`` (an :class:`~pytest_ftmodel.FTModel`).
+
+    Returns one string per prompt, or a list of ``n`` strings per prompt when ``n > 1``.
+    ``temperature=0`` is greedy (``n`` copies of the one answer); otherwise seeded nucleus sampling.
+    ``cache="auto"`` uses the pytest session's cache (none outside pytest); pass ``None`` to skip it.
+    """
+    prompts = _check_prompts(prompts)
+    if n < 1 or max_new_tokens < 1:
+        raise DataError(f"n ({n}) and max_new_tokens ({max_new_tokens}) must be at least 1")
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise DataError(f"temperature ({temperature}) must be >= 0 and top_p ({top_p}) in (0, 1]")
+    stop = [s for s in (stop or []) if s]
+    store = active_cache() if cache == "auto" else cache
+    use_chat = bool(getattr(model.tokenizer, "chat_template", None)) if chat == "auto" else bool(chat)
+    context = model.context_length
+    if max_new_tokens >= context:
+        raise DataError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in a context of {context} tokens")
+    samples = 1 if temperature == 0 else n
+    settings = {
+        "max_new_tokens": max_new_tokens,
+        "temperature": float(temperature),
+        "top_p": float(top_p) if temperature > 0 else 1.0,
+        "samples": samples,
+        "seed": int(seed) if temperature > 0 else 0,
+        "stop": stop,
+        "chat": use_chat,
+        "context": context,
+    }
+
+    answers: list[list[str] | None] = [None] * len(prompts)
+    keys: list[str] = []
+    for i, p in enumerate(prompts):
+        keys.append(entry_key(model.fingerprint, p, settings))
+        if store is not None:
+            answers[i] = store.get(keys[-1])
+
+    todo = [i for i, a in enumerate(answers) if a is None]
+    if todo:
+        jobs: list[tuple[int, int, list[int]]] = []  # (prompt index, sample index, ids)
+        truncated = 0
+        room = context - max_new_tokens
+        for i in todo:
+            ids = prompt_ids(model.tokenizer, prompts[i], chat=use_chat)
+            if len(ids) > room:
+                truncated += 1
+                ids = ids[len(ids) - room :]
+            jobs.extend((i, s, ids) for s in range(samples))
+        if truncated:
+            warnings.warn(
+                f"{truncated} of {len(todo)} prompt(s) were longer than the model's context allows with "
+                f"max_new_tokens={max_new_tokens} ({room} tokens): cut from the left",
+                TruncationWarning,
+                stacklevel=2,
+            )
+        size = batch_size or (64 if str(model.device).startswith("cuda") else 16)
+        jobs.sort(key=lambda job: len(job[2]))
+        results: dict[int, list[str]] = {i: [""] * samples for i in todo}
+        for start in range(0, len(jobs), size):
+            chunk = jobs[start : start + size]
+            texts = _generate_batch(
+                model,
+                [ids for _, _, ids in chunk],
+                [_row_seed(seed, prompts[i], s) for i, s, _ in chunk],
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                stop=stop,
+            )
+            for (i, s, _), text in zip(chunk, texts):
+                results[i][s] = text
+            log.info("generated %d/%d answers", min(start + size, len(jobs)), len(jobs))
+        for i in todo:
+            answers[i] = results[i]
+            if store is not None:
+                store.put(keys[i], results[i])
+
+    final = [a if a is not None else [] for a in answers]
+    if n == 1:
+        return [a[0] for a in final]
+    return [a * n if samples == 1 else a for a in final]

@@ -1,0 +1,223 @@
+"""Task metrics on generated answers: ROUGE (summaries) and accuracy/F1 (classification)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from pytest_ftmodel.data import require_keys
+from pytest_ftmodel.errors import DataError
+from pytest_ftmodel.metrics.stats import bootstrap_interval, wilson_interval
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+NO_LABEL = "<no label>"
+
+
+# ---- ROUGE ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RougeItem:
+    index: int
+    prompt: str
+    reference: str
+    generated: str
+    rouge1: float
+    rouge2: float
+    rougeL: float
+
+
+@dataclass(frozen=True)
+class RougeResult:
+    """Mean ROUGE F-measures over items (rouge-score's), each with a 95% bootstrap interval."""
+
+    rouge1: float
+    rouge2: float
+    rougeL: float
+    intervals: dict[str, tuple[float, float]]
+    items: tuple[RougeItem, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.items)
+
+    def worst(self, k: int = 3, metric: str = "rougeL") -> list[RougeItem]:
+        return sorted(self.items, key=lambda item: (getattr(item, metric), item.index))[:k]
+
+
+def rouge_scores(predictions: Sequence[str], references: Sequence[str], *, use_stemmer: bool = True) -> list[dict[str, float]]:
+    """Per-pair ROUGE-1/2/L F-measures, computed by rouge-score."""
+    from rouge_score import rouge_scorer
+
+    if len(predictions) != len(references):
+        raise DataError(f"{len(predictions)} predictions for {len(references)} references: pass one per reference")
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
+    return [
+        {t: s.fmeasure for t, s in scorer.score(ref, pred).items()} for pred, ref in zip(predictions, references)
+    ]
+
+
+def rouge(
+    model: Any,
+    data: Sequence[dict[str, Any]],
+    *,
+    prompt_key: str = "instruction",
+    reference_key: str = "output",
+    max_new_tokens: int = 128,
+    use_stemmer: bool = True,
+    **generate_kwargs: Any,
+) -> RougeResult:
+    """Generate an answer to each item's prompt and score it against its reference with ROUGE."""
+    from pytest_ftmodel.generation import generate
+
+    items = require_keys(data, [prompt_key, reference_key])
+    prompts = [str(item[prompt_key]) for item in items]
+    references = [str(item[reference_key]) for item in items]
+    answers = generate(model, prompts, max_new_tokens=max_new_tokens, **generate_kwargs)
+    scores = rouge_scores(answers, references, use_stemmer=use_stemmer)
+    rows = tuple(
+        RougeItem(i, p, r, a, s["rouge1"], s["rouge2"], s["rougeL"])
+        for i, (p, r, a, s) in enumerate(zip(prompts, references, answers, scores))
+    )
+    intervals = {
+        t: bootstrap_interval([[s[t] for s in scores]], lambda x: x.mean(axis=-1)) for t in ROUGE_TYPES
+    }
+    means = {t: float(np.mean([s[t] for s in scores])) for t in ROUGE_TYPES}
+    return RougeResult(means["rouge1"], means["rouge2"], means["rougeL"], intervals, rows)
+
+
+# ---- classification ---------------------------------------------------------------------------
+
+
+def _check_labels(labels: Sequence[str]) -> list[str]:
+    if isinstance(labels, str):
+        raise DataError("labels is a single string: pass a list of labels, e.g. ['positive', 'negative']")
+    labels = [str(label) for label in labels]
+    if not labels:
+        raise DataError("labels is empty: pass the list of labels the model should answer with")
+    seen: dict[str, str] = {}
+    for label in labels:
+        if not label.strip():
+            raise DataError("labels contain an empty label: remove it")
+        if label.casefold() in seen:
+            raise DataError(f"labels contain {seen[label.casefold()]!r} and {label!r}, which match alike: list each label once")
+        seen[label.casefold()] = label
+    return labels
+
+
+def extract_label(answer: str, labels: Sequence[str]) -> str | None:
+    """The label an answer names, or None.
+
+    Labels match case-insensitively as whole words. Where matches overlap ("positive" inside
+    "very positive") the longest wins; of what remains, the first in the answer wins.
+    """
+    spans: list[tuple[int, int, str]] = []
+    for label in labels:
+        pattern = r"(?<!\w)" + re.escape(label) + r"(?!\w)"
+        spans.extend((m.start(), m.end(), label) for m in re.finditer(pattern, answer, flags=re.IGNORECASE))
+    if not spans:
+        return None
+    # drop every match that lies inside a longer one
+    kept = [s for s in spans if not any(o[0] <= s[0] and s[1] <= o[1] and (o[1] - o[0]) > (s[1] - s[0]) for o in spans)]
+    return min(kept, key=lambda s: (s[0], -(s[1] - s[0])))[2]
+
+
+@dataclass(frozen=True)
+class LabelScores:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True)
+class ClassificationItem:
+    index: int
+    prompt: str
+    expected: str
+    generated: str
+    predicted: str | None
+
+
+@dataclass(frozen=True)
+class ClassificationResult:
+    """Accuracy and macro-F1 over ``labels`` (scikit-learn); unparseable answers count as wrong."""
+
+    accuracy: float
+    macro_f1: float
+    per_label: dict[str, LabelScores]
+    confusion: tuple[tuple[int, ...], ...]  # rows: expected, columns: predicted (labels, then NO_LABEL)
+    confusion_labels: tuple[str, ...]
+    n_unparseable: int
+    accuracy_interval: tuple[float, float]
+    items: tuple[ClassificationItem, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.items)
+
+    def errors(self) -> list[ClassificationItem]:
+        return [item for item in self.items if item.predicted != item.expected]
+
+
+def classification_scores(expected: Sequence[str], predicted: Sequence[str | None], labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-label scores and confusion matrix; ``None`` predictions are wrong."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    labels = list(labels)
+    y_pred = [p if p is not None else NO_LABEL for p in predicted]
+    y_true = list(expected)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    columns = labels + [NO_LABEL]
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "per_label": {
+            label: LabelScores(float(p), float(r), float(f), int(s))
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+        },
+        "confusion": tuple(tuple(int(v) for v in row) for row in confusion_matrix(y_true, y_pred, labels=columns)[: len(labels)]),
+        "confusion_labels": tuple(columns),
+    }
+
+
+def classify(
+    model: Any,
+    data: Sequence[dict[str, Any]],
+    labels: Sequence[str],
+    *,
+    label_key: str = "expected_label",
+    prompt_key: str = "instruction",
+    max_new_tokens: int = 16,
+    **generate_kwargs: Any,
+) -> ClassificationResult:
+    """Ask the model each item's prompt, read a label from its answer, and score against ``label_key``."""
+    from pytest_ftmodel.generation import generate
+
+    labels = _check_labels(labels)
+    items = require_keys(data, [prompt_key, label_key])
+    canonical = {label.casefold(): label for label in labels}
+    expected: list[str] = []
+    for i, item in enumerate(items):
+        value = str(item[label_key])
+        if value.casefold() not in canonical:
+            raise DataError(f"data item {i} expects label {value!r}, which is not in labels {labels}: add it or fix the item")
+        expected.append(canonical[value.casefold()])
+    prompts = [str(item[prompt_key]) for item in items]
+    answers = generate(model, prompts, max_new_tokens=max_new_tokens, **generate_kwargs)
+    predicted = [extract_label(a, labels) for a in answers]
+    scores = classification_scores(expected, predicted, labels)
+    correct = sum(p == e for p, e in zip(predicted, expected))
+    return ClassificationResult(
+        accuracy=scores["accuracy"],
+        macro_f1=scores["macro_f1"],
+        per_label=scores["per_label"],
+        confusion=scores["confusion"],
+        confusion_labels=scores["confusion_labels"],
+        n_unparseable=sum(p is None for p in predicted),
+        accuracy_interval=wilson_interval(correct, len(items)),
+        items=tuple(ClassificationItem(i, p, e, a, d) for i, (p, e, a, d) in enumerate(zip(prompts, expected, answers, predicted))),
+    )
