@@ -164,7 +164,34 @@ def session_of(config: pytest.Config) -> FTModelSession:
     return config.stash[_SESSION_KEY]
 
 
+_PATH_FLAGS = ("--model", "--base-model", "--ftmodel-cache-dir")
+
+
+def _check_ini_was_found(config: pytest.Config) -> None:
+    """Refuse to run when pytest took a ``--model PATH`` value for a test path and so missed the ini file.
+
+    pytest chooses its rootdir and ini file before plugins are loaded, so the value of a plugin's
+    option written as a separate word counts as a path argument. With no test path given, the search
+    starts from the model directory and misses the project's configuration (and ``ftmodel_*`` ini
+    settings) without a word. Written as one word (``--model=PATH``) it is not mistaken.
+    """
+    if config.inipath is not None or not any(a in _PATH_FLAGS for a in config.invocation_params.args):
+        return
+    try:
+        from _pytest.config.findpaths import locate_config
+
+        missed = locate_config(config.invocation_params.dir, [config.invocation_params.dir])[1]
+    except Exception:  # noqa: BLE001 - a private helper of pytest; without it, no check
+        return
+    if missed is not None:
+        raise pytest.UsageError(
+            f"pytest read the path after --model/--base-model as a test path and so did not load {missed}: "
+            "write the option as one word (--model=PATH), or name the tests too (pytest tests --model PATH)"
+        )
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _check_ini_was_found(config)
     try:
         session = FTModelSession(config)
     except ModelPathError as exc:  # a bad ini value: the CLI ones were checked by argparse

@@ -148,5 +148,24 @@ def test_command_line_wins_over_ini(pytester: pytest.Pytester, bpe_pair) -> None
             assert ftmodel.dtype == "float32"
         """
     )
-    result = pytester.runpytest("--model", str(bpe_pair.finetuned), "--model-dtype", "float32")
+    result = pytester.runpytest(f"--model={bpe_pair.finetuned}", "--model-dtype", "float32")
     result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["configfile: tox.ini"])  # the ini was read, and lost
+
+
+def test_a_model_path_that_hides_the_ini_file_is_a_usage_error(pytester: pytest.Pytester, bpe_pair) -> None:
+    """pytest picks its ini file before plugins load, reading `--model PATH`'s value as a test path."""
+    pytester.makeini("[pytest]\nftmodel_device = cpu\n")
+    pytester.makepyfile(PASSING)
+    result = pytester.runpytest("--model", str(bpe_pair.finetuned))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: pytest read the path after --model/--base-model as a test path and so did not load *tox.ini: "
+         "write the option as one word (--model=PATH), or name the tests too (pytest tests --model PATH)"]
+    )
+    # both fixes work, and the ini file is read
+    for args in ([f"--model={bpe_pair.finetuned}"], [str(pytester.path), "--model", str(bpe_pair.finetuned)]):
+        ok = pytester.runpytest(*args)
+        ok.assert_outcomes(passed=1)
+        ok.stdout.fnmatch_lines(["configfile: tox.ini"])
+        ok.stdout.fnmatch_lines(["ftmodel: model=* device=cpu dtype=auto"])
