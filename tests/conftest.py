@@ -17,6 +17,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if "PYTEST_FTMODEL_CACHE" not in os.environ:
         os.environ["PYTEST_FTMODEL_CACHE"] = tempfile.mkdtemp(prefix="ftmodel-test-cache-")
         config.stash[_OWN_CACHE] = os.environ["PYTEST_FTMODEL_CACHE"]
+    if config.getoption("ftmodel_cache_dir", None) is None:
+        # this suite's own generations stay out of the repository's .pytest_cache
+        config.option.ftmodel_cache_dir = os.path.join(os.environ["PYTEST_FTMODEL_CACHE"], "session-generations")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
