@@ -52,3 +52,10 @@ def summaries(val):
 @pytest.fixture(scope="session")
 def reviews(val):
     return [item for item in val if item["category"] == "classify"]
+
+
+@pytest.fixture(scope="session")
+def problems(data_dir):
+    from pytest_ftmodel import load_problems
+
+    return load_problems(data_dir / "problems.jsonl")

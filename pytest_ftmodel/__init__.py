@@ -37,6 +37,13 @@ _EXPORTS = {
     "ClassificationResult": "pytest_ftmodel.metrics.text",
     "assert_rouge_above": "pytest_ftmodel.assertions",
     "assert_classification": "pytest_ftmodel.assertions",
+    "run_sandboxed": "pytest_ftmodel.sandbox",
+    "SandboxResult": "pytest_ftmodel.sandbox",
+    "pass_at_k": "pytest_ftmodel.metrics.code",
+    "evaluate_code": "pytest_ftmodel.metrics.code",
+    "load_problems": "pytest_ftmodel.metrics.code",
+    "CodeResult": "pytest_ftmodel.metrics.code",
+    "assert_passk": "pytest_ftmodel.assertions",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -44,12 +51,15 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from pytest_ftmodel.assertions import (
         assert_classification,
+        assert_passk,
         assert_perplexity_below,
         assert_perplexity_improves,
         assert_rouge_above,
     )
     from pytest_ftmodel.cache import GenerationCache
     from pytest_ftmodel.generation import generate
+    from pytest_ftmodel.metrics.code import CodeResult, evaluate_code, load_problems, pass_at_k
+    from pytest_ftmodel.sandbox import SandboxResult, run_sandboxed
     from pytest_ftmodel.metrics.text import ClassificationResult, RougeResult, classify, extract_label, rouge
     from pytest_ftmodel.data import load_jsonl, texts_of
     from pytest_ftmodel.errors import DataError, FTModelError, ModelLoadError, ModelPathError

@@ -198,3 +198,44 @@ def assert_classification(
             + "\n".join(errors)
         )
     return result
+
+
+def assert_passk(
+    model: Any,
+    problems: Sequence[dict[str, Any]],
+    k: int = 1,
+    at_least: float = 0.0,
+    *,
+    n: int | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Fail unless pass@k of ``model`` on ``problems`` reaches ``at_least``; returns the CodeResult.
+
+    ``n`` samples per problem (default ``k``; greedy when 1). Every sample runs in the sandbox.
+    ``kwargs`` go to :func:`~pytest_ftmodel.metrics.code.evaluate_code`.
+    """
+    __tracebackhide__ = True
+    from pytest_ftmodel.metrics.code import evaluate_code
+
+    n = k if n is None else n
+    result = evaluate_code(model, problems, n=n, k=(k,), **kwargs)
+    value = result.pass_at[k]
+    passed = value >= at_least
+    record_metric(
+        f"pass@{k}", value, threshold=at_least, op=">=", n=len(result.problems), unit="problems",
+        passed=passed, model=_name(model), interval=result.intervals[k],
+    )
+    if not passed:
+        low, high = result.intervals[k]
+        lines = []
+        for problem in result.failing()[:5]:
+            bad = next(s for s in problem.samples if s.status != "passed")
+            err = [_cut(line, 100) for line in bad.stderr.strip().splitlines() if line.strip()][-2:]
+            lines.append(f"    {problem.task_id}: {problem.correct}/{problem.n} passed; {bad.status}: {' | '.join(err) or '(no stderr)'}")
+        more = len(result.failing()) - len(lines)
+        raise AssertionError(
+            f"pass@{k} {value:.3f} is below the bar {at_least:.3f} on {len(result.problems)} problems, "
+            f"n={n} samples each (95% CI [{low:.3f}, {high:.3f}]; model {_name(model)}; sandbox: {result.isolation})\n"
+            f"  failing problems:\n" + "\n".join(lines) + (f"\n    ... and {more} more" if more > 0 else "")
+        )
+    return result

@@ -18,6 +18,15 @@ from pytest_ftmodel import report
 from pytest_ftmodel.errors import FTModelError, ModelPathError
 from pytest_ftmodel.model import DEVICE_CHOICES, DTYPE_CHOICES, check_model_path, parse_device, parse_dtype
 
+SANDBOX_LEVELS = ("auto", "strict", "process")
+
+
+def parse_sandbox(value: str) -> str:
+    level = str(value).strip().lower()
+    if level not in SANDBOX_LEVELS:
+        raise ModelPathError(f"unknown sandbox level {value!r}: use one of {' | '.join(SANDBOX_LEVELS)}")
+    return level
+
 _SESSION_KEY = pytest.StashKey["FTModelSession"]()
 
 # (flag, dest and ini name, metavar, help)
@@ -77,6 +86,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="generate every answer afresh, reading and writing no cache (default: ini ftmodel_no_cache, else false)",
     )
     parser.addini("ftmodel_no_cache", type="bool", help="disable the generation cache (default: false)", default=False)
+    group.addoption(
+        "--sandbox",
+        dest="ftmodel_sandbox",
+        metavar="LEVEL",
+        default=None,
+        type=_argparse_type(parse_sandbox),
+        help="isolation of generated code: auto (strongest available) | strict (refuse below namespaces) | "
+        "process (default: ini ftmodel_sandbox, else auto)",
+    )
+    parser.addini("ftmodel_sandbox", help="isolation of generated code: auto | strict | process (default: auto)", default=None)
 
 
 class FTModelSession:
@@ -89,6 +108,7 @@ class FTModelSession:
         }
         self.device = parse_device(self._value(config, "ftmodel_device") or "auto")
         self.dtype = parse_dtype(self._value(config, "ftmodel_dtype") or "auto")
+        self.sandbox = parse_sandbox(self._value(config, "ftmodel_sandbox") or "auto")
         self.recorder = report.recorder()
         self.cache = self._cache(config)
         self._loaded: dict[str, Any] = {}
@@ -160,6 +180,12 @@ class FTModelSession:
         return self._loaded[role]
 
 
+def _sandbox_defaults() -> Any:
+    from pytest_ftmodel import sandbox  # stdlib only: cheap
+
+    return sandbox
+
+
 def session_of(config: pytest.Config) -> FTModelSession:
     return config.stash[_SESSION_KEY]
 
@@ -199,6 +225,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session.check_paths()
     session.recorder = report.push_recorder()
     gen_cache.push_cache(session.cache)
+    _sandbox_defaults().push_isolation(session.sandbox)
     config.stash[_SESSION_KEY] = session
 
 
@@ -207,6 +234,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if session is not None:
         report.pop_recorder(session.recorder)
         gen_cache.pop_cache(session.cache)
+        _sandbox_defaults().pop_isolation()
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

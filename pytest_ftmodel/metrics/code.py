@@ -1,0 +1,195 @@
+"""pass@k of generated code, every sample run in the sandbox.
+
+Problem formats: HumanEval (``task_id``, ``prompt``, ``test``, ``entry_point``; the program is
+prompt + completion + test + ``check(entry_point)``) and the short form (``prompt``, ``test_code``;
+the program is completion + test_code).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from pytest_ftmodel.errors import DataError
+from pytest_ftmodel.metrics.stats import bootstrap_interval
+
+HUMANEVAL_KEYS = ("task_id", "prompt", "test", "entry_point")
+SHORT_KEYS = ("prompt", "test_code")
+HUMANEVAL_STOPS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"]
+_FENCE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of Chen et al. (2021): ``1 - C(n-c, k) / C(n, k)``, as a stable product."""
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def problem_kind(problem: dict[str, Any]) -> str:
+    if all(k in problem for k in HUMANEVAL_KEYS):
+        return "humaneval"
+    if all(k in problem for k in SHORT_KEYS):
+        return "short"
+    present = ", ".join(map(repr, problem)) or "none"
+    raise DataError(
+        f"not a code problem: need {', '.join(HUMANEVAL_KEYS)} (HumanEval) or {', '.join(SHORT_KEYS)} (short form); "
+        f"present: {present}"
+    )
+
+
+def check_problems(problems: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    items = list(problems)
+    if not items:
+        raise DataError("no code problems: a pass@k gate needs at least one")
+    for i, p in enumerate(items):
+        if not isinstance(p, dict):
+            raise DataError(f"problem {i} is {type(p).__name__}, not a record")
+        try:
+            problem_kind(p)
+        except DataError as exc:
+            raise DataError(f"problem {i}: {exc}") from None
+    return items
+
+
+def load_problems(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read code problems from JSONL; a malformed line names its line number and missing fields."""
+    from pytest_ftmodel.data import load_jsonl
+
+    records = load_jsonl(path)
+    for lineno, record in enumerate(records, start=1):
+        try:
+            problem_kind(record)
+        except DataError as exc:
+            raise DataError(f"{path}: record {lineno}: {exc}") from None
+    return records
+
+
+def extract_code(completion: str) -> str:
+    """The code in an answer: the first fenced block when the answer has one, else the answer."""
+    match = _FENCE.search(completion)
+    return match.group(1) if match else completion
+
+
+def build_program(problem: dict[str, Any], completion: str) -> str:
+    code = extract_code(completion)
+    if problem_kind(problem) == "humaneval":
+        return f"{problem['prompt']}{code}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+    return f"{code}\n\n{problem['test_code']}\n"
+
+
+@dataclass(frozen=True)
+class Sample:
+    completion: str
+    status: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class ProblemResult:
+    task_id: str
+    samples: tuple[Sample, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.samples)
+
+    @property
+    def correct(self) -> int:
+        return sum(s.status == "passed" for s in self.samples)
+
+
+@dataclass(frozen=True)
+class CodeResult:
+    """pass@k for every asked k (mean of the unbiased estimator over problems), with 95% intervals."""
+
+    pass_at: dict[int, float]
+    intervals: dict[int, tuple[float, float]]
+    problems: tuple[ProblemResult, ...]
+    n: int
+    isolation: Any
+
+    def failing(self) -> list[ProblemResult]:
+        return [p for p in self.problems if p.correct < p.n]
+
+
+def run_programs(programs: list[str], *, timeout: float, workers: int | None, isolation: str) -> list[Any]:
+    """Run programs in the sandbox in parallel, one subprocess each, results in input order."""
+    from pytest_ftmodel.sandbox import run_sandboxed
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+        return list(pool.map(lambda prog: run_sandboxed(prog, timeout=timeout, isolation=isolation), programs))
+
+
+def evaluate_code(
+    model: Any,
+    problems: Sequence[dict[str, Any]],
+    *,
+    n: int = 1,
+    k: Sequence[int] = (1,),
+    temperature: float = 0.8,
+    top_p: float = 0.95,
+    timeout: float = 10.0,
+    max_new_tokens: int = 256,
+    seed: int = 0,
+    workers: int | None = None,
+    isolation: str | None = None,
+    stop: Sequence[str] | None = None,
+    **generate_kwargs: Any,
+) -> CodeResult:
+    """Generate ``n`` samples per problem (greedy when ``n == 1``, seeded sampling otherwise), run
+    each in the sandbox, and estimate pass@k for every ``k <= n``."""
+    from pytest_ftmodel.generation import generate
+    from pytest_ftmodel.sandbox import default_isolation
+
+    items = check_problems(problems)
+    ks = sorted(set(int(x) for x in k))
+    if not ks or ks[0] < 1 or ks[-1] > n:
+        raise DataError(f"every k must be between 1 and n={n} (got k={list(k)}): raise n or lower k")
+    isolation = isolation or default_isolation()
+    by_stops: dict[tuple[str, ...], list[int]] = {}
+    for i, p in enumerate(items):
+        stops = tuple(stop) if stop is not None else tuple(HUMANEVAL_STOPS if problem_kind(p) == "humaneval" else ())
+        by_stops.setdefault(stops, []).append(i)
+    completions: list[list[str]] = [[] for _ in items]
+    for stops, indices in by_stops.items():
+        answers = generate(
+            model,
+            [str(items[i]["prompt"]) for i in indices],
+            max_new_tokens=max_new_tokens,
+            temperature=0.0 if n == 1 else temperature,
+            top_p=top_p,
+            n=n,
+            seed=seed,
+            stop=list(stops) or None,
+            **generate_kwargs,
+        )
+        for i, answer in zip(indices, answers):
+            completions[i] = [answer] if n == 1 else list(answer)
+    programs = [build_program(items[i], c) for i in range(len(items)) for c in completions[i]]
+    runs = run_programs(programs, timeout=timeout, workers=workers, isolation=isolation)
+    results = []
+    for i, problem in enumerate(items):
+        mine = runs[i * n : (i + 1) * n]
+        samples = tuple(Sample(c, r.status, r.stderr) for c, r in zip(completions[i], mine))
+        results.append(ProblemResult(str(problem.get("task_id", f"problem-{i}")), samples))
+    pass_at = {kk: sum(pass_at_k(n, p.correct, kk) for p in results) / len(results) for kk in ks}
+    correct = [p.correct for p in results]
+    intervals = {
+        kk: bootstrap_interval([correct], _estimator(n, kk)) for kk in ks
+    }
+    return CodeResult(pass_at, intervals, tuple(results), n, runs[0].isolation if runs else None)
+
+
+def _estimator(n: int, k: int) -> Any:
+    import numpy as np
+
+    table = np.array([pass_at_k(n, c, k) for c in range(n + 1)])
+    return lambda c: table[c.astype(int)].mean(axis=-1)
