@@ -1,33 +1,46 @@
 """Runs inside the sandbox: set up, drop privileges, run the program, and prove it ran to its end.
 
-Started by :mod:`pytest_ftmodel.sandbox` as ``python -I -S _harness.py CONFIG_JSON``; stdlib only.
+Started by :mod:`pytest_ftmodel.sandbox` as ``python -I -S _harness.py key=value ...``; it imports
+as little as it can (json alone would cost more than the interpreter's start-up).
 The program arrives on one pipe and the per-run nonce on another; the nonce goes back on the result
 pipe only after the program's code has run to its end, so an early ``sys.exit(0)``, ``os._exit(0)``
 or an ``atexit`` trick never reads as a pass. (A program that deliberately digs the nonce out of this
 interpreter's memory can forge its own pass; the isolation layers still contain what it can do.)
 """
 
-import json
 import os
 import resource
 import sys
 
 
-def _mount(source, target, fstype, options):
-    import ctypes
+def _libc(name):
+    """A libc function through _ctypes itself: the ctypes package costs 2.5 ms to import per run."""
+    import _ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(source.encode(), target.encode(), fstype.encode(), 0, options.encode()) != 0:
-        raise OSError(ctypes.get_errno(), f"mount {fstype} on {target}")
+    class c_int(_ctypes._SimpleCData):
+        _type_ = "i"
+
+    class Func(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = c_int
+
+    class Lib:
+        _handle = _ctypes.dlopen(None)
+
+    return Func((name, Lib()))
+
+
+def _mount(source, target, fstype, options):
+    import _ctypes
+
+    if _libc("mount")(source.encode(), target.encode(), fstype.encode(), 0, options.encode()) != 0:
+        raise OSError(_ctypes.get_errno(), f"mount {fstype} on {target}")
 
 
 def _private_mounts(cfg):
     """Inside a fresh mount namespace: private tmpfs for every world-writable place, fresh /proc."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
     MS_REC, MS_PRIVATE = 0x4000, 0x40000
-    libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)  # keep our mounts from the host
+    _libc("mount")(b"none", b"/", None, MS_REC | MS_PRIVATE, None)  # keep our mounts from the host
     uid = cfg["uid"] if cfg["uid"] is not None else 0
     gid = cfg["gid"] if cfg["gid"] is not None else 0
     opts = f"size={cfg['tmpfs_mb']}m,nr_inodes=4096,mode=0700,uid={uid},gid={gid}"
@@ -63,16 +76,15 @@ def _drop_privileges(cfg):
     """
     if cfg["uid"] is None:
         return
-    import ctypes
-
-    libc = ctypes.CDLL(None)
+    prctl = _libc("prctl")
     held = {p: os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in sys.path if os.path.isdir(p)}
     os.setgroups([])
     os.setgid(cfg["gid"])
     os.setuid(cfg["uid"])
     PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 38
-    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # the uid change made /proc/self/fd root's; take it back
-    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # the uid change made /proc/self/fd root's; take it back
+    if prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError("prctl(PR_SET_NO_NEW_PRIVS) failed")
 
     def moved(path):
         for old, fd in held.items():
@@ -99,8 +111,19 @@ def _read_fd(fd):
     return b"".join(chunks)
 
 
+_INTS = ("uid", "gid", "tmpfs_mb", "program_fd", "nonce_fd", "result_fd", "cpu_seconds", "memory_mb",
+         "file_size_mb", "open_files", "processes", "namespaces")
+
+
+def _config(argv):
+    cfg = dict(arg.split("=", 1) for arg in argv)
+    for key in _INTS:
+        cfg[key] = None if cfg[key] == "none" else int(cfg[key])
+    return cfg
+
+
 def main():
-    cfg = json.loads(sys.argv[1])
+    cfg = _config(sys.argv[1:])
     if cfg["namespaces"]:
         _private_mounts(cfg)
     os.chdir(cfg["workdir"])

