@@ -205,3 +205,23 @@ def test_windows_score_every_token_once_with_enough_context(n, max_length, data)
         assert 0 <= begin < first <= end <= n and end - begin <= max_length
         # the first target of a window sees the whole prefix, or at least max_length - stride tokens
         assert first - begin >= min(first, max_length - stride)
+
+
+@pytest.mark.parametrize("chat", [False, "auto"])
+def test_a_pair_scores_only_the_continuation_given_the_context(demo_model, chat) -> None:
+    from pytest_ftmodel.tokens import prompt_ids
+
+    context, continuation = "Classify the sentiment: The book was lovely.", "positive"
+    result = perplexity(_fresh(demo_model), [(context, continuation)], chat=chat)
+    ctx = prompt_ids(demo_model.tokenizer, context, chat=chat)
+    cont = demo_model.tokenizer(continuation, add_special_tokens=False).input_ids
+    nlls = _token_nlls(demo_model, ctx + cont)
+    assert result.n_tokens == len(cont)
+    assert result.nll == pytest.approx(float(nlls[-len(cont):].sum()), rel=1e-5)
+    assert result.texts == (continuation,)
+
+
+def test_a_pair_longer_than_the_context_scores_every_continuation_token_once(bpe_model) -> None:
+    context, continuation = LONG, " The cat chased the ball." * 3
+    result = perplexity(_fresh(bpe_model), [(context, continuation)], max_length=32, stride=8)
+    assert result.n_tokens == len(bpe_model.tokenizer(continuation, add_special_tokens=False).input_ids)

@@ -22,13 +22,13 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, Tuple, Union
 
 import numpy as np
 
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.metrics.stats import bootstrap_interval
-from pytest_ftmodel.tokens import token_sequence
+from pytest_ftmodel.tokens import prompt_ids, token_sequence
 
 LN2 = math.log(2.0)
 # float32 log-softmax rows computed at once: bounds the temporary copy of the logits
@@ -84,18 +84,27 @@ class ImprovementResult:
     interval: tuple[float, float]
 
 
-def _check_texts(texts: Sequence[Any]) -> list[str]:
+Item = Union[str, Tuple[str, str]]
+
+
+def _check_texts(texts: Sequence[Any]) -> list[Item]:
     if isinstance(texts, str):
         raise DataError("texts is a single string: pass a list of strings, e.g. [text]")
     texts = list(texts)
     if not texts:
         raise DataError("no texts to score: pass a non-empty list of strings")
     for i, text in enumerate(texts):
-        if not isinstance(text, str):
+        pair = isinstance(text, tuple) and len(text) == 2 and all(isinstance(t, str) for t in text)
+        if not (isinstance(text, str) or pair):
             raise DataError(
-                f"text {i} is {type(text).__name__}, not str: pass plain strings (records: use texts_of(data))"
+                f"text {i} is {type(text).__name__}, not str: pass plain strings (records: use texts_of(data)) "
+                "or (context, continuation) pairs"
             )
     return texts
+
+
+def _scored_text(item: Item) -> str:
+    return item if isinstance(item, str) else item[1]
 
 
 def windows(n: int, max_length: int, stride: int) -> list[tuple[int, int, int]]:
@@ -197,19 +206,34 @@ def _score_batch(model: Any, units: list[tuple[list[int], int]], pad_id: int, de
     return per_row.cpu().tolist()
 
 
-def _memo_key(text: str, max_length: int, stride: int) -> tuple[str, str, int, int]:
-    return ("ppl-text", hashlib.sha1(text.encode()).hexdigest(), max_length, stride)
+def _memo_key(item: Item, max_length: int, stride: int, chat: bool | str) -> tuple[Any, ...]:
+    text = item if isinstance(item, str) else "\0".join(item)
+    return ("ppl-text", isinstance(item, tuple), chat, hashlib.sha1(text.encode()).hexdigest(), max_length, stride)
+
+
+def _sequence(tokenizer: Any, item: Item, chat: bool | str) -> tuple[list[int], int]:
+    """Ids of an item and the position of its first scored target."""
+    if isinstance(item, str):
+        return token_sequence(tokenizer, item), 1
+    context = prompt_ids(tokenizer, item[0], chat=chat)
+    return context + list(tokenizer(item[1], add_special_tokens=False).input_ids), len(context)
 
 
 def score_texts(
     model: Any,
-    texts: Sequence[str],
+    texts: Sequence[Item],
     *,
     max_length: int | None = None,
     stride: int | None = None,
     batch_size: int | None = None,
+    chat: bool | str = False,
 ) -> list[TextScore]:
-    """Per-text NLL and scored-token counts; results are remembered on the model for the session."""
+    """Per-text NLL and scored-token counts; results are remembered on the model for the session.
+
+    An item is a text (every token scored, see the module doc) or a ``(context, continuation)`` pair:
+    the context is formatted as a generation prompt (through the chat template when ``chat`` says
+    so, see :func:`~pytest_ftmodel.tokens.prompt_ids`) and only the continuation's tokens are scored.
+    """
     texts = _check_texts(texts)
     tokenizer = model.tokenizer
     max_length = int(max_length or model.context_length)
@@ -219,20 +243,20 @@ def score_texts(
     if not 0 < stride <= max_length - 1:
         raise DataError(f"stride {stride} must be between 1 and max_length - 1 ({max_length - 1})")
     memo: dict[Any, Any] = getattr(model, "memo", {})
-    scores: list[TextScore | None] = [memo.get(_memo_key(t, max_length, stride)) for t in texts]
+    scores: list[TextScore | None] = [memo.get(_memo_key(t, max_length, stride, chat)) for t in texts]
     units: list[tuple[list[int], int]] = []
     owners: list[int] = []
     counts: dict[int, int] = {}
     for i, text in enumerate(texts):
         if scores[i] is not None:
             continue
-        seq = token_sequence(tokenizer, text)
-        spans = windows(len(seq), max_length, stride)
+        seq, start = _sequence(tokenizer, text, chat)
+        spans = [(b, e, max(f, start)) for b, e, f in windows(len(seq), max_length, stride) if e > start]
         if not spans:
             raise DataError(
-                f"text {i} ({text[:40]!r}) yields no token to score: remove empty texts or give them content"
+                f"text {i} ({_scored_text(text)[:40]!r}) yields no token to score: remove empty texts or give them content"
             )
-        counts[i] = len(seq) - 1
+        counts[i] = len(seq) - start
         for begin, end, first in spans:
             units.append((seq[begin:end], end - first))
             owners.append(i)
@@ -246,10 +270,10 @@ def score_texts(
         for owner, value in zip(owners, sums):
             totals[owner] = totals.get(owner, 0.0) + value
         for i, total in totals.items():
-            text = texts[i]
+            text = _scored_text(texts[i])
             score = TextScore(nll=total, n_tokens=counts[i], n_bytes=len(text.encode("utf-8")), n_words=_n_words(text))
             scores[i] = score
-            memo[_memo_key(text, max_length, stride)] = score
+            memo[_memo_key(texts[i], max_length, stride, chat)] = score
     return [s for s in scores if s is not None]
 
 
@@ -259,20 +283,22 @@ def _ppl_stat(nll: np.ndarray, tokens: np.ndarray) -> np.ndarray:
 
 def perplexity(
     model: Any,
-    texts: Sequence[str],
+    texts: Sequence[Item],
     *,
     stride: int | None = None,
     batch_size: int | None = None,
     max_length: int | None = None,
+    chat: bool | str = False,
 ) -> PerplexityResult:
     """Perplexity of ``model`` (an :class:`~pytest_ftmodel.FTModel`) on ``texts``.
 
     ``exp(summed NLL / scored tokens)`` over the corpus, exact for any batch size; long texts are
     scored with sliding windows of ``max_length`` (default: the model's context) advancing by
     ``stride`` (default: half the window). ``batch_size`` defaults to a size chosen from memory.
+    Items may also be ``(context, continuation)`` pairs, of which only the continuation is scored.
     """
     texts = _check_texts(texts)
-    scores = score_texts(model, texts, max_length=max_length, stride=stride, batch_size=batch_size)
+    scores = score_texts(model, texts, max_length=max_length, stride=stride, batch_size=batch_size, chat=chat)
     nll = sum(s.nll for s in scores)
     n_tokens = sum(s.n_tokens for s in scores)
     n_bytes = sum(s.n_bytes for s in scores)
@@ -287,7 +313,7 @@ def perplexity(
         bits_per_byte=nll / (LN2 * n_bytes) if n_bytes else float("nan"),
         word_perplexity=math.exp(nll / n_words) if n_words else float("nan"),
         interval=interval,
-        texts=tuple(texts),
+        texts=tuple(_scored_text(t) for t in texts),
     )
 
 
