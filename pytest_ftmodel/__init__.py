@@ -44,6 +44,15 @@ _EXPORTS = {
     "load_problems": "pytest_ftmodel.metrics.code",
     "CodeResult": "pytest_ftmodel.metrics.code",
     "assert_passk": "pytest_ftmodel.assertions",
+    "overfit_report": "pytest_ftmodel.metrics.overfit",
+    "OverfitResult": "pytest_ftmodel.metrics.overfit",
+    "training_curve": "pytest_ftmodel.metrics.curve",
+    "TrainingCurve": "pytest_ftmodel.metrics.curve",
+    "split": "pytest_ftmodel.splits",
+    "find_leakage": "pytest_ftmodel.splits",
+    "assert_no_overfit": "pytest_ftmodel.assertions",
+    "assert_training_converged": "pytest_ftmodel.assertions",
+    "assert_no_leakage": "pytest_ftmodel.assertions",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -51,14 +60,20 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from pytest_ftmodel.assertions import (
         assert_classification,
+        assert_no_leakage,
+        assert_no_overfit,
         assert_passk,
         assert_perplexity_below,
         assert_perplexity_improves,
         assert_rouge_above,
+        assert_training_converged,
     )
     from pytest_ftmodel.cache import GenerationCache
     from pytest_ftmodel.generation import generate
     from pytest_ftmodel.metrics.code import CodeResult, evaluate_code, load_problems, pass_at_k
+    from pytest_ftmodel.metrics.curve import TrainingCurve, training_curve
+    from pytest_ftmodel.metrics.overfit import OverfitResult, overfit_report
+    from pytest_ftmodel.splits import find_leakage, split
     from pytest_ftmodel.sandbox import SandboxResult, run_sandboxed
     from pytest_ftmodel.metrics.text import ClassificationResult, RougeResult, classify, extract_label, rouge
     from pytest_ftmodel.data import load_jsonl, texts_of

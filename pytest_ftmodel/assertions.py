@@ -239,3 +239,97 @@ def assert_passk(
             f"  failing problems:\n" + "\n".join(lines) + (f"\n    ... and {more} more" if more > 0 else "")
         )
     return result
+
+
+def assert_no_overfit(
+    model: Any,
+    train: Sequence[Any],
+    val: Sequence[Any],
+    *,
+    max_gap: float = 0.2,
+    max_memorised: float | None = None,
+    min_distinct2: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Fail when validation loss exceeds training loss by more than ``max_gap`` nats/token, or (for
+    instruction records) when too many answers copy training outputs or their diversity collapses.
+
+    Returns the :class:`~pytest_ftmodel.metrics.overfit.OverfitResult`.
+    """
+    __tracebackhide__ = True
+    from pytest_ftmodel.metrics.overfit import overfit_report
+
+    need_answers = max_memorised is not None or min_distinct2 is not None
+    result = overfit_report(model, train, val, answers=need_answers, **kwargs)
+    n = result.val.n_texts
+    failed = []
+    ok = result.gap <= max_gap
+    record_metric("loss gap", result.gap, threshold=max_gap, op="<=", n=n, unit="val items", passed=ok, model=_name(model))
+    if not ok:
+        failed.append(f"validation loss exceeds training loss by {result.gap:.3f} nats/token (bar {max_gap:.3f})")
+    if need_answers and result.memorised_share is None:
+        raise ValueError("max_memorised/min_distinct2 need instruction records (instruction + output) to generate answers")
+    if max_memorised is not None:
+        ok = result.memorised_share <= max_memorised
+        record_metric("memorised share", result.memorised_share, threshold=max_memorised, op="<=", n=result.n_answers, unit="answers", passed=ok, model=_name(model))
+        if not ok:
+            failed.append(f"{result.memorised_share:.0%} of answers copy training outputs (bar {max_memorised:.0%})")
+    if min_distinct2 is not None:
+        ok = result.distinct2 >= min_distinct2
+        record_metric("distinct-2", result.distinct2, threshold=min_distinct2, op=">=", n=result.n_answers, unit="answers", passed=ok, model=_name(model))
+        if not ok:
+            failed.append(f"distinct-2 of answers is {result.distinct2:.3f} (bar {min_distinct2:.3f})")
+    if failed:
+        copies = [
+            f"    item {m.index}: {_cut(m.prompt, 40)!r} -> {_cut(m.answer, 50)!r} ({'verbatim' if m.verbatim else 'shared n-gram'})"
+            for m in result.memorised[:3]
+        ]
+        raise AssertionError(
+            "; ".join(failed)
+            + f"\n  train loss {result.train_loss:.3f} ({result.train.n_texts} items), val loss {result.val_loss:.3f} "
+            + f"({n} items), ratio {result.ratio:.2f}: {result.band}; {result.advice}"
+            + ("\n  copied answers:\n" + "\n".join(copies) if copies else "")
+        )
+    return result
+
+
+def assert_training_converged(path: Any, *, patience: int = 3) -> Any:
+    """Fail when training loss did not fall, or validation loss rose over the last ``patience``
+    evaluations while training loss kept falling. ``path``: trainer_state.json, a checkpoint
+    folder, or the ``ftmodel`` fixture itself. Returns the TrainingCurve."""
+    __tracebackhide__ = True
+    from pytest_ftmodel.metrics.curve import training_curve
+
+    curve = training_curve(path, patience=patience)
+    problems = []
+    if not curve.loss_decreased:
+        problems.append(f"training loss did not decrease ({curve.first_loss:.4g} at the start, {curve.last_loss:.4g} at the end)")
+    if curve.eval_rising:
+        evals = ", ".join(f"{v:.4g}@{s}" for s, v in curve.eval[-(patience + 1) :])
+        problems.append(
+            f"eval loss rose over the last {patience} evaluations ({evals}) while training loss fell: overfitting; "
+            f"the best checkpoint is step {curve.best_step} (eval loss {curve.best_eval_loss:.4g})"
+        )
+    record_metric(
+        "eval loss (best)", curve.best_eval_loss, threshold=None, op="<=", n=len(curve.eval), unit="evals",
+        passed=not problems, model=str(getattr(path, "name", "")),
+    )
+    if problems:
+        raise AssertionError("; ".join(problems) + f" [{curve.path}]")
+    return curve
+
+
+def assert_no_leakage(train: Sequence[Any], val: Sequence[Any]) -> list[Any]:
+    """Fail when a validation item also appears in training, exactly or after normalisation."""
+    __tracebackhide__ = True
+    from pytest_ftmodel.splits import find_leakage
+
+    leaks = find_leakage(train, val)
+    record_metric("leaked val items", len(leaks), threshold=0, op="<=", n=len(val), unit="val items", passed=not leaks)
+    if leaks:
+        shown = [
+            f"    val {x.val_index} = train {x.train_index} ({'exact' if x.exact else 'after normalising case, spaces, punctuation'}): {_cut(x.text)!r}"
+            for x in leaks[:5]
+        ]
+        raise AssertionError(f"{len(leaks)} of {len(val)} validation items also appear in training:\n" + "\n".join(shown))
+    return leaks

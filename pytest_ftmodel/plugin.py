@@ -255,6 +255,17 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
         rec.current_item = None
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """Bad input found by the library reads as its one line (what, where, the fix), not a traceback."""
+    report_ = yield
+    excinfo = call.excinfo
+    if excinfo is not None and excinfo.errisinstance(FTModelError) and report_.failed:
+        path, lineno, _ = item.reportinfo()
+        report_.longrepr = f"{path}:{(lineno or 0) + 1}: {excinfo.typename}: {excinfo.value}"
+    return report_
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     session = session_of(terminalreporter.config)
     lines = report.summary_lines(session.recorder.records)

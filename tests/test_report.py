@@ -78,3 +78,19 @@ def test_an_inner_session_does_not_wipe_the_outer_record(pytester: pytest.Pytest
     pytester.runpytest().assert_outcomes(passed=1)
     assert report.recorder() is outer and len(outer.records) == count
     outer.records.pop()  # keep this suite's own summary clean
+
+
+def test_library_errors_in_a_test_read_as_one_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from pytest_ftmodel import load_jsonl
+
+        def test_data():
+            load_jsonl("missing.jsonl")
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "test_library_errors_in_a_test_read_as_one_line.py:3: DataError: cannot read data file 'missing.jsonl'" in out
+    assert "Traceback" not in out and "def load_jsonl" not in out

@@ -1,0 +1,169 @@
+"""Overfitting: the train/validation loss gap, memorised answers, and the diversity of answers.
+
+Loss is the token-weighted mean NLL with exactly :func:`~pytest_ftmodel.perplexity`'s scoring. Items
+are plain texts, or instruction records (``instruction`` + ``output``): for records the loss is that
+of the output given the instruction, formatted as the model is prompted (its chat template when it
+has one), which is what supervised fine-tuning minimises.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from pytest_ftmodel.errors import DataError
+
+BANDS = ((0.5, "strong overfitting"), (0.2, "some overfitting"))
+ADVICE = {
+    "fine": "train and validation loss agree",
+    "some overfitting": "consider fewer epochs, early stopping on validation loss, or more data",
+    "strong overfitting": (
+        "the model learned its training set rather than the task: train fewer epochs (load the checkpoint with "
+        "the lowest eval loss), add data, raise LoRA dropout or weight decay, or lower the LoRA rank"
+    ),
+}
+
+
+def band(gap: float) -> str:
+    """Fine-tuners' reading of a loss gap: > 0.5 strong, 0.2-0.5 some overfitting, < 0.2 fine."""
+    for bar, name in BANDS:
+        if gap > bar:
+            return name
+    return "fine"
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.casefold())
+
+
+def _normal(text: str) -> str:
+    return " ".join(_words(text))
+
+
+@dataclass(frozen=True)
+class Memorised:
+    index: int
+    prompt: str
+    answer: str
+    training_output: str
+    verbatim: bool
+
+
+@dataclass(frozen=True)
+class OverfitResult:
+    train_loss: float
+    val_loss: float
+    gap: float
+    ratio: float
+    band: str
+    advice: str
+    train: Any  # PerplexityResult
+    val: Any
+    n_answers: int = 0
+    memorised_share: float | None = None
+    memorised: tuple[Memorised, ...] = ()
+    distinct1: float | None = None
+    distinct2: float | None = None
+    duplicate_share: float | None = None
+
+
+def _items(data: Sequence[Any], what: str) -> tuple[list[Any], str]:
+    if isinstance(data, (str, bytes)) or not isinstance(data, Sequence) or not data:
+        raise DataError(f"{what} is empty or not a list: pass a non-empty list of texts or instruction records")
+    kinds = {"text" if isinstance(x, str) else "record" if isinstance(x, dict) and "instruction" in x and "output" in x else "other" for x in data}
+    if kinds == {"text"}:
+        return list(data), "text"
+    if kinds == {"record"}:
+        return [(str(x["instruction"]), str(x["output"])) for x in data], "record"
+    if "other" in kinds:
+        bad = next(i for i, x in enumerate(data) if not (isinstance(x, str) or (isinstance(x, dict) and "instruction" in x and "output" in x)))
+        shape = f"item {bad} is neither a text nor a record with 'instruction' and 'output'"
+    else:
+        shape = "mixed texts and records"
+    raise DataError(f"{what}: {shape}; pass all plain strings or all instruction records")
+
+
+def memorisation(
+    answers: Sequence[str], prompts: Sequence[str], references: Sequence[str], training_outputs: Sequence[str], *, ngram: int = 8
+) -> list[Memorised]:
+    """Answers that copy a training output verbatim, or share ``ngram`` consecutive words with one,
+    where the item's own reference does not explain the copy (a correct answer that happens to equal a
+    training output is not memorisation)."""
+    exact = {_normal(o): o for o in training_outputs if _normal(o)}
+    grams: dict[tuple[str, ...], str] = {}
+    for out in training_outputs:
+        w = _words(out)
+        for i in range(len(w) - ngram + 1):
+            grams.setdefault(tuple(w[i : i + ngram]), out)
+    found = []
+    for i, (answer, prompt, ref) in enumerate(zip(answers, prompts, references)):
+        norm = _normal(answer)
+        if not norm or norm == _normal(ref):
+            continue
+        if norm in exact:
+            found.append(Memorised(i, prompt, answer, exact[norm], True))
+            continue
+        w = _words(answer)
+        ref_text = " " + _normal(ref) + " "
+        for j in range(len(w) - ngram + 1):
+            gram = tuple(w[j : j + ngram])
+            if gram in grams and (" " + " ".join(gram) + " ") not in ref_text:
+                found.append(Memorised(i, prompt, answer, grams[gram], False))
+                break
+    return found
+
+
+def diversity(answers: Sequence[str]) -> tuple[float, float, float]:
+    """distinct-1, distinct-2 (unique n-grams / all n-grams, over all answers) and the duplicate share."""
+    unigrams, bigrams = [], []
+    for a in answers:
+        w = _words(a)
+        unigrams += w
+        bigrams += list(zip(w, w[1:]))
+    d1 = len(set(unigrams)) / len(unigrams) if unigrams else 0.0
+    d2 = len(set(bigrams)) / len(bigrams) if bigrams else 0.0
+    normals = [_normal(a) for a in answers]
+    dup = 1.0 - len(set(normals)) / len(normals) if normals else 0.0
+    return d1, d2, dup
+
+
+def overfit_report(
+    model: Any,
+    train: Sequence[Any],
+    val: Sequence[Any],
+    *,
+    ngram: int = 8,
+    max_new_tokens: int = 128,
+    answers: bool = True,
+    **generate_kwargs: Any,
+) -> OverfitResult:
+    """Loss gap and ratio with its band and advice; for instruction records also memorisation of
+    training outputs in answers to validation prompts, and the diversity of those answers."""
+    from pytest_ftmodel.metrics.perplexity import perplexity
+
+    train_items, train_kind = _items(train, "train")
+    val_items, val_kind = _items(val, "val")
+    if train_kind != val_kind:
+        raise DataError("train and val differ in shape (texts vs instruction records): pass the same kind for both")
+    chat = "auto" if val_kind == "record" else False
+    tr = perplexity(model, train_items, chat=chat)
+    va = perplexity(model, val_items, chat=chat)
+    gap = va.mean_nll - tr.mean_nll
+    name = band(gap)
+    result = dict(
+        train_loss=tr.mean_nll, val_loss=va.mean_nll, gap=gap, ratio=va.mean_nll / tr.mean_nll if tr.mean_nll else float("inf"),
+        band=name, advice=ADVICE[name], train=tr, val=va,
+    )
+    if val_kind == "record" and answers:
+        from pytest_ftmodel.generation import generate
+
+        prompts = [p for p, _ in val_items]
+        got = generate(model, prompts, max_new_tokens=max_new_tokens, **generate_kwargs)
+        copies = memorisation(got, prompts, [o for _, o in val_items], [o for _, o in train_items], ngram=ngram)
+        d1, d2, dup = diversity(got)
+        result.update(
+            n_answers=len(got), memorised_share=len(copies) / len(got), memorised=tuple(copies),
+            distinct1=d1, distinct2=d2, duplicate_share=dup,
+        )
+    return OverfitResult(**result)
