@@ -53,13 +53,25 @@ _EXPORTS = {
     "assert_no_overfit": "pytest_ftmodel.assertions",
     "assert_training_converged": "pytest_ftmodel.assertions",
     "assert_no_leakage": "pytest_ftmodel.assertions",
+    "evaluation_sheet": "pytest_ftmodel.human",
+    "ab_sheet": "pytest_ftmodel.human",
+    "judge_ab": "pytest_ftmodel.human",
+    "reference_judge": "pytest_ftmodel.human",
+    "model_judge": "pytest_ftmodel.human",
+    "ab_result": "pytest_ftmodel.human",
+    "human_scores": "pytest_ftmodel.human",
+    "ABResult": "pytest_ftmodel.human",
+    "assert_human_scores": "pytest_ftmodel.assertions",
+    "assert_ab_win_rate": "pytest_ftmodel.assertions",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from pytest_ftmodel.assertions import (
+        assert_ab_win_rate,
         assert_classification,
+        assert_human_scores,
         assert_no_leakage,
         assert_no_overfit,
         assert_passk,
@@ -70,6 +82,16 @@ if TYPE_CHECKING:
     )
     from pytest_ftmodel.cache import GenerationCache
     from pytest_ftmodel.generation import generate
+    from pytest_ftmodel.human import (
+        ABResult,
+        ab_result,
+        ab_sheet,
+        evaluation_sheet,
+        human_scores,
+        judge_ab,
+        model_judge,
+        reference_judge,
+    )
     from pytest_ftmodel.metrics.code import CodeResult, evaluate_code, load_problems, pass_at_k
     from pytest_ftmodel.metrics.curve import TrainingCurve, training_curve
     from pytest_ftmodel.metrics.overfit import OverfitResult, overfit_report

@@ -333,3 +333,81 @@ def assert_no_leakage(train: Sequence[Any], val: Sequence[Any]) -> list[Any]:
         ]
         raise AssertionError(f"{len(leaks)} of {len(val)} validation items also appear in training:\n" + "\n".join(shown))
     return leaks
+
+
+def assert_human_scores(
+    sheet: Any,
+    *,
+    min_mean: dict[str, float] | None = None,
+    min_scored: int = 20,
+    model: Any = None,
+) -> Any:
+    """Fail when a criterion's mean human score is below its bar. While fewer than ``min_scored``
+    items are scored the test is skipped with the command to run (a distinct, visible outcome,
+    never a pass), and fails under ``--ftmodel-require-human``."""
+    __tracebackhide__ = True
+    import pytest
+
+    from pytest_ftmodel.human import human_require_message, human_scores, require_human
+
+    bars = min_mean or {"accuracy": 4.0}
+    result = human_scores(sheet, model=model)
+    if result.n_scored < min_scored:
+        message = human_require_message(result, min_scored)
+        if require_human():
+            pytest.fail(message + " (--ftmodel-require-human)", pytrace=False)
+        pytest.skip(message)
+    unknown = [c for c in bars if c not in result.means]
+    if unknown:
+        raise ValueError(f"unknown criteria {unknown}: the sheet has {sorted(result.means)}")
+    below = []
+    for criterion, bar in bars.items():
+        value = result.means[criterion]
+        ok = value >= bar
+        record_metric(f"human {criterion}", value, threshold=bar, op=">=", n=result.n_scored, unit="items", passed=ok)
+        if not ok:
+            below.append(f"{criterion} {value:.2f} < {bar:.2f}")
+    if below:
+        lows = [
+            f"    {it['id']}: {', '.join(f'{k} {v}' for k, v in it['scores'].items())}  {_cut(it['prompt'], 40)!r} {it.get('notes') or ''}".rstrip()
+            for it in result.lowest
+        ]
+        raise AssertionError(
+            f"human scores below the bar: {'; '.join(below)} (means over {result.n_scored} scored items of {result.n_items})\n"
+            "  lowest-scored items:\n" + "\n".join(lows)
+        )
+    return result
+
+
+def assert_ab_win_rate(
+    sheet_or_result: Any,
+    *,
+    at_least: float = 0.5,
+    alpha: float = 0.05,
+    significant: bool = False,
+) -> Any:
+    """Fail when the fine-tuned model's win rate over decided A/B comparisons is below ``at_least``
+    or, with ``significant=True``, when its advantage is not significant (two-sided sign test)."""
+    __tracebackhide__ = True
+    from pytest_ftmodel.human import ABResult, ab_result
+
+    result = sheet_or_result if isinstance(sheet_or_result, ABResult) else ab_result(sheet_or_result)
+    if result.decided == 0:
+        raise AssertionError(
+            f"no decided A/B comparison ({result.ties} ties, judges: {', '.join(result.judges) or 'none'}): "
+            "judge the sheet (python -m pytest_ftmodel ab SHEET --judge NAME, or judge_ab) before gating on it"
+        )
+    low, high = result.interval
+    summary = (
+        f"base wins {result.base_wins} / fine-tuned wins {result.model_wins} / ties {result.ties}; "
+        f"win rate {result.win_rate:.1%} of {result.decided} decided, 95% CI [{low:.1%}, {high:.1%}], "
+        f"sign test p = {result.p_value:.3g}; judges: {', '.join(result.judges)}"
+        + (f"; {result.agreement_kind} {result.agreement:.2f}" if result.agreement is not None else "")
+    )
+    ok = result.win_rate >= at_least and (not significant or (result.p_value < alpha and result.win_rate > 0.5))
+    record_metric("A/B win rate", result.win_rate, threshold=at_least, op=">=", n=result.decided, unit="decided", passed=ok, interval=result.interval)
+    if result.win_rate < at_least:
+        raise AssertionError(f"A/B win rate {result.win_rate:.1%} is below the bar {at_least:.1%}: {summary}")
+    if significant and not ok:
+        raise AssertionError(f"the fine-tuned model's advantage is not significant at alpha={alpha}: {summary}")
+    return result

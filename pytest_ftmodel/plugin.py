@@ -96,6 +96,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "process (default: ini ftmodel_sandbox, else auto)",
     )
     parser.addini("ftmodel_sandbox", help="isolation of generated code: auto | strict | process (default: auto)", default=None)
+    group.addoption(
+        "--ftmodel-require-human",
+        dest="ftmodel_require_human",
+        action="store_true",
+        default=None,
+        help="fail (not skip) human-score gates whose sheet is not reviewed yet (default: ini ftmodel_require_human, else false)",
+    )
+    parser.addini("ftmodel_require_human", type="bool", help="fail human-score gates on unfinished review (default: false)", default=False)
 
 
 class FTModelSession:
@@ -109,6 +117,7 @@ class FTModelSession:
         self.device = parse_device(self._value(config, "ftmodel_device") or "auto")
         self.dtype = parse_dtype(self._value(config, "ftmodel_dtype") or "auto")
         self.sandbox = parse_sandbox(self._value(config, "ftmodel_sandbox") or "auto")
+        self.require_human = bool(config.getoption("ftmodel_require_human") or config.getini("ftmodel_require_human"))
         self.recorder = report.recorder()
         self.cache = self._cache(config)
         self._loaded: dict[str, Any] = {}
@@ -186,6 +195,12 @@ def _sandbox_defaults() -> Any:
     return sandbox
 
 
+def _human_defaults() -> Any:
+    from pytest_ftmodel import human  # stdlib only at import: cheap
+
+    return human
+
+
 def session_of(config: pytest.Config) -> FTModelSession:
     return config.stash[_SESSION_KEY]
 
@@ -226,6 +241,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session.recorder = report.push_recorder()
     gen_cache.push_cache(session.cache)
     _sandbox_defaults().push_isolation(session.sandbox)
+    _human_defaults().push_require(session.require_human)
     config.stash[_SESSION_KEY] = session
 
 
@@ -235,6 +251,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         report.pop_recorder(session.recorder)
         gen_cache.pop_cache(session.cache)
         _sandbox_defaults().pop_isolation()
+        _human_defaults().pop_require()
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
