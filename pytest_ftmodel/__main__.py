@@ -40,11 +40,12 @@ def _ask(question: str, valid: Callable[[str], bool], hint: str) -> str:
         print(f"  {hint}")
 
 
-def _show(label: str, text: Any) -> None:
-    if text is None:
-        return
-    body = str(text).rstrip() or "(empty)"
-    print(f"--- {label} ---\n{body}")
+def _show_item(item: dict[str, Any], **answers: str) -> None:
+    """An item as a reviewer sees it: prompt, expected output, then the answers (label=field)."""
+    print(f"\n=== {item['id']} ===")
+    for label, field in {"prompt": "prompt", "expected": "expected", **answers}.items():
+        if item.get(field) is not None:
+            print(f"--- {label} ---\n{str(item[field]).rstrip() or '(empty)'}")
 
 
 def _review(args: argparse.Namespace) -> int:
@@ -56,10 +57,7 @@ def _review(args: argparse.Namespace) -> int:
     done = 0
     try:
         for item in todo:
-            print(f"\n=== {item['id']} ===")
-            _show("prompt", item["prompt"])
-            _show("expected", item.get("expected"))
-            _show("answer", item["generated"])
+            _show_item(item, answer="generated")
             skipped = False
             for criterion, value in item["scores"].items():
                 if value is not None:
@@ -95,11 +93,7 @@ def _ab(args: argparse.Namespace) -> int:
     done = 0
     try:
         for item in todo:
-            print(f"\n=== {item['id']} ===")
-            _show("prompt", item["prompt"])
-            _show("expected", item.get("expected"))
-            _show("A", item["A"])
-            _show("B", item["B"])
+            _show_item(item, A="A", B="B")
             choice = _ask("better answer (A/B/t): ", lambda a: a.lower() in ("a", "b", "t", "tie"), "enter A, B or t for a tie; s to skip, q to quit")
             if choice.lower() in ("s", "skip"):
                 continue

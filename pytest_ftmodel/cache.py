@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_ftmodel._stack import SessionStack
+
 FORMAT = 1
 
 
@@ -100,19 +102,18 @@ class GenerationCache:
         return f"generation cache: {self.hits} hits, {self.misses} misses{extra} ({self.root})"
 
 
-_stack: list[GenerationCache | None] = [None]
+_caches: SessionStack[GenerationCache | None] = SessionStack(None)
 
 
 def active_cache() -> GenerationCache | None:
     """The cache of the running pytest session (None outside pytest or with --ftmodel-no-cache)."""
-    return _stack[-1]
+    return _caches.current()
 
 
 def push_cache(cache: GenerationCache | None) -> GenerationCache | None:
-    _stack.append(cache)
-    return cache
+    return _caches.push(cache)
 
 
 def pop_cache(cache: GenerationCache | None) -> None:
-    if len(_stack) > 1 and _stack[-1] is cache:
-        _stack.pop()
+    if _caches.current() is cache:
+        _caches.pop()

@@ -90,3 +90,19 @@ def require_keys(data: Sequence[Any], keys: Sequence[str], *, what: str = "data"
                 "name the right key with prompt_key=/reference_key=/label_key="
             )
     return items
+
+
+def require_strings(items: Sequence[Any], noun: str, purpose: str, *, pairs: bool = False) -> list[Any]:
+    """A non-empty list of strings (or, with ``pairs``, of ``(str, str)`` tuples), else a DataError
+    that names the offending item: ``noun`` is what one item is called ("text", "prompt")."""
+    if isinstance(items, str):
+        raise DataError(f"{noun}s is a single string: pass a list of strings, e.g. [{noun}]")
+    items = list(items)
+    if not items:
+        raise DataError(f"no {noun}s {purpose}: pass a non-empty list of strings")
+    for i, item in enumerate(items):
+        pair = pairs and isinstance(item, tuple) and len(item) == 2 and all(isinstance(t, str) for t in item)
+        if not (isinstance(item, str) or pair):
+            hint = " (records: use texts_of(data)) or (context, continuation) pairs" if pairs else ""
+            raise DataError(f"{noun} {i} is {type(item).__name__}, not str: pass plain strings{hint}")
+    return items

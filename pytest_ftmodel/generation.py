@@ -21,6 +21,7 @@ import warnings
 from typing import Any, Sequence
 
 from pytest_ftmodel.cache import GenerationCache, active_cache, entry_key
+from pytest_ftmodel.data import require_strings
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.tokens import prompt_ids
 
@@ -44,18 +45,6 @@ def _eos_ids(model: Any) -> list[int]:
         if isinstance(value, int) and value not in ids:
             ids.append(value)
     return ids
-
-
-def _check_prompts(prompts: Sequence[Any]) -> list[str]:
-    if isinstance(prompts, str):
-        raise DataError("prompts is a single string: pass a list of strings, e.g. [prompt]")
-    prompts = list(prompts)
-    if not prompts:
-        raise DataError("no prompts to generate from: pass a non-empty list of strings")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str):
-            raise DataError(f"prompt {i} is {type(p).__name__}, not str: pass plain strings")
-    return prompts
 
 
 def _processors(torch: Any, temperature: float, top_p: float, seeds: list[int]) -> list[Any]:
@@ -173,7 +162,7 @@ def generate(
     ``temperature=0`` is greedy (``n`` copies of the one answer); otherwise seeded nucleus sampling.
     ``cache="auto"`` uses the pytest session's cache (none outside pytest); pass ``None`` to skip it.
     """
-    prompts = _check_prompts(prompts)
+    prompts = require_strings(prompts, "prompt", "to generate from")
     if n < 1 or max_new_tokens < 1:
         raise DataError(f"n ({n}) and max_new_tokens ({max_new_tokens}) must be at least 1")
     if temperature < 0 or not 0 < top_p <= 1:

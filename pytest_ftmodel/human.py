@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from pytest_ftmodel._stack import SessionStack
 from pytest_ftmodel.errors import DataError
 
 CRITERIA = ("accuracy", "relevance", "fluency", "format")
@@ -413,20 +414,15 @@ def ab_result(path: str | os.PathLike[str]) -> ABResult:
 
 # ---- the session's strictness about unfinished review -----------------------------------------
 
-_require_stack: list[bool] = [False]
+_require: SessionStack[bool] = SessionStack(False)
 
 
 def require_human() -> bool:
-    return _require_stack[-1]
+    """Whether the running session fails (rather than skips) unfinished human review."""
+    return _require.current()
 
 
-def push_require(value: bool) -> None:
-    _require_stack.append(value)
-
-
-def pop_require() -> None:
-    if len(_require_stack) > 1:
-        _require_stack.pop()
+push_require, pop_require = _require.push, _require.pop
 
 
 def human_require_message(result: HumanScores, min_scored: int) -> str:

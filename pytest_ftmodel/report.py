@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pytest_ftmodel._stack import SessionStack
+
 
 @dataclass(frozen=True)
 class MetricRecord:
@@ -49,23 +51,22 @@ class Recorder:
         return record
 
 
-_stack: list[Recorder] = [Recorder()]
+_recorders: SessionStack[Recorder] = SessionStack(Recorder())
 
 
 def recorder() -> Recorder:
     """The recorder of the innermost running pytest session (or a default one outside pytest)."""
-    return _stack[-1]
+    return _recorders.current()
 
 
 def push_recorder() -> Recorder:
     """Start a fresh record for a session; nested sessions (pytester) leave the outer one intact."""
-    _stack.append(Recorder())
-    return _stack[-1]
+    return _recorders.push(Recorder())
 
 
 def pop_recorder(rec: Recorder) -> None:
-    if len(_stack) > 1 and _stack[-1] is rec:
-        _stack.pop()
+    if _recorders.current() is rec:
+        _recorders.pop()
 
 
 def record_metric(

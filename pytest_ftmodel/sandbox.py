@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_ftmodel._stack import SessionStack
 from pytest_ftmodel.errors import FTModelError
 
 STATUSES = ("passed", "failed", "timeout", "memory", "error")
@@ -83,27 +84,23 @@ class SandboxResult:
     stderr: str
     duration: float
     isolation: Isolation
+    run_id: str = ""  # the marker in the run's environment, to find its processes
+    uid: int | None = None  # the run's own uid, when it had one
 
     @property
     def passed(self) -> bool:
         return self.status == "passed"
 
 
-_isolation_stack: list[str] = ["auto"]
+_isolation: SessionStack[str] = SessionStack("auto")
 
 
 def default_isolation() -> str:
     """The isolation asked for by the running pytest session (``--sandbox``), else "auto"."""
-    return _isolation_stack[-1]
+    return _isolation.current()
 
 
-def push_isolation(value: str) -> None:
-    _isolation_stack.append(value)
-
-
-def pop_isolation() -> None:
-    if len(_isolation_stack) > 1:
-        _isolation_stack.pop()
+push_isolation, pop_isolation = _isolation.push, _isolation.pop
 
 
 _probe_lock = threading.Lock()
@@ -189,7 +186,7 @@ def _environment(workdir: str, marker: str) -> dict[str, str]:
     return env
 
 
-def _processes_of(uid: int | None, marker: str) -> list[int]:
+def processes_of(uid: int | None, marker: str) -> list[int]:
     """Processes left by a run: those with its uid (root mode), or carrying its marker."""
     found = []
     needle = f"FTMODEL_SANDBOX_RUN={marker}".encode()
@@ -229,7 +226,7 @@ def _sweep(uid: int | None, marker: str, grace: float = 1.0) -> int:
     """Kill what the teardown left; returns how many processes outlived it (after ``grace`` s)."""
     until = time.monotonic() + grace
     while True:
-        left = [p for p in _processes_of(uid, marker) if p != os.getpid() and _alive(p)]
+        left = [p for p in processes_of(uid, marker) if p != os.getpid() and _alive(p)]
         if not left or time.monotonic() >= until:
             break
         time.sleep(0.02)  # namespace teardown and parent-death signals land asynchronously
@@ -325,7 +322,7 @@ def run_sandboxed(
             os.close(fd)
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-        return SandboxResult("error", None, "", f"sandbox could not start: {exc}", 0.0, level)
+        return SandboxResult("error", None, "", f"sandbox could not start: {exc}", 0.0, level, marker, uid)
     for fd in (program_r, nonce_r, result_w):
         os.close(fd)
     _write_all(program_w, program.encode("utf-8"))
@@ -354,7 +351,7 @@ def run_sandboxed(
         status = "passed"
     else:
         status = "failed"
-    return SandboxResult(status, returncode, out.decode("utf-8", "replace"), stderr, duration, level)
+    return SandboxResult(status, returncode, out.decode("utf-8", "replace"), stderr, duration, level, marker, uid)
 
 
 def _process_level(best: Isolation) -> Isolation:

@@ -29,6 +29,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         del os.environ["PYTEST_FTMODEL_CACHE"]
 
 
+@pytest.fixture(autouse=True)
+def private_record(request):
+    """Each test records its metrics on a record of its own (some gates here fail on purpose), and
+    can inspect it by asking for this fixture."""
+    from pytest_ftmodel import report
+
+    rec = report.push_recorder()
+    rec.current_item = request.node
+    yield rec
+    report.pop_recorder(rec)
+
+
 @pytest.fixture(scope="session")
 def byte_pair():
     from pytest_ftmodel.demo import build_demo

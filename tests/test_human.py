@@ -21,21 +21,12 @@ from pytest_ftmodel import (
     load_model,
     model_judge,
     reference_judge,
-    report,
 )
 from pytest_ftmodel.demo import demo_data
 from pytest_ftmodel.human import fleiss_kappa
 
 VAL = demo_data()["val"]
 SUMMARIES = [r for r in VAL if r["category"] == "summarize"]
-
-
-@pytest.fixture(autouse=True)
-def private_record(request):
-    rec = report.push_recorder()
-    rec.current_item = request.node
-    yield rec
-    report.pop_recorder(rec)
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,11 @@ import shutil
 
 import pytest
 
-from pytest_ftmodel import DataError, assert_no_overfit, assert_training_converged, load_model, overfit_report, perplexity, report, training_curve
+from pytest_ftmodel import DataError, assert_no_overfit, assert_training_converged, load_model, overfit_report, perplexity, training_curve
 from pytest_ftmodel import demo
 from pytest_ftmodel.metrics.overfit import band, diversity, memorisation
 
 DATA = demo.demo_data()
-
-
-@pytest.fixture(autouse=True)
-def private_record(request):
-    rec = report.push_recorder()
-    rec.current_item = request.node
-    yield rec
-    report.pop_recorder(rec)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_ftmodel import DataError, assert_passk, evaluate_code, load_model, load_problems, pass_at_k, report
+from pytest_ftmodel import DataError, assert_passk, evaluate_code, load_model, load_problems, pass_at_k
 from pytest_ftmodel.demo import demo_data
 from pytest_ftmodel.metrics.code import build_program, extract_code, run_programs
 
@@ -19,14 +19,6 @@ HUMANEVAL_STYLE = {
     "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n",
     "entry_point": "add",
 }
-
-
-@pytest.fixture(autouse=True)
-def private_record(request):
-    rec = report.push_recorder()
-    rec.current_item = request.node
-    yield rec
-    report.pop_recorder(rec)
 
 
 @given(data=st.data(), n=st.integers(1, 200))

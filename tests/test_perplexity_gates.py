@@ -17,15 +17,6 @@ def base(bpe_pair):
     return load_model(bpe_pair.base, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def private_record(request):
-    """Records of these tests (some fail on purpose) go to a record of their own."""
-    rec = report.push_recorder()
-    rec.current_item = request.node
-    yield rec
-    report.pop_recorder(rec)
-
-
 def _last_record() -> report.MetricRecord:
     return report.recorder().records[-1]
 

@@ -8,52 +8,50 @@ test session alive, no process behind, and nothing outside its temporary directo
 from __future__ import annotations
 
 import os
-import signal
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from pytest_ftmodel.sandbox import _UID_BASE, SandboxUnavailable, probe_isolation, run_sandboxed
+from pytest_ftmodel.sandbox import _UID_BASE, SandboxUnavailable, _alive, probe_isolation, processes_of, run_sandboxed
 
 LEVEL = probe_isolation()
 TIMEOUT = 2.0
 
 
-def leftover_processes() -> list[int]:
-    """Live processes that belong to any sandbox run (its uid range, or its marker)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    continue
-            if os.stat(f"/proc/{entry}").st_uid >= _UID_BASE:
-                found.append(int(entry))
-                continue
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                if b"FTMODEL_SANDBOX_RUN=" in fh.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
+def leftover_processes(result) -> list[int]:
+    """Live processes of this run (its uid, or its marker); other sessions' runs are not ours."""
+    return [pid for pid in processes_of(result.uid, result.run_id) if _alive(pid)]
 
 
 OUTSIDE = [Path.home(), Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), Path.cwd()]
 
 
 def snapshot() -> dict[str, set[str]]:
+    """What a sandboxed program could have left outside its directory. As root, the entries owned by
+    a sandbox uid (precise, and blind to other sessions' temporary files); else the whole listing."""
     out = {}
     for d in OUTSIDE:
         try:
-            out[str(d)] = {p.name for p in d.iterdir() if not p.name.startswith("pytest-of")}
+            entries = list(d.iterdir())
         except OSError:
-            out[str(d)] = set()
+            entries = []
+        if os.geteuid() == 0:
+            # process-level runs' own scratch folders are made by the parent (and checked below)
+            out[str(d)] = {p.name for p in entries if _owner(p) >= _UID_BASE and not p.name.startswith("ftmodel-sandbox-")}
+        else:
+            out[str(d)] = {p.name for p in entries if not p.name.startswith("pytest-of")}
     return out
+
+
+def _owner(path: Path) -> int:
+    try:
+        return path.lstat().st_uid
+    except OSError:
+        return -1
 
 
 @pytest.fixture
@@ -64,13 +62,12 @@ def contained():
         before = snapshot()
         result = run_sandboxed(program, timeout=kwargs.pop("timeout", TIMEOUT), **kwargs)
         assert f"ATTEMPT {marker}" in result.stdout, (result.status, result.stdout[:200], result.stderr[-500:])
-        assert leftover_processes() == []
+        assert result.run_id and leftover_processes(result) == []
         if result.isolation.private_tmp:
             assert snapshot() == before
         return result
 
-    yield run
-    assert leftover_processes() == []
+    return run
 
 
 def attempt(name: str, body: str) -> str:
@@ -313,4 +310,6 @@ def test_the_process_level_still_holds_the_core_limits(contained, isolation) -> 
     assert contained(attempt("alloc", "bytearray(8 << 30)"), "alloc", isolation=isolation, memory_mb=512).status == "memory"
     r = contained(attempt("setsid", "if os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n    os._exit(0)"), "setsid", isolation=isolation)
     assert r.status == "error" and "outlived the run" in r.stderr
+    if r.uid is not None:  # its scratch folder is gone
+        assert not [p for p in Path(tempfile.gettempdir()).glob("ftmodel-sandbox-*") if _owner(p) == r.uid]
     assert contained(attempt("canary", "assert sum(range(5)) == 10"), "canary", isolation=isolation).status == "passed"

@@ -8,16 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_ftmodel import DataError, assert_no_leakage, find_leakage, report, split
+from pytest_ftmodel import DataError, assert_no_leakage, find_leakage, split
 from pytest_ftmodel.demo import demo_data
-
-
-@pytest.fixture(autouse=True)
-def private_record(request):
-    rec = report.push_recorder()
-    rec.current_item = request.node
-    yield rec
-    report.pop_recorder(rec)
 
 
 records = st.lists(

@@ -8,21 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_ftmodel import DataError, assert_classification, assert_rouge_above, classify, extract_label, generate, report, rouge
+from pytest_ftmodel import DataError, assert_classification, assert_rouge_above, classify, extract_label, generate, rouge
 from pytest_ftmodel.demo import LABELS, demo_data
 from pytest_ftmodel.metrics.text import NO_LABEL, classification_scores
 
 VAL = demo_data()["val"]
 SUMMARIES = [r for r in VAL if r["category"] == "summarize"]
 REVIEWS = [r for r in VAL if r["category"] == "classify"]
-
-
-@pytest.fixture(autouse=True)
-def private_record(request):
-    rec = report.push_recorder()
-    rec.current_item = request.node
-    yield rec
-    report.pop_recorder(rec)
 
 
 # ---- ROUGE ------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any, Sequence, Tuple, Union
 
 import numpy as np
 
+from pytest_ftmodel.data import require_strings
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.metrics.stats import bootstrap_interval
 from pytest_ftmodel.tokens import prompt_ids, token_sequence
@@ -88,19 +89,7 @@ Item = Union[str, Tuple[str, str]]
 
 
 def _check_texts(texts: Sequence[Any]) -> list[Item]:
-    if isinstance(texts, str):
-        raise DataError("texts is a single string: pass a list of strings, e.g. [text]")
-    texts = list(texts)
-    if not texts:
-        raise DataError("no texts to score: pass a non-empty list of strings")
-    for i, text in enumerate(texts):
-        pair = isinstance(text, tuple) and len(text) == 2 and all(isinstance(t, str) for t in text)
-        if not (isinstance(text, str) or pair):
-            raise DataError(
-                f"text {i} is {type(text).__name__}, not str: pass plain strings (records: use texts_of(data)) "
-                "or (context, continuation) pairs"
-            )
-    return texts
+    return require_strings(texts, "text", "to score", pairs=True)
 
 
 def _scored_text(item: Item) -> str:
