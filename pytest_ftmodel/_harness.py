@@ -71,7 +71,7 @@ def _limits(cfg):
 def _drop_privileges(cfg):
     """Become the run's own unprivileged uid, keeping the standard library importable.
 
-    The interpreter may live where that uid cannot read (/root/.pyenv, mode 700). Directories opened
+    The interpreter may live where that uid cannot read (under a home directory of mode 700). Directories opened
     before the drop stay reachable as /proc/self/fd/N, which skips the checks on their ancestors.
     """
     if cfg["uid"] is None:
