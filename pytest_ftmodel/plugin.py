@@ -240,8 +240,12 @@ def pytest_configure(config: pytest.Config) -> None:
     session.check_paths()
     session.recorder = report.push_recorder()
     gen_cache.push_cache(session.cache)
-    _sandbox_defaults().push_isolation(session.sandbox)
-    _human_defaults().push_require(session.require_human)
+    # the library's defaults ("auto", no strict review) hold unless asked otherwise: only then are
+    # those modules imported, keeping start-up cheap for projects that do not use them
+    if session.sandbox != "auto":
+        _sandbox_defaults().push_isolation(session.sandbox)
+    if session.require_human:
+        _human_defaults().push_require(True)
     config.stash[_SESSION_KEY] = session
 
 
@@ -250,8 +254,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if session is not None:
         report.pop_recorder(session.recorder)
         gen_cache.pop_cache(session.cache)
-        _sandbox_defaults().pop_isolation()
-        _human_defaults().pop_require()
+        if session.sandbox != "auto":
+            _sandbox_defaults().pop_isolation()
+        if session.require_human:
+            _human_defaults().pop_require()
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

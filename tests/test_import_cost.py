@@ -26,10 +26,14 @@ def test_a_suite_that_uses_no_fixture_never_imports_torch(pytester: pytest.Pytes
 
         def test_torch_absent():
             assert "torch" not in sys.modules and "transformers" not in sys.modules
+
+        def test_nothing_else_heavy_or_unused():
+            loaded = [m for m in ("numpy", "pytest_ftmodel.sandbox", "pytest_ftmodel.human") if m in sys.modules]
+            assert loaded == []
         """
     )
     result = pytester.runpytest_subprocess()
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
 
 
 def test_the_plugin_is_registered_through_its_entry_point(pytester: pytest.Pytester) -> None:
