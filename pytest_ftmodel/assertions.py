@@ -267,18 +267,19 @@ def assert_no_overfit(
     record_metric("loss gap", result.gap, threshold=max_gap, op="<=", n=n, unit="val items", passed=ok, model=_name(model))
     if not ok:
         failed.append(f"validation loss exceeds training loss by {result.gap:.3f} nats/token (bar {max_gap:.3f})")
-    if need_answers and result.memorised_share is None:
+    share, distinct2 = result.memorised_share, result.distinct2
+    if need_answers and (share is None or distinct2 is None):
         raise ValueError("max_memorised/min_distinct2 need instruction records (instruction + output) to generate answers")
-    if max_memorised is not None:
-        ok = result.memorised_share <= max_memorised
-        record_metric("memorised share", result.memorised_share, threshold=max_memorised, op="<=", n=result.n_answers, unit="answers", passed=ok, model=_name(model))
+    if max_memorised is not None and share is not None:
+        ok = share <= max_memorised
+        record_metric("memorised share", share, threshold=max_memorised, op="<=", n=result.n_answers, unit="answers", passed=ok, model=_name(model))
         if not ok:
-            failed.append(f"{result.memorised_share:.0%} of answers copy training outputs (bar {max_memorised:.0%})")
-    if min_distinct2 is not None:
-        ok = result.distinct2 >= min_distinct2
-        record_metric("distinct-2", result.distinct2, threshold=min_distinct2, op=">=", n=result.n_answers, unit="answers", passed=ok, model=_name(model))
+            failed.append(f"{share:.0%} of answers copy training outputs (bar {max_memorised:.0%})")
+    if min_distinct2 is not None and distinct2 is not None:
+        ok = distinct2 >= min_distinct2
+        record_metric("distinct-2", distinct2, threshold=min_distinct2, op=">=", n=result.n_answers, unit="answers", passed=ok, model=_name(model))
         if not ok:
-            failed.append(f"distinct-2 of answers is {result.distinct2:.3f} (bar {min_distinct2:.3f})")
+            failed.append(f"distinct-2 of answers is {distinct2:.3f} (bar {min_distinct2:.3f})")
     if failed:
         copies = [
             f"    item {m.index}: {_cut(m.prompt, 40)!r} -> {_cut(m.answer, 50)!r} ({'verbatim' if m.verbatim else 'shared n-gram'})"

@@ -219,7 +219,7 @@ def _build_model(recipe: Recipe, tokenizer: Any) -> Any:
     if recipe.family == "byte":
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        cfg = GPT2Config(
+        gpt_cfg = GPT2Config(
             vocab_size=len(tokenizer),
             n_positions=recipe.context,
             n_embd=recipe.hidden,
@@ -229,7 +229,7 @@ def _build_model(recipe: Recipe, tokenizer: Any) -> Any:
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
-        return GPT2LMHeadModel(cfg)
+        return GPT2LMHeadModel(gpt_cfg)
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(

@@ -168,7 +168,9 @@ def generate(
     if temperature < 0 or not 0 < top_p <= 1:
         raise DataError(f"temperature ({temperature}) must be >= 0 and top_p ({top_p}) in (0, 1]")
     stop = [s for s in (stop or []) if s]
-    store = active_cache() if cache == "auto" else cache
+    if isinstance(cache, str) and cache != "auto":
+        raise ValueError(f"cache={cache!r}: pass 'auto', None or a GenerationCache")
+    store = active_cache() if isinstance(cache, str) else cache
     use_chat = bool(getattr(model.tokenizer, "chat_template", None)) if chat == "auto" else bool(chat)
     context = model.context_length
     if max_new_tokens >= context:

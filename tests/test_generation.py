@@ -127,3 +127,8 @@ def test_greedy_answers_do_not_depend_on_order_or_batch_size(bpe_model, order, b
     reference = generate(bpe_model, PROMPTS, max_new_tokens=16, cache=None)
     shuffled = generate(bpe_model, [PROMPTS[i] for i in order], max_new_tokens=16, cache=None, batch_size=batch_size)
     assert [shuffled[order.index(i)] for i in range(len(PROMPTS))] == reference
+
+
+def test_an_unknown_cache_word_is_refused(bpe_model) -> None:
+    with pytest.raises(ValueError, match="cache='session': pass 'auto', None or a GenerationCache"):
+        generate(bpe_model, ["Hi"], cache="session")

@@ -151,19 +151,28 @@ def overfit_report(
     va = perplexity(model, val_items, chat=chat)
     gap = va.mean_nll - tr.mean_nll
     name = band(gap)
-    result = dict(
-        train_loss=tr.mean_nll, val_loss=va.mean_nll, gap=gap, ratio=va.mean_nll / tr.mean_nll if tr.mean_nll else float("inf"),
-        band=name, advice=ADVICE[name], train=tr, val=va,
-    )
+    n_answers, share, copies, d1, d2, dup = 0, None, [], None, None, None
     if val_kind == "record" and answers:
         from pytest_ftmodel.generation import generate
 
         prompts = [p for p, _ in val_items]
         got = generate(model, prompts, max_new_tokens=max_new_tokens, **generate_kwargs)
         copies = memorisation(got, prompts, [o for _, o in val_items], [o for _, o in train_items], ngram=ngram)
+        n_answers, share = len(got), len(copies) / len(got)
         d1, d2, dup = diversity(got)
-        result.update(
-            n_answers=len(got), memorised_share=len(copies) / len(got), memorised=tuple(copies),
-            distinct1=d1, distinct2=d2, duplicate_share=dup,
-        )
-    return OverfitResult(**result)
+    return OverfitResult(
+        train_loss=tr.mean_nll,
+        val_loss=va.mean_nll,
+        gap=gap,
+        ratio=va.mean_nll / tr.mean_nll if tr.mean_nll else float("inf"),
+        band=name,
+        advice=ADVICE[name],
+        train=tr,
+        val=va,
+        n_answers=n_answers,
+        memorised_share=share,
+        memorised=tuple(copies),
+        distinct1=d1,
+        distinct2=d2,
+        duplicate_share=dup,
+    )

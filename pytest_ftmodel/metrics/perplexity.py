@@ -170,7 +170,9 @@ def _score_batch(model: Any, units: list[tuple[list[int], int]], pad_id: int, de
     width = max(len(ids) for ids, _ in units)
     ids = torch.full((len(units), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(units), width), dtype=torch.long)
-    rows, cols, targets = [], [], []
+    rows: list[int] = []
+    cols: list[int] = []
+    targets: list[int] = []
     for r, (seq, m) in enumerate(units):
         n = len(seq)
         ids[r, :n] = torch.tensor(seq, dtype=torch.long)
