@@ -60,6 +60,7 @@ _EXPORTS = {
     "model_judge": "pytest_ftmodel.human",
     "ab_result": "pytest_ftmodel.human",
     "human_scores": "pytest_ftmodel.human",
+    "HumanScores": "pytest_ftmodel.human",
     "ABResult": "pytest_ftmodel.human",
     "assert_human_scores": "pytest_ftmodel.assertions",
     "assert_ab_win_rate": "pytest_ftmodel.assertions",
@@ -84,6 +85,7 @@ if TYPE_CHECKING:
     from pytest_ftmodel.generation import generate
     from pytest_ftmodel.human import (
         ABResult,
+        HumanScores,
         ab_result,
         ab_sheet,
         evaluation_sheet,

@@ -39,3 +39,12 @@ def test_a_suite_that_uses_no_fixture_never_imports_torch(pytester: pytest.Pytes
 def test_the_plugin_is_registered_through_its_entry_point(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--trace-config", "--co")
     result.stdout.fnmatch_lines(["*ftmodel*pytest_ftmodel*plugin.py*"])
+
+
+def test_every_public_name_resolves() -> None:
+    import pytest_ftmodel
+
+    missing = [name for name in pytest_ftmodel.__all__ if getattr(pytest_ftmodel, name, None) is None]
+    assert missing == [] and "load_model" in dir(pytest_ftmodel)
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        pytest_ftmodel.nope  # noqa: B018
