@@ -44,10 +44,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from pytest_ftmodel import GenerationCache, generate, load_model
-    from pytest_ftmodel.model import _quiet_transformers
+    from pytest_ftmodel.model import quiet_transformers
 
-    _quiet_transformers()
-    with tempfile.TemporaryDirectory() as tmp:
+    with quiet_transformers(), tempfile.TemporaryDirectory() as tmp:
         params = build_model(tmp + "/model", 512)
         model = load_model(tmp + "/model", device=args.device)
         prompts = make_prompts(args.prompts)

@@ -363,7 +363,9 @@ def _build_family(family: str, out: Path) -> None:
     plain = [_encode_plain(tokenizer, t) for t in base_corpus()]
     sft = [encode_example(tokenizer, r) for r in data["train"]]
     sft_val = [encode_example(tokenizer, r) for r in data["val"]]
-    with _quiet(), _threads(2):
+    from pytest_ftmodel.model import quiet_transformers
+
+    with quiet_transformers(), _threads(2):
         model = _build_model(recipe, tokenizer)
         base_history = train(model, plain, recipe, recipe.base_steps, pad_id)
         _save(model, tokenizer, out / "base", base_history)
@@ -383,17 +385,6 @@ def _threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    from pytest_ftmodel.model import _quiet_transformers
-
-    undo = _quiet_transformers()
-    try:
-        yield
-    finally:
-        undo()
 
 
 def recipe_hash() -> str:

@@ -124,20 +124,16 @@ def _generate_batch(
         eos_token_id=eos or None,
         pad_token_id=pad,
     )
-    from pytest_ftmodel.model import _quiet_transformers
+    from pytest_ftmodel.model import quiet_transformers
 
-    undo = _quiet_transformers()
-    try:
-        with torch.inference_mode():
-            out = model.model.generate(
-                input_ids=input_ids.to(model.device),
-                attention_mask=mask.to(model.device),
-                generation_config=config,
-                logits_processor=_processors(torch, temperature, top_p, seeds) if temperature > 0 else None,
-                stopping_criteria=_stopping(torch, tokenizer, width, stop) if stop else None,
-            )
-    finally:
-        undo()
+    with quiet_transformers(), torch.inference_mode():
+        out = model.model.generate(
+            input_ids=input_ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            generation_config=config,
+            logits_processor=_processors(torch, temperature, top_p, seeds) if temperature > 0 else None,
+            stopping_criteria=_stopping(torch, tokenizer, width, stop) if stop else None,
+        )
     texts = tokenizer.batch_decode(out[:, width:].cpu(), skip_special_tokens=True)
     return [_cut(t, stop) for t in texts]
 

@@ -7,13 +7,14 @@ imports happen inside :func:`load_model`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pytest_ftmodel.errors import ModelLoadError, ModelPathError
 
@@ -218,21 +219,21 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _quiet_transformers() -> Any:
-    """Silence transformers' progress bars and info logs while loading; returns the undo."""
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' progress bars and info logs inside the block, then restore them."""
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
     verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-
-    def undo() -> None:
+    try:
+        yield
+    finally:
         if bars:
             hf_logging.enable_progress_bar()
         hf_logging.set_verbosity(verbosity)
-
-    return undo
 
 
 def _load_tokenizer(path: Path, fallback: Path | None = None) -> Any:
@@ -309,8 +310,7 @@ def load_model(
     kind = check_model_path(root)
     parse_dtype(dtype)
     resolved_device = resolve_device(device)
-    undo = _quiet_transformers()
-    try:
+    with quiet_transformers():
         if kind == "adapter":
             base_path = _adapter_base(root, base)
             check_model_path(base_path, what="base model")
@@ -337,8 +337,6 @@ def load_model(
             tokenizer = _load_tokenizer(root)
             model = _load_causal_lm(root, torch_dtype)
             content_id = fingerprint(root)
-    finally:
-        undo()
     try:
         model = model.to(resolved_device)
     except Exception as exc:  # noqa: BLE001

@@ -40,7 +40,6 @@ from pathlib import Path
 from pytest_ftmodel._stack import SessionStack
 from pytest_ftmodel.errors import FTModelError
 
-STATUSES = ("passed", "failed", "timeout", "memory", "error")
 _HARNESS = str(Path(__file__).with_name("_harness.py"))
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
