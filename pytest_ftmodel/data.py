@@ -51,24 +51,36 @@ def write_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]])
     return p
 
 
+def text_of(item: Any, *, key: str = "text", also: Sequence[str] = ()) -> str | None:
+    """The text an item holds, or None: the item itself when a string, else its ``key`` field, else
+    ``"instruction\noutput"`` for an instruction record, else the first of the ``also`` fields."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        if isinstance(item.get(key), str):
+            return str(item[key])
+        if isinstance(item.get("instruction"), str) and isinstance(item.get("output"), str):
+            return f"{item['instruction']}\n{item['output']}"
+        for field in also:
+            if isinstance(item.get(field), str):
+                return str(item[field])
+    return None
+
+
 def texts_of(data: Sequence[Any], *, key: str = "text") -> list[str]:
     """Plain texts from a list of strings, or of records with a ``key`` field.
 
-    Instruction records (``instruction`` + ``output``) become ``"instruction\\noutput"``.
+    Instruction records (``instruction`` + ``output``) become ``"instruction\noutput"``.
     """
     texts: list[str] = []
     for i, item in enumerate(data):
-        if isinstance(item, str):
-            texts.append(item)
-        elif isinstance(item, dict) and isinstance(item.get(key), str):
-            texts.append(item[key])
-        elif isinstance(item, dict) and isinstance(item.get("instruction"), str) and isinstance(item.get("output"), str):
-            texts.append(f"{item['instruction']}\n{item['output']}")
-        else:
+        text = text_of(item, key=key)
+        if text is None:
             shape = f"keys {sorted(item)}" if isinstance(item, dict) else type(item).__name__
             raise DataError(
                 f"item {i} is not text: expected a string, a record with {key!r}, or instruction/output ({shape} given)"
             )
+        texts.append(text)
     return texts
 
 

@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from pytest_ftmodel.data import text_of
 from pytest_ftmodel.errors import DataError
 
 STRATEGIES = ("random", "temporal", "category")
@@ -77,16 +78,10 @@ def split(
 
 
 def _text(item: Any) -> str:
-    if isinstance(item, str):
-        return item
-    if isinstance(item, dict):
-        if "instruction" in item:
-            return f"{item['instruction']}\n{item.get('output', '')}"
-        if "text" in item:
-            return str(item["text"])
-        if "prompt" in item:
-            return str(item["prompt"])
-    raise DataError(f"cannot read text from {type(item).__name__}: pass strings or records with instruction/text/prompt")
+    text = text_of(item, also=("instruction", "prompt"))  # the same reading as perplexity's texts_of
+    if text is None:
+        raise DataError(f"cannot read text from {type(item).__name__}: pass strings or records with instruction/text/prompt")
+    return text
 
 
 def normalise(text: str) -> str:
