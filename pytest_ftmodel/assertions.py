@@ -10,6 +10,23 @@ from typing import Any, Sequence
 from pytest_ftmodel.report import record_metric
 
 
+def _judged(
+    name: str,
+    value: float,
+    bar: float,
+    op: str,
+    *,
+    n: int,
+    unit: str,
+    model: str = "",
+    interval: tuple[float, float] | None = None,
+) -> bool:
+    """Compare ``value`` with ``bar`` (``op`` is "<=" or ">="), record it, and say whether it passed."""
+    passed = value <= bar if op == "<=" else value >= bar
+    record_metric(name, value, threshold=bar, op=op, n=n, unit=unit, passed=passed, model=model, interval=interval)
+    return passed
+
+
 def _cut(text: str, width: int = 60) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 3] + "..."
@@ -49,17 +66,9 @@ def assert_perplexity_below(
     from pytest_ftmodel.metrics.perplexity import perplexity
 
     result = perplexity(model, texts, stride=stride, batch_size=batch_size)
-    passed = result.perplexity <= max_perplexity
-    record_metric(
-        "perplexity",
-        result.perplexity,
-        threshold=max_perplexity,
-        op="<=",
-        n=result.n_texts,
-        unit="texts",
-        passed=passed,
-        model=_name(model),
-        interval=result.interval,
+    passed = _judged(
+        "perplexity", result.perplexity, max_perplexity, "<=",
+        n=result.n_texts, unit="texts", model=_name(model), interval=result.interval,
     )
     if not passed:
         raise AssertionError(
@@ -87,17 +96,9 @@ def assert_perplexity_improves(
     from pytest_ftmodel.metrics.perplexity import perplexity_improvement
 
     result = perplexity_improvement(model, base, texts, stride=stride, batch_size=batch_size)
-    passed = result.improvement >= min_improvement
-    record_metric(
-        "perplexity improvement",
-        result.improvement,
-        threshold=min_improvement,
-        op=">=",
-        n=result.model.n_texts,
-        unit="texts",
-        passed=passed,
-        model=f"{_name(model)} vs {_name(base)}",
-        interval=result.interval,
+    passed = _judged(
+        "perplexity improvement", result.improvement, min_improvement, ">=",
+        n=result.model.n_texts, unit="texts", model=f"{_name(model)} vs {_name(base)}", interval=result.interval,
     )
     if not passed:
         low, high = result.interval
@@ -139,9 +140,7 @@ def assert_rouge_above(
     failed = []
     for metric, bar in bars.items():
         value = getattr(result, metric)
-        ok = value >= bar
-        record_metric(metric, value, threshold=bar, op=">=", n=result.n, unit="items", passed=ok, model=_name(model), interval=result.intervals[metric])
-        if not ok:
+        if not _judged(metric, value, bar, ">=", n=result.n, unit="items", model=_name(model), interval=result.intervals[metric]):
             low, high = result.intervals[metric]
             failed.append(f"{metric} {value:.3f} is below the bar {bar:.3f} (95% CI [{low:.3f}, {high:.3f}])")
     if failed:
@@ -179,10 +178,8 @@ def assert_classification(
     for key, bar in bars.items():
         metric = key.removeprefix("min_")
         value = getattr(result, metric)
-        ok = value >= bar
         interval = result.accuracy_interval if metric == "accuracy" else None
-        record_metric(metric, value, threshold=bar, op=">=", n=result.n, unit="items", passed=ok, model=_name(model), interval=interval)
-        if not ok:
+        if not _judged(metric, value, bar, ">=", n=result.n, unit="items", model=_name(model), interval=interval):
             failed.append(f"{metric} {value:.3f} is below the bar {bar:.3f}")
     if failed:
         low, high = result.accuracy_interval
@@ -220,10 +217,8 @@ def assert_passk(
     n = k if n is None else n
     result = evaluate_code(model, problems, n=n, k=(k,), **kwargs)
     value = result.pass_at[k]
-    passed = value >= at_least
-    record_metric(
-        f"pass@{k}", value, threshold=at_least, op=">=", n=len(result.problems), unit="problems",
-        passed=passed, model=_name(model), interval=result.intervals[k],
+    passed = _judged(
+        f"pass@{k}", value, at_least, ">=", n=len(result.problems), unit="problems", model=_name(model), interval=result.intervals[k]
     )
     if not passed:
         low, high = result.intervals[k]
@@ -263,22 +258,16 @@ def assert_no_overfit(
     result = overfit_report(model, train, val, answers=need_answers, **kwargs)
     n = result.val.n_texts
     failed = []
-    ok = result.gap <= max_gap
-    record_metric("loss gap", result.gap, threshold=max_gap, op="<=", n=n, unit="val items", passed=ok, model=_name(model))
-    if not ok:
+    if not _judged("loss gap", result.gap, max_gap, "<=", n=n, unit="val items", model=_name(model)):
         failed.append(f"validation loss exceeds training loss by {result.gap:.3f} nats/token (bar {max_gap:.3f})")
     share, distinct2 = result.memorised_share, result.distinct2
     if need_answers and (share is None or distinct2 is None):
         raise ValueError("max_memorised/min_distinct2 need instruction records (instruction + output) to generate answers")
     if max_memorised is not None and share is not None:
-        ok = share <= max_memorised
-        record_metric("memorised share", share, threshold=max_memorised, op="<=", n=result.n_answers, unit="answers", passed=ok, model=_name(model))
-        if not ok:
+        if not _judged("memorised share", share, max_memorised, "<=", n=result.n_answers, unit="answers", model=_name(model)):
             failed.append(f"{share:.0%} of answers copy training outputs (bar {max_memorised:.0%})")
     if min_distinct2 is not None and distinct2 is not None:
-        ok = distinct2 >= min_distinct2
-        record_metric("distinct-2", distinct2, threshold=min_distinct2, op=">=", n=result.n_answers, unit="answers", passed=ok, model=_name(model))
-        if not ok:
+        if not _judged("distinct-2", distinct2, min_distinct2, ">=", n=result.n_answers, unit="answers", model=_name(model)):
             failed.append(f"distinct-2 of answers is {distinct2:.3f} (bar {min_distinct2:.3f})")
     if failed:
         copies = [
@@ -326,8 +315,7 @@ def assert_no_leakage(train: Sequence[Any], val: Sequence[Any]) -> list[Any]:
     from pytest_ftmodel.splits import find_leakage
 
     leaks = find_leakage(train, val)
-    record_metric("leaked val items", len(leaks), threshold=0, op="<=", n=len(val), unit="val items", passed=not leaks)
-    if leaks:
+    if not _judged("leaked val items", len(leaks), 0, "<=", n=len(val), unit="val items"):
         shown = [
             f"    val {x.val_index} = train {x.train_index} ({'exact' if x.exact else 'after normalising case, spaces, punctuation'}): {_cut(x.text)!r}"
             for x in leaks[:5]
@@ -364,9 +352,7 @@ def assert_human_scores(
     below = []
     for criterion, bar in bars.items():
         value = result.means[criterion]
-        ok = value >= bar
-        record_metric(f"human {criterion}", value, threshold=bar, op=">=", n=result.n_scored, unit="items", passed=ok)
-        if not ok:
+        if not _judged(f"human {criterion}", value, bar, ">=", n=result.n_scored, unit="items"):
             below.append(f"{criterion} {value:.2f} < {bar:.2f}")
     if below:
         lows = [
