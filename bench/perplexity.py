@@ -4,7 +4,7 @@ The naive recipe is the one most tutorials give: one text at a time, truncated t
 `outputs.loss * n_tokens` summed. It is also wrong (it counts one token per text that was never
 predicted, and drops whatever truncation cut). perplexity() scores every token exactly once.
 
-    python bench/perplexity.py [--texts 200] [--device cpu|cuda] [--dtype float32|bfloat16] [--stride N]
+    python bench/perplexity.py [--texts 200] [--device cpu|cuda] [--dtype float32|bfloat16] [--stride N] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import statistics
 import tempfile
 import time
 
@@ -50,13 +51,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--context", type=int, default=512)
-    parser.add_argument("--stride", type=int, default=None, help="window stride (default: perplexity()'s, half the context)")
+    parser.add_argument("--stride", type=int, default=None, help="window stride (default: perplexity()'s)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds; medians are printed")
     args = parser.parse_args()
 
     import torch
 
     from pytest_ftmodel import load_model, perplexity
-    from pytest_ftmodel.metrics.perplexity import windows
+    from pytest_ftmodel.metrics.perplexity import default_stride as result_stride, windows
     from pytest_ftmodel.tokens import token_sequence
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,18 +85,25 @@ def main() -> None:
 
         within = [t for t, n in zip(texts, lengths) if n + 1 <= args.context]
         for label, subset in (("all texts", texts), ("texts within the context", within)):
-            (n_nll, n_count), t_naive = timed(naive, subset)
-            result, t_ours = timed(lambda m, t: perplexity(m, t, stride=args.stride), subset)
-            stride = args.stride or args.context // 2
+            # alternate the two sides and take medians: this machine's speed drifts by several % between runs
+            naive_runs, our_runs = [], []
+            for _ in range(args.rounds):
+                (n_nll, n_count), t_naive = timed(naive, subset)
+                result, t_ours = timed(lambda m, t: perplexity(m, t, stride=args.stride), subset)
+                naive_runs.append(t_naive)
+                our_runs.append(t_ours)
+            t_naive, t_ours = statistics.median(naive_runs), statistics.median(our_runs)
+            ratios = sorted((result.n_tokens / o) / (n_count / n) for n, o in zip(naive_runs, our_runs))
+            stride = args.stride or result_stride(args.context)
             fed = sum(e - b for n in result.per_text for b, e, _ in windows(n.n_tokens + 1, args.context, stride))
             ours_tps, naive_tps = result.n_tokens / t_ours, n_count / t_naive
-            print(f"\n[{label}: {len(subset)} texts]")
+            print(f"\n[{label}: {len(subset)} texts, median of {args.rounds} alternating rounds]")
             print(f"naive loop:   {naive_tps:8.0f} tokens/s  {n_count} tokens counted (truncated, loss*n), {t_naive:.2f}s, ppl {math.exp(n_nll / n_count):.3f}")
-            print(f"perplexity(): {ours_tps:8.0f} tokens/s  {result.n_tokens} tokens scored ({fed} fed through windows), {t_ours:.2f}s, ppl {result.perplexity:.3f}")
-            print(f"ratio perplexity()/naive: {ours_tps / naive_tps:.2f}x tokens/s; forward work {fed / n_count:.2f}x the naive loop's")
+            print(f"perplexity(): {ours_tps:8.0f} tokens/s  {result.n_tokens} tokens scored ({fed} fed through windows, stride {stride}), {t_ours:.2f}s, ppl {result.perplexity:.3f}")
+            print(f"ratio perplexity()/naive: {ours_tps / naive_tps:.2f}x tokens/s (rounds: {', '.join(f'{r:.2f}' for r in ratios)}); "
+                  f"forward work {fed / n_count:.2f}x the naive loop's")
             print(f"share of matmul peak (2 x params x tokens): perplexity() {2 * params * ours_tps / peak:.0%} scored, "
                   f"{2 * params * fed / t_ours / peak:.0%} fed; naive {2 * params * naive_tps / peak:.0%}")
-
 
 if __name__ == "__main__":
     main()

@@ -44,12 +44,15 @@ def _reference_full(model, text: str) -> tuple[float, int]:
     return float(_token_nlls(model, ids).sum()), len(ids) - 1
 
 
-def _reference_max_context(model, text: str, max_length: int) -> tuple[float, int]:
-    """One forward pass per token, each with as much left context as max_length allows."""
+def _reference_windowed(model, text: str, max_length: int, stride: int) -> tuple[float, int]:
+    """One forward pass per token. Token j sees all of its prefix while j < max_length; after that the
+    window that scores it starts at a multiple of the stride (the transformers perplexity guide's
+    loop), k * stride with k = (j - max_length) // stride + 1. stride=1: as much context as fits."""
     ids = _ids(model, text)
     total = 0.0
     for j in range(1, len(ids)):
-        begin = max(0, j - (max_length - 1))
+        begin = 0 if j < max_length else ((j - max_length) // stride + 1) * stride
+        assert j - begin >= min(j, max_length - stride) and j + 1 - begin <= max_length
         total += float(_token_nlls(model, ids[begin : j + 1])[-1])
     return total, len(ids) - 1
 
@@ -83,10 +86,10 @@ def test_first_token_rule_keeps_one_bos_or_uses_eos(byte_model, bpe_model) -> No
     assert perplexity(byte_model, [text]).n_tokens == len(text.encode())
 
 
-@pytest.mark.parametrize("max_length", [16, 33])
-def test_long_texts_are_scored_with_windows_of_maximal_context(demo_model, max_length) -> None:
-    result = perplexity(_fresh(demo_model), [LONG[:300]], max_length=max_length, stride=1)
-    nll, n = _reference_max_context(demo_model, LONG[:300], max_length)
+@pytest.mark.parametrize("max_length, stride", [(16, 1), (33, 1), (16, 5), (33, None), (33, 32)])
+def test_long_texts_are_scored_with_sliding_windows(demo_model, max_length, stride) -> None:
+    result = perplexity(_fresh(demo_model), [LONG[:300]], max_length=max_length, stride=stride)
+    nll, n = _reference_windowed(demo_model, LONG[:300], max_length, stride or max_length - max_length // 4)
     assert result.n_tokens == n
     assert result.nll == pytest.approx(nll, rel=1e-5)
 
@@ -97,9 +100,11 @@ def test_texts_longer_than_the_context_are_not_truncated(demo_model) -> None:
     assert n > demo_model.context_length  # really longer than the model can see at once
     result = perplexity(_fresh(demo_model), [text])
     assert result.n_tokens == n
-    # default stride is half the context: the same as asking for it explicitly
-    again = perplexity(_fresh(demo_model), [text], stride=demo_model.context_length // 2)
+    # the default stride is three quarters of the context: the same as asking for it explicitly
+    length = demo_model.context_length
+    again = perplexity(_fresh(demo_model), [text], stride=length - length // 4)
     assert again.nll == pytest.approx(result.nll, rel=1e-6)
+    assert perplexity(_fresh(demo_model), [text], stride=length // 2).nll != pytest.approx(result.nll, rel=1e-6)
 
 
 def test_the_naive_recipe_differs(byte_model) -> None:
@@ -203,8 +208,9 @@ def test_windows_score_every_token_once_with_enough_context(n, max_length, data)
     assert sorted(scored) == list(range(1, n)) and len(scored) == len(set(scored))
     for begin, end, first in spans:
         assert 0 <= begin < first <= end <= n and end - begin <= max_length
-        # the first target of a window sees the whole prefix, or at least max_length - stride tokens
-        assert first - begin >= min(first, max_length - stride)
+        # the first target of a window sees the whole prefix, or exactly max_length - stride tokens:
+        # a short last window feeds no more context than the others
+        assert (begin, first) == (0, 1) or first - begin == max_length - stride
 
 
 @pytest.mark.parametrize("chat", [False, "auto"])
@@ -225,3 +231,29 @@ def test_a_pair_longer_than_the_context_scores_every_continuation_token_once(bpe
     context, continuation = LONG, " The cat chased the ball." * 3
     result = perplexity(_fresh(bpe_model), [(context, continuation)], max_length=32, stride=8)
     assert result.n_tokens == len(bpe_model.tokenizer(continuation, add_special_tokens=False).input_ids)
+
+
+def test_logits_only_at_scored_positions_give_the_same_numbers(demo_model, monkeypatch) -> None:
+    """Where the model takes logits_to_keep, only scored positions are projected onto the vocabulary;
+    the full-logits path must give the same NLL for windows (context positions) and padded batches."""
+    from pytest_ftmodel.metrics import perplexity as ppl_module
+
+    texts = [LONG[:200], *SHORT]
+    calls: list[bool] = []
+    forward = type(demo_model.model).forward
+
+    def spy(self, *args, **kwargs):
+        calls.append("logits_to_keep" in kwargs)
+        return forward(self, *args, **kwargs)
+
+    assert ppl_module._keeps_mask(demo_model.model)  # read from the real forward's signature
+    monkeypatch.setattr(type(demo_model.model), "forward", spy)
+    kept = perplexity(_fresh(demo_model), texts, max_length=24, stride=10)
+    assert calls and all(calls)  # both demo families take the mask: the fast path really ran
+    monkeypatch.setitem(ppl_module._KEEPS_MASK, type(demo_model.model), False)
+    calls.clear()
+    full = perplexity(_fresh(demo_model), texts, max_length=24, stride=10)
+    assert calls and not any(calls)
+    assert full.n_tokens == kept.n_tokens
+    for a, b in zip(full.per_text, kept.per_text):
+        assert a.nll == pytest.approx(b.nll, rel=1e-5)

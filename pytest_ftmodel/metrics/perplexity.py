@@ -8,10 +8,13 @@ Scoring rule, the same for every text, model and batch:
   text is scored, conditioned on that start token; the start token itself is not. A tokenizer with
   neither BOS nor EOS leaves the text's first token unscored.
 * Special tokens that a tokenizer would append (ByT5's trailing EOS) are not scored.
-* A sequence longer than the model's context is scored with sliding windows: every window holds at
-  most ``max_length`` tokens, consecutive windows advance by ``stride`` tokens, and each token is
-  scored exactly once, in the first window that contains it with at least ``max_length - stride``
-  tokens of left context (all of it while the text fits). Nothing is truncated.
+* A sequence longer than the model's context is scored with sliding windows: the first window scores
+  its whole ``max_length``; every later window feeds ``max_length - stride`` tokens of context and
+  scores the next ``stride`` tokens (the last may score fewer). Each token is scored exactly once,
+  with all of its left context while the text fits and at least ``max_length - stride`` tokens of
+  it after that. Nothing is truncated. The default stride, three quarters of the window, keeps a
+  quarter of the window as context while the extra forward work stays small enough to beat the
+  naive truncating loop on CPU (bench/perplexity.py).
 * Log-likelihoods come from shifted logits through a float32 log-softmax, gathered per target
   token; padding is masked, so a text scored alone or in any batch gives the same NLL.
 """
@@ -110,9 +113,17 @@ def windows(n: int, max_length: int, stride: int) -> list[tuple[int, int, int]]:
     scored_to = max_length
     while scored_to < n:
         end = min(scored_to + stride, n)
-        out.append((end - max_length, end, scored_to))
+        # max_length - stride tokens of context, then up to stride new targets (the last window may
+        # be shorter: it feeds no more context than any other window gets)
+        out.append((scored_to - (max_length - stride), end, scored_to))
         scored_to = end
     return out
+
+
+def default_stride(max_length: int) -> int:
+    """The stride used when none is given: three quarters of the window, so every token of a long
+    text keeps at least a quarter of the window as left context."""
+    return max(1, min(max_length - 1, max_length - max_length // 4))
 
 
 def _n_words(text: str) -> int:
@@ -166,10 +177,43 @@ def _score_windows(
     return results
 
 
+_KEEPS_MASK: dict[type, bool] = {}
+
+
+def _keeps_mask(model: Any) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (as recent transformers causal LMs do)."""
+    kind = type(model)
+    if kind not in _KEEPS_MASK:
+        import inspect
+
+        try:
+            _KEEPS_MASK[kind] = "logits_to_keep" in inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):
+            _KEEPS_MASK[kind] = False
+    return _KEEPS_MASK[kind]
+
+
+def _target_logits(model: Any, ids: Any, mask: Any, keep: Any, rows: Any, cols: Any) -> Any:
+    """Logits at the scored positions only, one row per target, in row-major order.
+
+    Where the model can (``logits_to_keep`` with a boolean mask) the vocabulary projection runs on
+    those positions alone: context and padding positions never get logits. Otherwise the full
+    logits are computed and indexed.
+    """
+    if _keeps_mask(model):
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
+        if logits.ndim == 2 and logits.shape[0] == rows.shape[0]:
+            return logits
+        _KEEPS_MASK[type(model)] = False  # an older transformers reads the mask differently
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    return logits[rows, cols]
+
+
 def _score_batch(model: Any, units: list[tuple[list[int], int]], pad_id: int, device: str, torch: Any, F: Any) -> list[float]:
     width = max(len(ids) for ids, _ in units)
     ids = torch.full((len(units), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(units), width), dtype=torch.long)
+    keep = torch.zeros((len(units), width), dtype=torch.bool)
     rows: list[int] = []
     cols: list[int] = []
     targets: list[int] = []
@@ -178,22 +222,23 @@ def _score_batch(model: Any, units: list[tuple[list[int], int]], pad_id: int, de
         ids[r, :n] = torch.tensor(seq, dtype=torch.long)
         mask[r, :n] = 1
         # logits at position p predict token p + 1; score the last m tokens
+        keep[r, n - m - 1 : n - 1] = True
         rows.extend([r] * m)
         cols.extend(range(n - m - 1, n - 1))
         targets.extend(seq[n - m :])
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask, keep = ids.to(device), mask.to(device), keep.to(device)
     with torch.inference_mode():
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        row_t = torch.tensor(rows, device=logits.device)
-        col_t = torch.tensor(cols, device=logits.device)
-        tgt_t = torch.tensor(targets, device=logits.device)
+        row_t = torch.tensor(rows, device=ids.device)
+        col_t = torch.tensor(cols, device=ids.device)
+        tgt_t = torch.tensor(targets, device=ids.device)
+        logits = _target_logits(model, ids, mask, keep, row_t, col_t)
         nll = torch.empty(len(targets), dtype=torch.float32, device=logits.device)
         chunk = max(1, _CE_CHUNK_ELEMENTS // logits.shape[-1])
         for s in range(0, len(targets), chunk):
-            picked = logits[row_t[s : s + chunk], col_t[s : s + chunk]].float()
-            nll[s : s + chunk] = F.cross_entropy(picked, tgt_t[s : s + chunk], reduction="none")
+            picked = logits[s : s + chunk].float()
+            nll[s : s + chunk] = F.cross_entropy(picked, tgt_t[s : s + chunk].to(logits.device), reduction="none")
         per_row = torch.zeros(len(units), dtype=torch.float64, device=logits.device)
-        per_row.index_add_(0, row_t, nll.double())
+        per_row.index_add_(0, row_t.to(logits.device), nll.double())
     return per_row.cpu().tolist()
 
 
@@ -230,7 +275,7 @@ def score_texts(
     max_length = int(max_length or model.context_length)
     if max_length < 2:
         raise DataError(f"max_length {max_length} is too small: windows need at least 2 tokens")
-    stride = int(stride or max(1, max_length // 2))
+    stride = int(stride or default_stride(max_length))
     if not 0 < stride <= max_length - 1:
         raise DataError(f"stride {stride} must be between 1 and max_length - 1 ({max_length - 1})")
     memo: dict[Any, Any] = getattr(model, "memo", {})
@@ -285,7 +330,7 @@ def perplexity(
 
     ``exp(summed NLL / scored tokens)`` over the corpus, exact for any batch size; long texts are
     scored with sliding windows of ``max_length`` (default: the model's context) advancing by
-    ``stride`` (default: half the window). ``batch_size`` defaults to a size chosen from memory.
+    ``stride`` (default: three quarters of the window, see :func:`default_stride`). ``batch_size`` defaults to a size chosen from memory.
     Items may also be ``(context, continuation)`` pairs, of which only the continuation is scored.
     """
     texts = _check_texts(texts)
