@@ -257,3 +257,26 @@ def test_logits_only_at_scored_positions_give_the_same_numbers(demo_model, monke
     assert full.n_tokens == kept.n_tokens
     for a, b in zip(full.per_text, kept.per_text):
         assert a.nll == pytest.approx(b.nll, rel=1e-5)
+
+
+def test_a_model_that_reads_logits_to_keep_the_old_way_falls_back(demo_model, monkeypatch) -> None:
+    """Older causal LMs slice `hidden[:, logits_to_keep, :]`, which a boolean mask breaks: scoring
+    falls back to full logits for that model class and gives the same numbers."""
+    from pytest_ftmodel.metrics import perplexity as ppl_module
+
+    texts = [LONG[:120], *SHORT]
+    expected = perplexity(_fresh(demo_model), texts, max_length=24, stride=10)
+    forward = type(demo_model.model).forward
+
+    def old_style(self, *args, logits_to_keep=0, **kwargs):
+        out = forward(self, *args, **kwargs)
+        if not isinstance(logits_to_keep, int):
+            out.logits = out.logits[:, logits_to_keep, :]  # IndexError for a 2-D mask, as before
+        return out
+
+    monkeypatch.setattr(type(demo_model.model), "forward", old_style)
+    monkeypatch.delitem(ppl_module._KEEPS_MASK, type(demo_model.model), raising=False)
+    got = perplexity(_fresh(demo_model), texts, max_length=24, stride=10)
+    assert ppl_module._KEEPS_MASK[type(demo_model.model)] is False
+    for a, b in zip(got.per_text, expected.per_text):
+        assert a.nll == pytest.approx(b.nll, rel=1e-5)

@@ -181,32 +181,40 @@ _KEEPS_MASK: dict[type, bool] = {}
 
 
 def _keeps_mask(model: Any) -> bool:
-    """Whether the model's forward takes ``logits_to_keep`` (as recent transformers causal LMs do)."""
+    """Whether the model's forward takes ``logits_to_keep`` as a boolean (batch, position) mask: its
+    signature names it and this transformers slices with ``slice_logits_to_keep``, which reads such
+    a mask (older releases took only an int or a 1-D index)."""
     kind = type(model)
     if kind not in _KEEPS_MASK:
         import inspect
 
+        from transformers import modeling_utils
+
         try:
-            _KEEPS_MASK[kind] = "logits_to_keep" in inspect.signature(model.forward).parameters
+            named = "logits_to_keep" in inspect.signature(model.forward).parameters
         except (TypeError, ValueError):
-            _KEEPS_MASK[kind] = False
+            named = False
+        _KEEPS_MASK[kind] = named and hasattr(modeling_utils, "slice_logits_to_keep")
     return _KEEPS_MASK[kind]
 
 
-def _target_logits(model: Any, ids: Any, mask: Any, keep: Any, rows: Any, cols: Any) -> Any:
-    """Logits at the scored positions only, one row per target, in row-major order.
+def _target_logits(model: Any, ids: Any, mask: Any, keep: Any) -> tuple[Any, bool]:
+    """Logits for the scored positions: ``(logits, flat)``.
 
     Where the model can (``logits_to_keep`` with a boolean mask) the vocabulary projection runs on
-    those positions alone: context and padding positions never get logits. Otherwise the full
-    logits are computed and indexed.
+    those positions alone, and the logits come back flat, one row per target in row-major order:
+    context and padding positions never get logits. Otherwise the full ``(batch, position, vocab)``
+    logits come back, for the caller to index chunk by chunk.
     """
     if _keeps_mask(model):
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
-        if logits.ndim == 2 and logits.shape[0] == rows.shape[0]:
-            return logits
-        _KEEPS_MASK[type(model)] = False  # an older transformers reads the mask differently
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-    return logits[rows, cols]
+        try:
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
+        except IndexError:  # a model that slices positions itself, reading only an int or 1-D index
+            logits = None
+        if logits is not None and logits.ndim == 2 and logits.shape[0] == int(keep.sum()):
+            return logits, True
+        _KEEPS_MASK[type(model)] = False
+    return model(input_ids=ids, attention_mask=mask, use_cache=False).logits, False
 
 
 def _score_batch(model: Any, units: list[tuple[list[int], int]], pad_id: int, device: str, torch: Any, F: Any) -> list[float]:
@@ -221,24 +229,24 @@ def _score_batch(model: Any, units: list[tuple[list[int], int]], pad_id: int, de
         n = len(seq)
         ids[r, :n] = torch.tensor(seq, dtype=torch.long)
         mask[r, :n] = 1
-        # logits at position p predict token p + 1; score the last m tokens
+        # logits at position p predict token p + 1; score the last m tokens (row-major, as `keep` reads)
         keep[r, n - m - 1 : n - 1] = True
         rows.extend([r] * m)
         cols.extend(range(n - m - 1, n - 1))
         targets.extend(seq[n - m :])
     ids, mask, keep = ids.to(device), mask.to(device), keep.to(device)
     with torch.inference_mode():
-        row_t = torch.tensor(rows, device=ids.device)
-        col_t = torch.tensor(cols, device=ids.device)
-        tgt_t = torch.tensor(targets, device=ids.device)
-        logits = _target_logits(model, ids, mask, keep, row_t, col_t)
+        logits, flat = _target_logits(model, ids, mask, keep)
+        row_t = torch.tensor(rows, device=logits.device)
+        col_t = torch.tensor(cols, device=logits.device)
+        tgt_t = torch.tensor(targets, device=logits.device)
         nll = torch.empty(len(targets), dtype=torch.float32, device=logits.device)
         chunk = max(1, _CE_CHUNK_ELEMENTS // logits.shape[-1])
         for s in range(0, len(targets), chunk):
-            picked = logits[s : s + chunk].float()
-            nll[s : s + chunk] = F.cross_entropy(picked, tgt_t[s : s + chunk].to(logits.device), reduction="none")
+            picked = logits[s : s + chunk] if flat else logits[row_t[s : s + chunk], col_t[s : s + chunk]]
+            nll[s : s + chunk] = F.cross_entropy(picked.float(), tgt_t[s : s + chunk], reduction="none")
         per_row = torch.zeros(len(units), dtype=torch.float64, device=logits.device)
-        per_row.index_add_(0, row_t.to(logits.device), nll.double())
+        per_row.index_add_(0, row_t, nll.double())
     return per_row.cpu().tolist()
 
 
@@ -330,7 +338,8 @@ def perplexity(
 
     ``exp(summed NLL / scored tokens)`` over the corpus, exact for any batch size; long texts are
     scored with sliding windows of ``max_length`` (default: the model's context) advancing by
-    ``stride`` (default: three quarters of the window, see :func:`default_stride`). ``batch_size`` defaults to a size chosen from memory.
+    ``stride`` (default: three quarters of the window, see :func:`default_stride`). ``batch_size``
+    defaults to a size chosen from memory.
     Items may also be ``(context, continuation)`` pairs, of which only the continuation is scored.
     """
     texts = _check_texts(texts)
