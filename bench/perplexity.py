@@ -105,5 +105,6 @@ def main() -> None:
             print(f"share of matmul peak (2 x params x tokens): perplexity() {2 * params * ours_tps / peak:.0%} scored, "
                   f"{2 * params * fed / t_ours / peak:.0%} fed; naive {2 * params * naive_tps / peak:.0%}")
 
+
 if __name__ == "__main__":
     main()
