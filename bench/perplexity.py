@@ -58,7 +58,7 @@ def main() -> None:
     import torch
 
     from pytest_ftmodel import load_model, perplexity
-    from pytest_ftmodel.metrics.perplexity import default_stride as result_stride, windows
+    from pytest_ftmodel.metrics.perplexity import default_stride, windows
     from pytest_ftmodel.tokens import token_sequence
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +94,7 @@ def main() -> None:
                 our_runs.append(t_ours)
             t_naive, t_ours = statistics.median(naive_runs), statistics.median(our_runs)
             ratios = sorted((result.n_tokens / o) / (n_count / n) for n, o in zip(naive_runs, our_runs))
-            stride = args.stride or result_stride(args.context)
+            stride = args.stride or default_stride(args.context)
             fed = sum(e - b for n in result.per_text for b, e, _ in windows(n.n_tokens + 1, args.context, stride))
             ours_tps, naive_tps = result.n_tokens / t_ours, n_count / t_naive
             print(f"\n[{label}: {len(subset)} texts, median of {args.rounds} alternating rounds]")

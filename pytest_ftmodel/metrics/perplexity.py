@@ -198,7 +198,7 @@ def _keeps_mask(model: Any) -> bool:
     return _KEEPS_MASK[kind]
 
 
-def _target_logits(model: Any, ids: Any, mask: Any, keep: Any) -> tuple[Any, bool]:
+def _target_logits(model: Any, ids: Any, mask: Any, keep: Any, n_targets: int) -> tuple[Any, bool]:
     """Logits for the scored positions: ``(logits, flat)``.
 
     Where the model can (``logits_to_keep`` with a boolean mask) the vocabulary projection runs on
@@ -211,7 +211,7 @@ def _target_logits(model: Any, ids: Any, mask: Any, keep: Any) -> tuple[Any, boo
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
         except IndexError:  # a model that slices positions itself, reading only an int or 1-D index
             logits = None
-        if logits is not None and logits.ndim == 2 and logits.shape[0] == int(keep.sum()):
+        if logits is not None and logits.ndim == 2 and logits.shape[0] == n_targets:
             return logits, True
         _KEEPS_MASK[type(model)] = False
     return model(input_ids=ids, attention_mask=mask, use_cache=False).logits, False
@@ -222,23 +222,18 @@ def _score_batch(model: Any, units: list[tuple[list[int], int]], pad_id: int, de
     ids = torch.full((len(units), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(units), width), dtype=torch.long)
     keep = torch.zeros((len(units), width), dtype=torch.bool)
-    rows: list[int] = []
-    cols: list[int] = []
     targets: list[int] = []
     for r, (seq, m) in enumerate(units):
         n = len(seq)
         ids[r, :n] = torch.tensor(seq, dtype=torch.long)
         mask[r, :n] = 1
-        # logits at position p predict token p + 1; score the last m tokens (row-major, as `keep` reads)
+        # logits at position p predict token p + 1; score the last m tokens
         keep[r, n - m - 1 : n - 1] = True
-        rows.extend([r] * m)
-        cols.extend(range(n - m - 1, n - 1))
-        targets.extend(seq[n - m :])
+        targets.extend(seq[n - m :])  # row-major, the order in which `keep` is read
     ids, mask, keep = ids.to(device), mask.to(device), keep.to(device)
     with torch.inference_mode():
-        logits, flat = _target_logits(model, ids, mask, keep)
-        row_t = torch.tensor(rows, device=logits.device)
-        col_t = torch.tensor(cols, device=logits.device)
+        logits, flat = _target_logits(model, ids, mask, keep, len(targets))
+        row_t, col_t = (t.to(logits.device) for t in keep.nonzero(as_tuple=True))
         tgt_t = torch.tensor(targets, device=logits.device)
         nll = torch.empty(len(targets), dtype=torch.float32, device=logits.device)
         chunk = max(1, _CE_CHUNK_ELEMENTS // logits.shape[-1])
