@@ -3,7 +3,7 @@
 Layers, strongest first (probed once per process; see :func:`probe_isolation`):
 
 ``namespaces``
-    ``unshare`` gives the program new mount, network and PID namespaces: no network (only a downed
+    The program gets new mount, network and PID namespaces: no network (only a downed
     loopback), a private size-capped tmpfs as ``/tmp`` (cwd, HOME and TMPDIR; it vanishes with the
     namespace), empty tmpfs over ``/var/tmp`` and ``/dev/shm``, a ``/proc`` that shows only its own
     processes, and teardown of the namespace kills every process in it. As root the program also
@@ -15,20 +15,27 @@ Layers, strongest first (probed once per process; see :func:`probe_isolation`):
     with the run's uid or marker. No network isolation; without root, no protection of the files
     and processes of the user running pytest.
 
-Always: a fresh ``python -I -S`` per program, stdin from /dev/null, an allow-listed environment (no
-CI tokens), limits on CPU time, address space, processes, file size and open files, no core dumps,
-a wall-clock watchdog, capped stdout/stderr, and a verdict that rests on a per-run nonce written
-back by the harness after the program ran to its end, never on the exit code alone.
+Always: an interpreter that no other program has touched, stdin from /dev/null, an allow-listed
+environment (no CI tokens), limits on CPU time, address space, processes, file size and open files,
+no core dumps, a wall-clock watchdog, capped stdout/stderr, and a verdict that rests on a per-run
+nonce written back by the harness after the program ran to its end, never on the exit code alone.
+At the process level that interpreter is a fresh ``python -I -S`` per program. At the namespace
+level it is a fork of one: a pristine ``python -I -S`` fork server (started once per concurrent
+run, never running a program itself) forks each program straight into its new namespaces, which
+saves the interpreter's start-up (see ``_harness.py`` and ``bench/sandbox.py``).
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import secrets
+import select
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +70,7 @@ class Isolation:
     pid_namespace: bool
     private_tmp: bool
     uid_dropped: bool
+    forked: bool = False  # each program in a fork of a pristine interpreter, not a fresh exec
     note: str = ""
 
     def __str__(self) -> str:
@@ -72,6 +80,7 @@ class Isolation:
             parts.append("own PID namespace")
         parts.append("private /tmp" if self.private_tmp else "shared /tmp")
         parts.append("unprivileged uid" if self.uid_dropped else "same uid as pytest")
+        parts.append("forked from a pristine interpreter" if self.forked else "fresh interpreter")
         return ", ".join(parts) + (f" ({self.note})" if self.note else "")
 
 
@@ -137,38 +146,234 @@ def _harness() -> str:
         return chosen
 
 
-def _unshare_command(as_root: bool) -> list[str]:
-    cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child"]
-    if not as_root:
-        cmd[1:1] = ["--user", "--map-root-user"]
-    return cmd
+def _as_root() -> bool:
+    return os.geteuid() == 0
 
 
 def probe_isolation() -> Isolation:
-    """The strongest level this machine allows, found once per process."""
-    as_root = os.geteuid() == 0
+    """The strongest level this machine allows, found once per process by running a canary in it."""
+    as_root = _as_root()
     with _probe_lock:
         if as_root in _probed:
             return _probed[as_root]
-        level = Isolation("process", network=False, pid_namespace=False, private_tmp=False, uid_dropped=as_root)
-        if shutil.which("unshare"):
-            try:
-                check = "import ctypes; l = ctypes.CDLL(None); assert l.mount(b'tmpfs', b'/tmp', b'tmpfs', 0, b'size=1m') == 0"
-                ok = subprocess.run(
-                    [*_unshare_command(as_root), sys.executable, "-I", "-S", "-c", check],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10,
-                ).returncode == 0
-            except (OSError, subprocess.SubprocessError):
-                ok = False
-            if ok:
-                level = Isolation("namespaces", network=True, pid_namespace=True, private_tmp=True, uid_dropped=as_root)
-        if level.level == "process":
+        level = Isolation("namespaces", network=True, pid_namespace=True, private_tmp=True, uid_dropped=as_root, forked=True)
+        canary = _run(
+            "import os\nassert os.getpid() == 1\n", level,
+            timeout=10.0, memory_mb=512, max_processes=8, file_size_mb=1, open_files=64, max_output=4096,
+        )
+        if canary.status != "passed":
             level = Isolation(
-                "process", network=False, pid_namespace=False, private_tmp=False, uid_dropped=level.uid_dropped,
+                "process", network=False, pid_namespace=False, private_tmp=False, uid_dropped=as_root,
                 note="namespaces refused on this machine",
             )
         _probed[as_root] = level
         return level
+
+
+# ---- the fork servers (namespace level) -------------------------------------------------------
+
+
+def _zygote_command(as_root: bool) -> list[str]:
+    """A fork server. Without root it first gets a user namespace of its own, and a PID namespace so
+    that it may give each child a fresh one below it."""
+    prefix = [] if as_root else ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child"]
+    return [*prefix, sys.executable, "-I", "-S", _harness(), "zygote"]
+
+
+class _Zygote:
+    """A pristine ``python -I -S`` fork server (``_harness.serve``), serving one run at a time."""
+
+    def __init__(self, as_root: bool) -> None:
+        self.as_root = as_root
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [*_zygote_command(as_root), f"socket={theirs.fileno()}"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd="/",
+                env=_environment("/tmp", "zygote"),
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+            )
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = ours
+        if self.receive(10.0) != b"ready":
+            self.close()
+            raise OSError("the sandbox fork server did not start")
+
+    def receive(self, timeout: float | None) -> bytes | None:
+        """The next message; None if none came within ``timeout``, b"" once the server is gone."""
+        if timeout is not None and not select.select([self.sock], [], [], max(timeout, 0.0))[0]:
+            return None
+        try:
+            return self.sock.recv(256)
+        except OSError:
+            return b""
+
+    def send(self, message: bytes, fds: tuple[int, ...] = ()) -> bool:
+        try:
+            if fds:
+                socket.send_fds(self.sock, [message], list(fds))
+            else:
+                self.sock.send(message)
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """End the server (it exits when its socket closes, and its running child with it)."""
+        self.sock.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_zygote_lock = threading.Lock()
+_idle_zygotes: list[_Zygote] = []
+
+
+def _take_zygote(as_root: bool) -> _Zygote:
+    """An idle fork server of this kind, else a new one."""
+    while True:
+        with _zygote_lock:
+            idle = next((z for z in _idle_zygotes if z.as_root == as_root), None)
+            if idle is None:
+                return _Zygote(as_root)
+            _idle_zygotes.remove(idle)
+        if idle.proc.poll() is None:
+            return idle
+        idle.close()
+
+
+def _give_back_zygote(zygote: _Zygote) -> None:
+    with _zygote_lock:
+        _idle_zygotes.append(zygote)
+
+
+def _close_idle_zygotes() -> None:
+    with _zygote_lock:
+        idle = _idle_zygotes[:]
+        _idle_zygotes.clear()
+    for zygote in idle:
+        zygote.close()
+
+
+def _forget_zygotes_after_fork() -> None:
+    """A forked copy of this process must not talk to its parent's servers (their sockets are shared)."""
+    global _zygote_lock
+    _zygote_lock = threading.Lock()
+    _idle_zygotes.clear()
+
+
+atexit.register(_close_idle_zygotes)
+os.register_at_fork(after_in_child=_forget_zygotes_after_fork)
+
+
+class _Forked:
+    """One run's child, forked by a fork server; it stays unreaped until :meth:`release`."""
+
+    def __init__(self, zygote: _Zygote) -> None:
+        self.zygote = zygote
+        self.returncode: int | None = None
+        self.lost = False  # the server ended during the run
+
+    def _take(self, timeout: float) -> None:
+        if self.returncode is None and not self.lost:
+            message = self.zygote.receive(timeout)
+            if message is None:
+                return
+            if message.startswith(b"exit "):
+                self.returncode = int(message[5:])
+            else:
+                self.lost = True
+
+    def finished(self) -> bool:
+        self._take(0.0)
+        return self.returncode is not None or self.lost
+
+    def kill(self) -> None:
+        if not self.finished():
+            self.zygote.send(b"kill")  # the server kills PID 1; the PID namespace goes with it
+
+    def wait(self, timeout: float) -> int | None:
+        self._take(timeout)
+        return self.returncode
+
+    def release(self) -> None:
+        if self.returncode is not None and self.zygote.send(b"done"):
+            _give_back_zygote(self.zygote)
+        else:
+            self.zygote.close()
+
+
+def _fork(config: dict[str, object], marker: str, ends: tuple[int, ...]) -> _Forked:
+    request = "\n".join(f"{k}={'none' if v is None else v}" for k, v in {**config, "marker": marker}.items())
+    zygote = _take_zygote(_as_root())
+    if not zygote.send(request.encode(), ends):  # it ended while idle: one fresh server, once
+        zygote.close()
+        zygote = _Zygote(_as_root())
+        if not zygote.send(request.encode(), ends):
+            zygote.close()
+            raise OSError("the sandbox fork server is gone")
+    reply = zygote.receive(10.0)
+    if reply and reply.startswith(b"error "):
+        _give_back_zygote(zygote)
+        raise OSError(f"the sandbox fork server could not start the run: {reply[6:].decode(errors='replace')}")
+    if not reply or not reply.startswith(b"pid "):
+        zygote.close()
+        raise OSError("the sandbox fork server did not answer")
+    return _Forked(zygote)
+
+
+# ---- a fresh interpreter per run (process level) ------------------------------------------------
+
+
+class _Spawned:
+    """One run's fresh ``python -I -S``."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.lost = False
+
+    def finished(self) -> bool:
+        return self.proc.poll() is not None
+
+    def kill(self) -> None:
+        _kill_group(self.proc)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def release(self) -> None:
+        pass
+
+
+def _spawn(config: dict[str, object], marker: str, ends: tuple[int, ...], workdir: str) -> _Spawned:
+    out_w, err_w, program_r, nonce_r, result_w = ends
+    args = {**config, "program_fd": program_r, "nonce_fd": nonce_r, "result_fd": result_w}
+    cmd = [sys.executable, "-I", "-S", _harness(), *(f"{k}={'none' if v is None else v}" for k, v in args.items())]
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=out_w,
+        stderr=err_w,
+        cwd=workdir,
+        env=_environment(workdir, marker),
+        pass_fds=(program_r, nonce_r, result_w),
+        start_new_session=True,
+    )
+    return _Spawned(proc)
 
 
 def _fresh_uid() -> int:
@@ -268,7 +473,23 @@ def run_sandboxed(
             "run where unshare works (root or unprivileged user namespaces), or use --sandbox=auto"
         )
     level = best if isolation != "process" else _process_level(best)
-    as_root = os.geteuid() == 0
+    return _run(
+        program, level, timeout=timeout, memory_mb=memory_mb, max_processes=max_processes,
+        file_size_mb=file_size_mb, open_files=open_files, max_output=max_output,
+    )
+
+
+def _run(
+    program: str,
+    level: Isolation,
+    *,
+    timeout: float,
+    memory_mb: int,
+    max_processes: int,
+    file_size_mb: int,
+    open_files: int,
+    max_output: int,
+) -> SandboxResult:
     uid = _fresh_uid() if level.uid_dropped else None
     marker = secrets.token_hex(8)
     nonce = secrets.token_bytes(16)
@@ -282,64 +503,51 @@ def run_sandboxed(
             os.chown(scratch, uid, uid)
         workdir = scratch
         tmpfs_mb = 0
-
-    program_r, program_w = os.pipe()
-    nonce_r, nonce_w = os.pipe()
-    result_r, result_w = os.pipe()
-    config = {
+    config: dict[str, object] = {
         "namespaces": int(level.level == "namespaces"),
         "workdir": workdir,
         "uid": uid,
         "gid": uid,
         "tmpfs_mb": tmpfs_mb,
-        "program_fd": program_r,
-        "nonce_fd": nonce_r,
-        "result_fd": result_w,
         "cpu_seconds": max(1, int(timeout + 0.999)),
         "memory_mb": memory_mb,
         "file_size_mb": file_size_mb,
         "open_files": open_files,
         "processes": max_processes,
     }
-    cmd = [sys.executable, "-I", "-S", _harness(), *(f"{k}={'none' if v is None else v}" for k, v in config.items())]
-    if level.level == "namespaces":
-        cmd = _unshare_command(as_root) + cmd
+    pipes = [os.pipe() for _ in range(5)]  # stdout, stderr, program, nonce, result
+    (out_r, out_w), (err_r, err_w), (program_r, program_w), (nonce_r, nonce_w), (result_r, result_w) = pipes
+    ends = (out_w, err_w, program_r, nonce_r, result_w)  # the child's
     start = time.monotonic()
+    child: _Forked | _Spawned
     try:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=workdir if scratch else "/",
-            env=_environment(workdir, marker),
-            pass_fds=(program_r, nonce_r, result_w),
-            start_new_session=True,
-        )
+        child = _fork(config, marker, ends) if level.forked else _spawn(config, marker, ends, workdir)
     except OSError as exc:
-        for fd in (program_r, program_w, nonce_r, nonce_w, result_r, result_w):
+        for fd in (out_r, err_r, program_w, nonce_w, result_r):
             os.close(fd)
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
         return SandboxResult("error", None, "", f"sandbox could not start: {exc}", 0.0, level, marker, uid)
-    for fd in (program_r, nonce_r, result_w):
-        os.close(fd)
+    finally:
+        for fd in ends:
+            os.close(fd)
     _write_all(program_w, program.encode("utf-8"))
     _write_all(nonce_w, nonce)
 
-    out, err, verdict, timed_out = _collect(proc, result_r, start + timeout, max_output)
-    _kill_group(proc)
-    try:
-        returncode = proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        returncode = None
+    out, err, verdict, timed_out = _collect(child, out_r, err_r, result_r, start + timeout, max_output)
+    child.kill()
+    returncode = child.wait(5.0)
+    child.release()
     survivors = _sweep(uid, marker)
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)
     duration = time.monotonic() - start
 
     stderr = err.decode("utf-8", "replace")
-    if survivors:
+    if child.lost:
+        status = "error"
+        stderr += "\n[sandbox] the sandbox's fork server ended during the run"
+    elif survivors:
         status = "error"
         stderr += f"\n[sandbox] {survivors} process(es) outlived the run and were killed"
     elif timed_out or (returncode in _CPU_KILLED and verdict != nonce):
@@ -383,18 +591,16 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _collect(
-    proc: subprocess.Popen[bytes], result_fd: int, deadline: float, cap: int
+    child: _Forked | _Spawned, out_fd: int, err_fd: int, result_fd: int, deadline: float, cap: int
 ) -> tuple[bytes, bytes, bytes, bool]:
-    """Read stdout/stderr (the first ``cap`` bytes of each) and the result pipe.
+    """Read stdout/stderr (the first ``cap`` bytes of each) and the result pipe; closes all three.
 
     Stops at EOF of all three, at the deadline (then ``timed_out``), or shortly after the process
     exited: a grandchild that holds the pipes open must not stretch the run to the deadline.
     """
-    assert proc.stdout is not None and proc.stderr is not None
-    streams = {proc.stdout.fileno(): proc.stdout, proc.stderr.fileno(): proc.stderr}
-    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     buffers = {out_fd: bytearray(), err_fd: bytearray(), result_fd: bytearray()}
     limits = {out_fd: cap, err_fd: cap, result_fd: 64}
+    closed: set[int] = set()
     sel = selectors.DefaultSelector()
     for fd in buffers:
         os.set_blocking(fd, False)
@@ -407,7 +613,7 @@ def _collect(
             if now >= stop_at:
                 timed_out = stop_at == deadline
                 break
-            if proc.poll() is not None and stop_at == deadline:
+            if stop_at == deadline and child.finished():
                 stop_at = min(deadline, now + 0.25)
             for key, _ in sel.select(timeout=min(stop_at - now, 0.05)):
                 fd = key.fd
@@ -421,11 +627,11 @@ def _collect(
                 buffers[fd] += chunk[: max(limits[fd] - len(buffers[fd]), 0)]
                 if len(buffers[fd]) >= limits[fd]:
                     sel.unregister(fd)
-                    if fd in streams:
-                        streams[fd].close()  # a flood now gets EPIPE instead of our memory
+                    if fd != result_fd:
+                        os.close(fd)  # a flood now gets EPIPE instead of our memory
+                        closed.add(fd)
     finally:
         sel.close()
-        os.close(result_fd)
-        for stream in streams.values():
-            stream.close()
+        for fd in buffers.keys() - closed:
+            os.close(fd)
     return bytes(buffers[out_fd]), bytes(buffers[err_fd]), bytes(buffers[result_fd]), timed_out

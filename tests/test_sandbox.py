@@ -313,3 +313,105 @@ def test_the_process_level_still_holds_the_core_limits(contained, isolation) -> 
     if r.uid is not None:  # its scratch folder is gone
         assert not [p for p in Path(tempfile.gettempdir()).glob("ftmodel-sandbox-*") if _owner(p) == r.uid]
     assert contained(attempt("canary", "assert sum(range(5)) == 10"), "canary", isolation=isolation).status == "passed"
+
+
+def test_no_descriptor_leads_back_out_of_the_sandbox(contained) -> None:
+    body = (
+        "import stat\n"
+        "for name in sorted(os.listdir('/proc/self/fd'), key=int):\n"
+        "    try:\n        mode = os.stat(f'/proc/self/fd/{name}').st_mode\n    except OSError:\n        continue\n"
+        "    print('fd', name, 'socket' if stat.S_ISSOCK(mode) else 'pipe' if stat.S_ISFIFO(mode) else 'other', flush=True)"
+    )
+    r = contained(attempt("descriptors", body), "descriptors")
+    kinds = dict(line.split()[1:] for line in r.stdout.splitlines() if line.startswith("fd "))
+    assert r.status == "passed" and kinds["1"] == kinds["2"] == "pipe"
+    assert "socket" not in kinds.values()  # nothing reaches the fork server (or anything else)
+
+
+# ---- the fork server (namespace level) --------------------------------------------------------
+
+
+def _fork_servers() -> list[int]:
+    """This process's sandbox fork servers."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                args = fh.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and b"zygote" in args:
+            found.append(int(entry))
+    return found
+
+
+def test_each_program_starts_from_a_pristine_interpreter() -> None:
+    taint = "import sys, builtins, json\nsys.ftmodel_taint = 1\nbuiltins.ftmodel_taint = 1\njson.ftmodel_taint = 1\n"
+    look = (
+        "import sys\nprint(hasattr(sys, 'ftmodel_taint'), 'ftmodel_taint' in dir(__builtins__), 'json' in sys.modules)\n"
+    )
+    for _ in range(3):  # one after another: the same fork server serves them all
+        assert run_sandboxed(taint).passed
+        r = run_sandboxed(look)
+        assert (r.status, r.stdout) == ("passed", "False False False\n")
+
+
+def test_a_forked_interpreter_holds_what_a_fresh_one_holds() -> None:
+    if not LEVEL.forked:
+        pytest.skip("programs are forked only at the namespace level")
+    show = "import sys\nprint(' '.join(sorted(sys.modules)))"
+    forked = set(run_sandboxed(show).stdout.split())
+    fresh = set(run_sandboxed(show, isolation="process").stdout.split())
+    assert "json" not in forked and forked - fresh <= {"_socket", "select"}  # the server's own two
+
+
+def test_a_fork_server_that_dies_mid_run_makes_the_run_an_error() -> None:
+    if not LEVEL.forked:
+        pytest.skip("programs are forked only at the namespace level")
+    results = []
+    thread = threading.Thread(target=lambda: results.append(run_sandboxed("import time\ntime.sleep(30)", timeout=20)))
+    thread.start()
+    time.sleep(0.5)
+    servers = _fork_servers()
+    assert servers
+    for pid in servers:
+        os.kill(pid, 9)
+    thread.join(10)
+    [r] = results
+    assert r.status == "error" and "fork server ended during the run" in r.stderr and r.duration < 5
+    assert leftover_processes(r) == []  # the run went with its server
+    assert run_sandboxed("pass").passed  # and the next run gets a fresh one
+
+
+def test_a_dead_idle_fork_server_is_replaced() -> None:
+    assert run_sandboxed("pass").passed
+    for pid in _fork_servers():
+        os.kill(pid, 9)
+    time.sleep(0.1)
+    r = run_sandboxed("print('after')")
+    assert (r.status, r.stdout) == ("passed", "after\n")
+
+
+def test_without_root_the_fork_server_has_a_user_namespace_of_its_own(monkeypatch) -> None:
+    """The path for users without root, run here by pretending (root may make user namespaces too)."""
+    from pytest_ftmodel import sandbox
+
+    monkeypatch.setattr(sandbox, "_as_root", lambda: False)
+    level = probe_isolation()
+    assert not level.uid_dropped
+    if level.level != "namespaces":
+        assert level.note == "namespaces refused on this machine"
+        return
+    assert level.forked
+    program = (
+        "import os, socket\nprint(os.getpid(), os.getuid(), flush=True)\n"
+        "os.posix_spawn('/bin/sleep', ['/bin/sleep', '60'], dict(os.environ))\n"
+        "try:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\nexcept OSError as e:\n    print(e.__class__.__name__)\n"
+    )
+    r = run_sandboxed(program)
+    assert r.status == "passed" and r.uid is None
+    assert r.stdout.split()[:2] == ["1", "0"] and r.stdout.split()[2] in ("OSError", "ConnectionRefusedError")
+    assert leftover_processes(r) == []  # found by its marker: the sleeper carried it
+    sandbox._close_idle_zygotes()
