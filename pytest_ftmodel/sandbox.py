@@ -245,9 +245,10 @@ def _take_zygote(as_root: bool) -> _Zygote:
     while True:
         with _zygote_lock:
             idle = next((z for z in _idle_zygotes if z.as_root == as_root), None)
-            if idle is None:
-                return _Zygote(as_root)
-            _idle_zygotes.remove(idle)
+            if idle is not None:
+                _idle_zygotes.remove(idle)
+        if idle is None:
+            return _Zygote(as_root)  # outside the lock: other runs need not wait for its start-up
         if idle.proc.poll() is None:
             return idle
         idle.close()
@@ -314,8 +315,13 @@ class _Forked:
             self.zygote.close()
 
 
+def _harness_args(config: dict[str, object]) -> list[str]:
+    """A run's settings as the harness reads them (``key=value``, None as ``none``)."""
+    return [f"{k}={'none' if v is None else v}" for k, v in config.items()]
+
+
 def _fork(config: dict[str, object], marker: str, ends: tuple[int, ...]) -> _Forked:
-    request = "\n".join(f"{k}={'none' if v is None else v}" for k, v in {**config, "marker": marker}.items())
+    request = "\n".join(_harness_args({**config, "marker": marker}))
     zygote = _take_zygote(_as_root())
     if not zygote.send(request.encode(), ends):  # it ended while idle: one fresh server, once
         zygote.close()
@@ -347,7 +353,10 @@ class _Spawned:
         return self.proc.poll() is not None
 
     def kill(self) -> None:
-        _kill_group(self.proc)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def wait(self, timeout: float) -> int | None:
         try:
@@ -362,7 +371,7 @@ class _Spawned:
 def _spawn(config: dict[str, object], marker: str, ends: tuple[int, ...], workdir: str) -> _Spawned:
     out_w, err_w, program_r, nonce_r, result_w = ends
     args = {**config, "program_fd": program_r, "nonce_fd": nonce_r, "result_fd": result_w}
-    cmd = [sys.executable, "-I", "-S", _harness(), *(f"{k}={'none' if v is None else v}" for k, v in args.items())]
+    cmd = [sys.executable, "-I", "-S", _harness(), *_harness_args(args)]
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,
@@ -408,13 +417,6 @@ def processes_of(uid: int | None, marker: str) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _alive(pid: int) -> bool:

@@ -113,6 +113,7 @@ def test_the_isolation_level_is_what_the_machine_allows() -> None:
         assert LEVEL.uid_dropped
     text = str(LEVEL)
     assert text.startswith(LEVEL.level) and ("no network" in text) == LEVEL.network
+    assert LEVEL.forked == (LEVEL.level == "namespaces") == ("forked from a pristine interpreter" in text)
 
 
 # ---- the hostile battery ----------------------------------------------------------------------
@@ -347,6 +348,11 @@ def _fork_servers() -> list[int]:
     return found
 
 
+def _run_uids() -> set[int]:
+    """The uids of running sandboxed programs (root only: they run under uids from _UID_BASE on)."""
+    return {uid for uid in (_owner(Path(f"/proc/{e}")) for e in os.listdir("/proc") if e.isdigit()) if uid >= _UID_BASE}
+
+
 def test_each_program_starts_from_a_pristine_interpreter() -> None:
     taint = "import sys, builtins, json\nsys.ftmodel_taint = 1\nbuiltins.ftmodel_taint = 1\njson.ftmodel_taint = 1\n"
     look = (
@@ -373,7 +379,10 @@ def test_a_fork_server_that_dies_mid_run_makes_the_run_an_error() -> None:
     results = []
     thread = threading.Thread(target=lambda: results.append(run_sandboxed("import time\ntime.sleep(30)", timeout=20)))
     thread.start()
-    time.sleep(0.5)
+    end = time.monotonic() + 5
+    while LEVEL.uid_dropped and not _run_uids() and time.monotonic() < end:
+        time.sleep(0.01)  # until the program runs under its own uid
+    time.sleep(0.2)
     servers = _fork_servers()
     assert servers
     for pid in servers:
