@@ -230,7 +230,7 @@ def _status(waited):
 
 
 def _await_child(sock, pid, select):
-    """Wait for the child to end, killing it when asked. False when the parent is gone."""
+    """Wait for the child to end, killing it when asked: its exit status, or None once the parent is gone."""
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):
@@ -240,7 +240,10 @@ def _await_child(sock, pid, select):
             waited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
             if waited is not None:
                 return _status(waited)
-            ready = select.select([sock] + ([pidfd] if pidfd is not None else []), [], [], None if pidfd else 0.01)[0]
+            if pidfd is not None:  # readable once the child has ended
+                ready = select.select([sock, pidfd], [], [])[0]
+            else:
+                ready = select.select([sock], [], [], 0.01)[0]
             if sock in ready:
                 message = sock.recv(64)
                 if not message:

@@ -424,3 +424,29 @@ def test_without_root_the_fork_server_has_a_user_namespace_of_its_own(monkeypatc
     assert r.stdout.split()[:2] == ["1", "0"] and r.stdout.split()[2] in ("OSError", "ConnectionRefusedError")
     assert leftover_processes(r) == []  # found by its marker: the sleeper carried it
     sandbox._close_idle_zygotes()
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+def test_the_fork_server_waits_kills_and_notices_its_parent_leaving(monkeypatch, pidfd) -> None:
+    """The server's wait for one child, in this process (without pidfd_open it polls instead)."""
+    import select
+    import subprocess
+
+    from pytest_ftmodel import _harness
+
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    ours, parent = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ended = subprocess.Popen(["sh", "-c", "sleep 0.2; exit 7"])
+    assert _harness._await_child(ours, ended.pid, select) == 7
+    assert ended.wait() == 7  # left unreaped for its owner
+    killed = subprocess.Popen(["sleep", "30"])
+    parent.send(b"kill")
+    assert _harness._await_child(ours, killed.pid, select) == -9
+    killed.wait()
+    orphan = subprocess.Popen(["sleep", "30"])
+    parent.close()
+    assert _harness._await_child(ours, orphan.pid, select) is None  # the parent is gone
+    orphan.kill()
+    orphan.wait()
+    ours.close()
