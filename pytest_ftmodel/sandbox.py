@@ -20,9 +20,9 @@ environment (no CI tokens), limits on CPU time, address space, processes, file s
 no core dumps, a wall-clock watchdog, capped stdout/stderr, and a verdict that rests on a per-run
 nonce written back by the harness after the program ran to its end, never on the exit code alone.
 At the process level that interpreter is a fresh ``python -I -S`` per program. At the namespace
-level it is a fork of one: a pristine ``python -I -S`` fork server (started once per concurrent
-run, never running a program itself) forks each program straight into its new namespaces, which
-saves the interpreter's start-up (see ``_harness.py`` and ``bench/sandbox.py``).
+level it is a fork of a pristine one: a ``python -I -S`` fork server that never runs a program
+itself (one per run in flight, kept for later runs) forks each program straight into its new
+namespaces, which saves the interpreter's start-up (see ``_harness.py`` and ``bench/sandbox.py``).
 """
 
 from __future__ import annotations
