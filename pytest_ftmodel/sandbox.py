@@ -207,9 +207,9 @@ class _Zygote:
             self.close()
             raise OSError("the sandbox fork server did not start")
 
-    def receive(self, timeout: float | None) -> bytes | None:
-        """The next message; None if none came within ``timeout``, b"" once the server is gone."""
-        if timeout is not None and not select.select([self.sock], [], [], max(timeout, 0.0))[0]:
+    def receive(self, timeout: float) -> bytes | None:
+        """The next message; None if none came within ``timeout`` seconds, b"" once the server is gone."""
+        if not select.select([self.sock], [], [], max(timeout, 0.0))[0]:
             return None
         try:
             return self.sock.recv(256)
