@@ -339,7 +339,7 @@ class ABResult:
     base_wins: int
     ties: int
     win_rate: float  # model wins / decided comparisons
-    interval: tuple[float, float]  # Wilson 95%
+    interval: tuple[float, float]  # Clopper-Pearson 95%
     p_value: float  # two-sided binomial (sign) test against 50%
     judges: tuple[str, ...]
     agreement: float | None  # Cohen's kappa (two judges) or Fleiss' kappa (more)
@@ -365,7 +365,7 @@ def ab_result(path: str | os.PathLike[str]) -> ABResult:
     """Win rate of the fine-tuned model over decided comparisons, across all judges and items."""
     from scipy.stats import binomtest
 
-    from pytest_ftmodel.metrics.stats import wilson_interval
+    from pytest_ftmodel.metrics.stats import proportion_interval
 
     p = Path(path)
     sheet = read_sheet(p, AB_FORMAT)
@@ -404,7 +404,7 @@ def ab_result(path: str | os.PathLike[str]) -> ABResult:
         base_wins=counts["base"],
         ties=counts["tie"],
         win_rate=counts["model"] / decided if decided else float("nan"),
-        interval=wilson_interval(counts["model"], decided),
+        interval=proportion_interval(counts["model"], decided),
         p_value=float(binomtest(counts["model"], decided, 0.5).pvalue) if decided else 1.0,
         judges=judges,
         agreement=agreement,

@@ -263,7 +263,7 @@ def _sheet_with(tmp_path, judgements: dict[str, list[str]], a_is: list[str]):
     return path
 
 
-def test_win_rate_wilson_interval_and_p_value_equal_scipy(tmp_path) -> None:
+def test_win_rate_clopper_pearson_interval_and_p_value_equal_scipy(tmp_path) -> None:
     from scipy.stats import binomtest
 
     a_is = ["model", "base"] * 15
@@ -275,7 +275,7 @@ def test_win_rate_wilson_interval_and_p_value_equal_scipy(tmp_path) -> None:
     assert (result.model_wins, result.decided, result.ties) == (model_wins, decided, 5)
     test = binomtest(model_wins, decided, 0.5)
     assert result.p_value == pytest.approx(test.pvalue)
-    ci = test.proportion_ci(confidence_level=0.95, method="wilson")
+    ci = test.proportion_ci(confidence_level=0.95, method="exact")
     assert result.interval == pytest.approx((ci.low, ci.high))
     assert result.win_rate == pytest.approx(model_wins / decided)
 

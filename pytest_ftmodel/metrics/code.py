@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from pytest_ftmodel.errors import DataError
-from pytest_ftmodel.metrics.stats import bootstrap_interval
+from pytest_ftmodel.metrics.stats import beta_interval
 
 HUMANEVAL_KEYS = ("task_id", "prompt", "test", "entry_point")
 SHORT_KEYS = ("prompt", "test_code")
@@ -181,14 +181,22 @@ def evaluate_code(
         results.append(ProblemResult(str(problem.get("task_id", f"problem-{i}")), samples))
     pass_at = {kk: sum(pass_at_k(n, p.correct, kk) for p in results) / len(results) for kk in ks}
     correct = [p.correct for p in results]
-    intervals = {
-        kk: bootstrap_interval([correct], _estimator(n, kk)) for kk in ks
-    }
+    intervals = {kk: passk_interval(correct, n, kk) for kk in ks}
     return CodeResult(pass_at, intervals, tuple(results), n, runs[0].isolation if runs else None)
 
 
-def _estimator(n: int, k: int) -> Any:
+def passk_interval(correct: Any, n: int, k: int, *, level: float = 0.95) -> Any:
+    """95% interval of pass@k from per-problem counts of correct samples out of ``n``.
+
+    Each problem's unbiased estimate lies in [0, 1] and averages to the population's pass@k, so the
+    figure is a mean of bounded values: the beta (Clopper-Pearson) interval at the fractional count
+    ``sum(estimates)`` of ``problems`` (see :mod:`pytest_ftmodel.metrics.stats`), exact Clopper-Pearson
+    when ``n == 1``. Never ``[1, 1]`` for 8 of 8. ``correct`` may be an array ``(..., problems)``;
+    a 1-D list gives a pair of floats.
+    """
     import numpy as np
 
+    counts = np.asarray(correct, dtype=np.int64)
     table = np.array([pass_at_k(n, c, k) for c in range(n + 1)])
-    return lambda c: table[c.astype(int)].mean(axis=-1)
+    low, high = beta_interval(table[counts].sum(axis=-1), counts.shape[-1], level=level)
+    return (float(low), float(high)) if counts.ndim == 1 else (low, high)

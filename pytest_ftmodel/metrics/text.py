@@ -10,7 +10,7 @@ import numpy as np
 
 from pytest_ftmodel.data import require_keys
 from pytest_ftmodel.errors import DataError
-from pytest_ftmodel.metrics.stats import bootstrap_interval, wilson_interval
+from pytest_ftmodel.metrics.stats import bounded_mean_interval, proportion_interval
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 NO_LABEL = "<no label>"
@@ -32,7 +32,7 @@ class RougeItem:
 
 @dataclass(frozen=True)
 class RougeResult:
-    """Mean ROUGE F-measures over items (rouge-score's), each with a 95% bootstrap interval."""
+    """Mean ROUGE F-measures over items (rouge-score's), each with a 95% interval for a mean of [0, 1] values."""
 
     rouge1: float
     rouge2: float
@@ -82,9 +82,8 @@ def rouge(
         RougeItem(i, p, r, a, s["rouge1"], s["rouge2"], s["rougeL"])
         for i, (p, r, a, s) in enumerate(zip(prompts, references, answers, scores))
     )
-    intervals = {
-        t: bootstrap_interval([[s[t] for s in scores]], lambda x: x.mean(axis=-1)) for t in ROUGE_TYPES
-    }
+    # F-measures lie in [0, 1]: an interval that cannot collapse to [1, 1] when every answer is perfect
+    intervals = {t: bounded_mean_interval([s[t] for s in scores]) for t in ROUGE_TYPES}
     means = {t: float(np.mean([s[t] for s in scores])) for t in ROUGE_TYPES}
     return RougeResult(means["rouge1"], means["rouge2"], means["rougeL"], intervals, rows)
 
@@ -218,6 +217,6 @@ def classify(
         confusion=scores["confusion"],
         confusion_labels=scores["confusion_labels"],
         n_unparseable=sum(p is None for p in predicted),
-        accuracy_interval=wilson_interval(correct, len(items)),
+        accuracy_interval=proportion_interval(correct, len(items)),
         items=tuple(ClassificationItem(i, p, e, a, d) for i, (p, e, a, d) in enumerate(zip(prompts, expected, answers, predicted))),
     )
