@@ -283,29 +283,33 @@ def assert_no_overfit(
     return result
 
 
-def assert_training_converged(path: Any, *, patience: int = 3) -> Any:
-    """Fail when training loss did not fall, or validation loss rose over the last ``patience``
-    evaluations while training loss kept falling. ``path``: trainer_state.json, a checkpoint
-    folder, or the ``ftmodel`` fixture itself. Returns the TrainingCurve."""
+def assert_training_converged(path: Any, *, patience: int = 3, tolerance: float = 0.05) -> Any:
+    """Fail when training loss did not fall, or when eval loss turned up after its best while
+    training loss kept falling: no improvement for ``patience`` evaluations, a final eval loss more
+    than ``tolerance`` (relative) above the best, and an upward Theil-Sen trend since the best (see
+    :func:`~pytest_ftmodel.metrics.curve.training_curve`). ``path``: trainer_state.json, a checkpoint
+    or ``save_model()`` folder, or the ``ftmodel`` fixture itself. Returns the TrainingCurve."""
     __tracebackhide__ = True
     from pytest_ftmodel.metrics.curve import training_curve
 
-    curve = training_curve(path, patience=patience)
+    curve = training_curve(path, patience=patience, tolerance=tolerance)
     problems = []
     if not curve.loss_decreased:
         problems.append(f"training loss did not decrease ({curve.first_loss:.4g} at the start, {curve.last_loss:.4g} at the end)")
     if curve.eval_rising:
-        evals = ", ".join(f"{v:.4g}@{s}" for s, v in curve.eval[-(patience + 1) :])
+        best = curve.best_checkpoint if curve.best_checkpoint is not None else "none saved"
         problems.append(
-            f"eval loss rose over the last {patience} evaluations ({evals}) while training loss fell: overfitting; "
-            f"the best checkpoint is step {curve.best_step} (eval loss {curve.best_eval_loss:.4g})"
+            f"eval loss turned up while training loss fell: overfitting. Its best was {curve.best_eval_loss:.4g} at step "
+            f"{curve.best_step}; {curve.evals_since_best} evaluations later it is {curve.final_eval_loss:.4g} "
+            f"({curve.eval_rise:+.0%}, bar +{curve.tolerance:.0%}; trend {(curve.eval_slope or 0.0) * 1000:+.3g} per 1000 steps); "
+            f"training loss {curve.last_loss:.4g} at the end. Best checkpoint: {best} ({curve.best_checkpoint_note})"
         )
     record_metric(
         "eval loss (best)", curve.best_eval_loss, threshold=None, op="<=", n=len(curve.eval), unit="evals",
         passed=not problems, model=str(getattr(path, "name", "")),
     )
     if problems:
-        raise AssertionError("; ".join(problems) + f" [{curve.path}]")
+        raise AssertionError("; ".join(problems) + f" [read {curve.path}]")
     return curve
 
 

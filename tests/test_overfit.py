@@ -95,21 +95,243 @@ def _train(steps, start=2.0, slope=-0.01):
     return [{"step": s, "loss": start + slope * s} for s in steps]
 
 
-def test_a_healthy_curve(tmp_path) -> None:
+def _trainer_log(train: dict[int, float], evals: dict[int, float], *, final: bool = False) -> list[dict]:
+    """A log_history as transformers' Trainer writes it: training entries every logging_steps and eval
+    entries at their steps, interleaved by step (training entry first), and with ``final`` the
+    summary entry ``trainer.train()`` appends (``train_loss``, not ``loss``)."""
+    history: list[dict] = []
+    last = max([*train, *evals])
+    for step in sorted(set(train) | set(evals)):
+        epoch = round(step / 50, 2)
+        if step in train:
+            history.append({"epoch": epoch, "grad_norm": 0.8, "learning_rate": 2e-4 * (1 - step / (last + 1)), "loss": train[step], "step": step})
+        if step in evals:
+            history.append({
+                "epoch": epoch, "eval_loss": evals[step], "eval_runtime": 1.23,
+                "eval_samples_per_second": 81.3, "eval_steps_per_second": 10.2, "step": step,
+            })
+    if final:
+        history.append({
+            "epoch": round(last / 50, 2), "step": last, "total_flos": 1.2e15, "train_loss": sum(train.values()) / len(train),
+            "train_runtime": 301.5, "train_samples_per_second": 5.3, "train_steps_per_second": 0.66,
+        })
+    return history
+
+
+def _trainer_run(
+    root,
+    train: dict[int, float],
+    evals: dict[int, float],
+    *,
+    saved: tuple[int, ...],
+    best_model_checkpoint: bool = True,
+    output_dir: str = "runs/lora",
+):
+    """What a Trainer run leaves on disk: ``output_dir/checkpoint-N`` folders (weights, optimizer state and
+    the trainer_state.json of the run so far) and ``trainer.save_model(output_dir/final)`` (no state).
+    ``best_model_checkpoint`` is written as the Trainer writes it: under output_dir as it was given,
+    relative to wherever training ran."""
+    out = root / output_dir
+    best = min(evals, key=lambda s: (evals[s], s))
+    for n in saved:
+        ckpt = out / f"checkpoint-{n}"
+        ckpt.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin"):
+            (ckpt / name).write_text("{}")
+        state = {
+            "best_global_step": None, "best_metric": None, "best_model_checkpoint": None, "epoch": round(n / 50, 2),
+            "eval_steps": 20, "global_step": n, "is_hyper_param_search": False, "is_local_process_zero": True,
+            "is_world_process_zero": True, "logging_steps": 10, "max_steps": max(saved),
+            "log_history": _trainer_log({s: v for s, v in train.items() if s <= n}, {s: v for s, v in evals.items() if s <= n}),
+            "save_steps": 50, "total_flos": 1.0e15, "train_batch_size": 8, "trial_name": None, "trial_params": None,
+        }
+        seen = {s: v for s, v in evals.items() if s <= n}
+        if best_model_checkpoint and seen:
+            # the Trainer names the best of the checkpoints it saved, as it was evaluated at save time
+            candidates = [s for s in saved if s <= n and s in evals]
+            if candidates:
+                b = min(candidates, key=lambda s: (evals[s], s))
+                state.update(best_global_step=b, best_metric=evals[b], best_model_checkpoint=f"{output_dir}/checkpoint-{b}")
+        (ckpt / "trainer_state.json").write_text(json.dumps(state, indent=2))
+    final = out / "final"
+    final.mkdir(parents=True)
+    for name in ("config.json", "generation_config.json", "model.safetensors", "training_args.bin"):
+        (final / name).write_text("{}")
+    return out, best
+
+
+def _decay(steps, start: float, end: float) -> dict[int, float]:
+    first, last = steps[0], steps[-1]
+    return {s: round(start * (end / start) ** ((s - first) / (last - first)), 6) for s in steps}
+
+
+# The run from a LoRA fine-tune that overfit: train loss down to 0.0034, eval loss up from 1.224 at
+# step 20 to 2.376, and then a last evaluation 0.002 lower.
+OVERFIT_TRAIN = _decay(list(range(10, 210, 10)), 1.91, 0.0034)
+OVERFIT_EVALS = dict(zip(range(20, 220, 20), [1.224, 1.262, 1.41, 1.58, 1.77, 1.93, 2.08, 2.22, 2.376, 2.374]))
+# A healthy run: eval loss 0.869 -> 0.601, then a flat tail.
+HEALTHY_TRAIN = _decay(list(range(10, 510, 10)), 1.42, 0.47)
+HEALTHY_EVALS = dict(zip(range(50, 550, 50), [0.869, 0.742, 0.671, 0.633, 0.612, 0.604, 0.601, 0.603, 0.602, 0.604]))
+
+
+def test_a_real_overfit_is_caught_though_the_last_evaluation_dips(tmp_path) -> None:
+    out, best = _trainer_run(tmp_path, OVERFIT_TRAIN, OVERFIT_EVALS, saved=(20, 40, 60, 80, 100, 120, 140, 160, 180, 200))
+    assert best == 20
+    curve = training_curve(out / "checkpoint-200")
+    assert curve.eval_rising and curve.best_step == 20 and curve.best_eval_loss == 1.224
+    assert curve.final_eval_loss == 2.374 and curve.eval_rise == pytest.approx(2.374 / 1.224 - 1)
+    assert curve.eval_slope > 0 and curve.eval_slope_low > 0
+    assert curve.best_checkpoint == out / "checkpoint-20" and "the Trainer's best_model_checkpoint" in curve.best_checkpoint_note
+    with pytest.raises(AssertionError) as info:
+        assert_training_converged(out / "checkpoint-200")
+    message = str(info.value)
+    assert "eval loss turned up while training loss fell: overfitting" in message
+    assert "best was 1.224 at step 20; 9 evaluations later it is 2.374 (+94%, bar +5%" in message
+    assert f"Best checkpoint: {out / 'checkpoint-20'} (the Trainer's best_model_checkpoint)" in message
+    assert f"[read {out / 'checkpoint-200' / 'trainer_state.json'}]" in message
+
+
+def test_a_healthy_curve_with_a_flat_tail_passes(tmp_path) -> None:
+    out, best = _trainer_run(tmp_path, HEALTHY_TRAIN, HEALTHY_EVALS, saved=(250, 500))
+    curve = assert_training_converged(out)
+    assert curve.loss_decreased and not curve.eval_rising
+    assert curve.best_step == best == 350 and curve.evals_since_best == 3 and curve.eval_rise < 0.01
+    assert curve.path == out / "checkpoint-500" / "trainer_state.json"  # the latest checkpoint's state
+    # the best step was never saved; the Trainer's best_model_checkpoint is the better of the two saved
+    assert curve.best_checkpoint == out / "checkpoint-250"
+    assert curve.best_checkpoint_note == (
+        "step 350 was never saved; this is the nearest saved checkpoint; "
+        f"the Trainer's best_model_checkpoint is {out / 'checkpoint-500'}"
+    )
+
+
+def test_a_save_model_folder_reads_the_output_dirs_latest_checkpoint(tmp_path) -> None:
+    out, _ = _trainer_run(tmp_path, OVERFIT_TRAIN, OVERFIT_EVALS, saved=(100, 200), best_model_checkpoint=False)
+    assert not (out / "final" / "trainer_state.json").exists()  # trainer.save_model() writes none
+    curve = training_curve(out / "final")
+    assert curve.path == out / "checkpoint-200" / "trainer_state.json" and curve.eval_rising
+    assert curve.best_checkpoint == out / "checkpoint-100"  # nearest to step 20 (100 - 20 < 200 - 20)
+    assert curve.best_checkpoint_note == "step 20 was never saved; this is the nearest saved checkpoint"
+    with pytest.raises(AssertionError, match=r"Best checkpoint: .*checkpoint-100 \(step 20 was never saved; .*\[read .*checkpoint-200/trainer_state.json\]"):
+        assert_training_converged(out / "final")
+    # trainer.save_state() writes output_dir/trainer_state.json: the whole run, which wins over a checkpoint's
+    (out / "trainer_state.json").write_text(json.dumps({"log_history": _trainer_log(OVERFIT_TRAIN, OVERFIT_EVALS, final=True)}))
+    assert training_curve(out / "final").path == out / "trainer_state.json"
+
+
+def test_when_nothing_was_saved_it_says_so(tmp_path) -> None:
+    history = _trainer_log(OVERFIT_TRAIN, OVERFIT_EVALS, final=True)
+    curve = training_curve(_state(tmp_path, history))
+    assert curve.eval_rising and curve.best_checkpoint is None
+    assert curve.best_checkpoint_note == f"step 20 was never saved: no checkpoint-* folder in {str(tmp_path)!r}"
+    with pytest.raises(AssertionError, match="Best checkpoint: none saved \\(step 20 was never saved"):
+        assert_training_converged(tmp_path)
+
+
+def test_a_trainer_best_by_another_metric_or_gone_from_disk_is_named(tmp_path) -> None:
+    out, _ = _trainer_run(tmp_path, OVERFIT_TRAIN, OVERFIT_EVALS, saved=(20, 100, 200))
+    state_file = out / "checkpoint-200" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["best_model_checkpoint"] = "runs/lora/checkpoint-100"  # e.g. metric_for_best_model="accuracy"
+    state_file.write_text(json.dumps(state))
+    curve = training_curve(state_file)
+    assert curve.best_checkpoint == out / "checkpoint-20"
+    assert curve.best_checkpoint_note == f"saved at the best step 20; the Trainer's best_model_checkpoint is {out / 'checkpoint-100'}"
+    state["best_model_checkpoint"] = "/elsewhere/runs/lora/checkpoint-40"
+    state_file.write_text(json.dumps(state))
+    note = training_curve(state_file).best_checkpoint_note
+    assert note == "saved at the best step 20; the Trainer's best_model_checkpoint '/elsewhere/runs/lora/checkpoint-40' is not on disk"
+
+
+def test_the_rule_by_hand(tmp_path) -> None:
+    evals = [(20, 1.0), (40, 0.8), (60, 0.85), (80, 0.9), (100, 0.95)]
+    history = _train(range(5, 105, 5)) + [{"step": s, "eval_loss": v} for s, v in evals]
+    curve = training_curve(_state(tmp_path, history), patience=3)
+    assert curve.eval_rising and curve.best_step == 40 and curve.best_eval_loss == 0.8 and curve.evals_since_best == 3
+    assert not training_curve(tmp_path, patience=4).eval_rising  # only three evaluations since the best
+    assert not training_curve(tmp_path, tolerance=0.2).eval_rising  # 0.95 is 18.75% above 0.8
+    assert training_curve(tmp_path, tolerance=0.18).eval_rising
+    # a spike that comes back down has no upward trend, though the last value is 10% above the best
+    spike = [(20, 1.0), (40, 0.6), (60, 0.8), (80, 0.75), (100, 0.7), (120, 0.66)]
+    history = _train(range(5, 125, 5)) + [{"step": s, "eval_loss": v} for s, v in spike]
+    assert not training_curve(_state(tmp_path, history)).eval_rising
+    with pytest.raises(DataError, match="tolerance -0.1 must be a non-negative fraction"):
+        training_curve(tmp_path, tolerance=-0.1)
+
+
+def _simulated(rng, overfit: float, noise: float) -> list[dict]:
+    """Train loss decaying; eval loss decaying to a plateau of 0.6, then rising by ``overfit`` nats
+    over the last 600 steps; eval losses with relative noise of sd ``noise``."""
+    import math
+
+    history = [{"step": s, "loss": 2.0 * math.exp(-s / 300) + 0.05} for s in range(10, 1010, 10)]
+    for s in range(50, 1050, 50):
+        value = 0.6 + 0.3 * math.exp(-s / 100) + (overfit * (s - 400) / 600 if s > 400 else 0.0)
+        history.append({"step": s, "eval_loss": value * (1 + rng.gauss(0, noise))})
+    return history
+
+
+@pytest.mark.parametrize(("noise", "max_false_alarms", "min_power"), [(0.01, 0.01, 0.99), (0.03, 0.09, 0.95)])
+def test_false_alarms_and_power_by_simulation(tmp_path, noise, max_false_alarms, min_power) -> None:
+    """20 evaluations with 1% or 3% relative noise each: a flat tail is rarely called overfit (about 0%
+    and 6% over 1,000 runs), and a tail rising by 0.1 nats (17%) nearly always is (100%, 99%; the
+    strict-monotony rule caught 44% and 11%)."""
+    import random
+
+    rng = random.Random(0)
+    runs = 300
+
+    def alarms(overfit):
+        return sum(training_curve(_state(tmp_path, _simulated(rng, overfit, noise))).eval_rising for _ in range(runs)) / runs
+
+    assert alarms(0.0) <= max_false_alarms
+    assert alarms(0.1) >= min_power
+
+
+def test_a_real_trainer_run(tmp_path, monkeypatch) -> None:
+    """A tiny GPT-2 trained by transformers' own Trainer on 8 random sequences, evaluated on 8 others:
+    it memorises, its eval loss climbs, and the files on disk are the Trainer's own."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.chdir(tmp_path)  # the Trainer writes best_model_checkpoint relative to here
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+
+    class Random(torch.utils.data.Dataset):
+        def __init__(self, seed):
+            self.ids = torch.randint(0, 32, (8, 16), generator=torch.Generator().manual_seed(seed))
+
+        def __len__(self):
+            return len(self.ids)
+
+        def __getitem__(self, i):
+            return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+    args = transformers.TrainingArguments(
+        output_dir="out", max_steps=40, per_device_train_batch_size=4, learning_rate=3e-2, logging_steps=5,
+        eval_strategy="steps", eval_steps=10, save_strategy="steps", save_steps=10, save_total_limit=2,
+        load_best_model_at_end=True, metric_for_best_model="eval_loss", report_to=[], use_cpu=True, disable_tqdm=True,
+    )
+    trainer = transformers.Trainer(
+        model=transformers.GPT2LMHeadModel(config), args=args, train_dataset=Random(0), eval_dataset=Random(1)
+    )
+    trainer.train()
+    trainer.save_model("out/final")
+    state = json.loads((tmp_path / "out" / "checkpoint-40" / "trainer_state.json").read_text())
+    assert state["best_model_checkpoint"] == "out/checkpoint-10"  # relative to where training ran
+    monkeypatch.chdir(tmp_path / "out")  # ... which is not where the tests run
+    curve = training_curve(tmp_path / "out" / "final")
+    assert curve.path == tmp_path / "out" / "checkpoint-40" / "trainer_state.json"
+    assert curve.best_step == 10 and curve.eval_rising and curve.loss_decreased
+    assert curve.best_checkpoint == tmp_path / "out" / "checkpoint-10"
+    assert curve.best_checkpoint_note == "the Trainer's best_model_checkpoint"
+
+
+def test_a_healthy_curve_in_any_order(tmp_path) -> None:
     history = _train(range(10, 110, 10)) + [{"step": s, "eval_loss": 2.0 - 0.005 * s} for s in (25, 50, 75, 100)]
     curve = training_curve(_state(tmp_path, history[::-1]))  # any order
     assert curve.loss_decreased and not curve.eval_rising and curve.best_step == 100
     assert_training_converged(tmp_path)  # a folder works too
-
-
-def test_eval_rising_while_training_falls_is_overfitting(tmp_path) -> None:
-    evals = [(20, 1.0), (40, 0.8), (60, 0.85), (80, 0.9), (100, 0.95)]
-    history = _train(range(5, 105, 5)) + [{"step": s, "eval_loss": v} for s, v in evals]
-    curve = training_curve(_state(tmp_path, history), patience=3)
-    assert curve.eval_rising and curve.best_step == 40 and curve.best_eval_loss == 0.8
-    with pytest.raises(AssertionError, match=r"eval loss rose over the last 3 evaluations .* the best checkpoint is step 40"):
-        assert_training_converged(tmp_path / "trainer_state.json")
-    assert not training_curve(_state(tmp_path, history), patience=4).eval_rising  # only three rises
 
 
 def test_eval_rising_while_training_also_rises_is_not_called_overfitting(tmp_path) -> None:
