@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from pytest_ftmodel.report import record_metric
+from pytest_ftmodel.report import model_name, record_metric
 
 
 def _judged(
@@ -18,12 +18,18 @@ def _judged(
     *,
     n: int,
     unit: str,
-    model: str = "",
+    model: Any = "",
     interval: tuple[float, float] | None = None,
+    result: Any = None,
+    settings: dict[str, Any] | None = None,
 ) -> bool:
-    """Compare ``value`` with ``bar`` (``op`` is "<=" or ">="), record it, and say whether it passed."""
+    """Compare ``value`` with ``bar`` (``op`` is "<=" or ">="), record it (with the per-item values of
+    ``result`` for the reports), and say whether it passed."""
     passed = value <= bar if op == "<=" else value >= bar
-    record_metric(name, value, threshold=bar, op=op, n=n, unit=unit, passed=passed, model=model, interval=interval)
+    record_metric(
+        name, value, threshold=bar, op=op, n=n, unit=unit, passed=passed, model=model, interval=interval,
+        result=result, settings=settings,
+    )
     return passed
 
 
@@ -33,7 +39,7 @@ def _cut(text: str, width: int = 60) -> str:
 
 
 def _name(model: Any) -> str:
-    return str(getattr(model, "name", "") or "")
+    return model_name(model)  # a str that also carries the checkpoint's path, for the reports
 
 
 def _worst_lines(result: Any, k: int = 3) -> str:
@@ -68,7 +74,7 @@ def assert_perplexity_below(
     result = perplexity(model, texts, stride=stride, batch_size=batch_size)
     passed = _judged(
         "perplexity", result.perplexity, max_perplexity, "<=",
-        n=result.n_texts, unit="texts", model=_name(model), interval=result.interval,
+        n=result.n_texts, unit="texts", model=_name(model), interval=result.interval, result=result,
     )
     if not passed:
         raise AssertionError(
@@ -98,7 +104,7 @@ def assert_perplexity_improves(
     result = perplexity_improvement(model, base, texts, stride=stride, batch_size=batch_size)
     passed = _judged(
         "perplexity improvement", result.improvement, min_improvement, ">=",
-        n=result.model.n_texts, unit="texts", model=f"{_name(model)} vs {_name(base)}", interval=result.interval,
+        n=result.model.n_texts, unit="texts", model=(_name(model), _name(base)), interval=result.interval, result=result,
     )
     if not passed:
         low, high = result.interval
@@ -140,7 +146,7 @@ def assert_rouge_above(
     failed = []
     for metric, bar in bars.items():
         value = getattr(result, metric)
-        if not _judged(metric, value, bar, ">=", n=result.n, unit="items", model=_name(model), interval=result.intervals[metric]):
+        if not _judged(metric, value, bar, ">=", n=result.n, unit="items", model=_name(model), interval=result.intervals[metric], result=result, settings=kwargs):
             low, high = result.intervals[metric]
             failed.append(f"{metric} {value:.3f} is below the bar {bar:.3f} (95% CI [{low:.3f}, {high:.3f}])")
     if failed:
@@ -179,7 +185,7 @@ def assert_classification(
         metric = key.removeprefix("min_")
         value = getattr(result, metric)
         interval = result.accuracy_interval if metric == "accuracy" else None
-        if not _judged(metric, value, bar, ">=", n=result.n, unit="items", model=_name(model), interval=interval):
+        if not _judged(metric, value, bar, ">=", n=result.n, unit="items", model=_name(model), interval=interval, result=result, settings=kwargs):
             failed.append(f"{metric} {value:.3f} is below the bar {bar:.3f}")
     if failed:
         low, high = result.accuracy_interval
@@ -218,7 +224,8 @@ def assert_passk(
     result = evaluate_code(model, problems, n=n, k=(k,), **kwargs)
     value = result.pass_at[k]
     passed = _judged(
-        f"pass@{k}", value, at_least, ">=", n=len(result.problems), unit="problems", model=_name(model), interval=result.intervals[k]
+        f"pass@{k}", value, at_least, ">=", n=len(result.problems), unit="problems", model=_name(model), interval=result.intervals[k],
+        result=result, settings={"n": n, **kwargs},
     )
     if not passed:
         low, high = result.intervals[k]
@@ -258,13 +265,13 @@ def assert_no_overfit(
     result = overfit_report(model, train, val, answers=need_answers, **kwargs)
     n = result.val.n_texts
     failed = []
-    if not _judged("loss gap", result.gap, max_gap, "<=", n=n, unit="val items", model=_name(model)):
+    if not _judged("loss gap", result.gap, max_gap, "<=", n=n, unit="val items", model=_name(model), result=result):
         failed.append(f"validation loss exceeds training loss by {result.gap:.3f} nats/token (bar {max_gap:.3f})")
     share, distinct2 = result.memorised_share, result.distinct2
     if need_answers and (share is None or distinct2 is None):
         raise ValueError("max_memorised/min_distinct2 need instruction records (instruction + output) to generate answers")
     if max_memorised is not None and share is not None:
-        if not _judged("memorised share", share, max_memorised, "<=", n=result.n_answers, unit="answers", model=_name(model)):
+        if not _judged("memorised share", share, max_memorised, "<=", n=result.n_answers, unit="answers", model=_name(model), result=result):
             failed.append(f"{share:.0%} of answers copy training outputs (bar {max_memorised:.0%})")
     if min_distinct2 is not None and distinct2 is not None:
         if not _judged("distinct-2", distinct2, min_distinct2, ">=", n=result.n_answers, unit="answers", model=_name(model)):
@@ -306,7 +313,7 @@ def assert_training_converged(path: Any, *, patience: int = 3, tolerance: float 
         )
     record_metric(
         "eval loss (best)", curve.best_eval_loss, threshold=None, op="<=", n=len(curve.eval), unit="evals",
-        passed=not problems, model=str(getattr(path, "name", "")),
+        passed=not problems, model=_name(path) if not isinstance(path, str) else "", result=curve,
     )
     if problems:
         raise AssertionError("; ".join(problems) + f" [read {curve.path}]")
@@ -319,7 +326,7 @@ def assert_no_leakage(train: Sequence[Any], val: Sequence[Any]) -> list[Any]:
     from pytest_ftmodel.splits import find_leakage
 
     leaks = find_leakage(train, val)
-    if not _judged("leaked val items", len(leaks), 0, "<=", n=len(val), unit="val items"):
+    if not _judged("leaked val items", len(leaks), 0, "<=", n=len(val), unit="val items", result=leaks):
         shown = [
             f"    val {x.val_index} = train {x.train_index} ({'exact' if x.exact else 'after normalising case, spaces, punctuation'}): {_cut(x.text)!r}"
             for x in leaks[:5]
@@ -356,7 +363,7 @@ def assert_human_scores(
     below = []
     for criterion, bar in bars.items():
         value = result.means[criterion]
-        if not _judged(f"human {criterion}", value, bar, ">=", n=result.n_scored, unit="items"):
+        if not _judged(f"human {criterion}", value, bar, ">=", n=result.n_scored, unit="items", result=result):
             below.append(f"{criterion} {value:.2f} < {bar:.2f}")
     if below:
         lows = [
@@ -396,7 +403,10 @@ def assert_ab_win_rate(
         + (f"; {result.agreement_kind} {result.agreement:.2f}" if result.agreement is not None else "")
     )
     ok = result.win_rate >= at_least and (not significant or (result.p_value < alpha and result.win_rate > 0.5))
-    record_metric("A/B win rate", result.win_rate, threshold=at_least, op=">=", n=result.decided, unit="decided", passed=ok, interval=result.interval)
+    record_metric(
+        "A/B win rate", result.win_rate, threshold=at_least, op=">=", n=result.decided, unit="decided", passed=ok,
+        interval=result.interval, result=result,
+    )
     if result.win_rate < at_least:
         raise AssertionError(f"A/B win rate {result.win_rate:.1%} is below the bar {at_least:.1%}: {summary}")
     if significant and not ok:

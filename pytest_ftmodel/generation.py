@@ -23,6 +23,7 @@ from typing import Any, Sequence
 from pytest_ftmodel.cache import GenerationCache, active_cache, entry_key
 from pytest_ftmodel.data import require_strings
 from pytest_ftmodel.errors import DataError
+from pytest_ftmodel.progress import progress
 from pytest_ftmodel.tokens import prompt_ids
 
 log = logging.getLogger("pytest_ftmodel.generation")
@@ -211,6 +212,7 @@ def generate(
         size = batch_size or (64 if str(model.device).startswith("cuda") else 16)
         jobs.sort(key=lambda job: len(job[2]))
         results: dict[int, list[str]] = {i: [""] * samples for i in todo}
+        bar = progress("generating answers", len(jobs))
         for start in range(0, len(jobs), size):
             chunk = jobs[start : start + size]
             texts = _generate_batch(
@@ -225,6 +227,8 @@ def generate(
             for (i, s, _), text in zip(chunk, texts):
                 results[i][s] = text
             log.info("generated %d/%d answers", min(start + size, len(jobs)), len(jobs))
+            bar.advance(len(chunk))
+        bar.close()
         for i in todo:
             answers[i] = results[i]
             if store is not None:

@@ -8,13 +8,15 @@ transformers; models load on the first test that asks for one.
 from __future__ import annotations
 
 import argparse
+import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Generator
 
 import pytest
 
 from pytest_ftmodel import cache as gen_cache
-from pytest_ftmodel import report
+from pytest_ftmodel import progress, report
 from pytest_ftmodel.errors import FTModelError, ModelPathError
 from pytest_ftmodel.model import DEVICE_CHOICES, DTYPE_CHOICES, check_model_path, parse_device, parse_dtype
 
@@ -33,6 +35,13 @@ _SESSION_KEY = pytest.StashKey["FTModelSession"]()
 _PATH_OPTIONS = (
     ("--model", "ftmodel_model", "PATH", "fine-tuned checkpoint or PEFT adapter directory for the `ftmodel` fixture"),
     ("--base-model", "ftmodel_base_model", "PATH", "base model directory for the `base_model` fixture and for adapters"),
+)
+
+
+_REPORT_OPTIONS = (
+    ("--ftmodel-json", "ftmodel_json", "every judged figure with its per-item values as JSON"),
+    ("--ftmodel-markdown", "ftmodel_markdown", "a Markdown summary (the GitHub job summary's text)"),
+    ("--ftmodel-html", "ftmodel_html", "a self-contained HTML report with plots"),
 )
 
 
@@ -104,6 +113,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="fail (not skip) human-score gates whose sheet is not reviewed yet (default: ini ftmodel_require_human, else false)",
     )
     parser.addini("ftmodel_require_human", type="bool", help="fail human-score gates on unfinished review (default: false)", default=False)
+    for flag, dest, what in _REPORT_OPTIONS:
+        group.addoption(flag, dest=dest, metavar="PATH", default=None, help=f"write {what} to PATH (default: ini {dest}, else none)")
+        parser.addini(dest, help=f"write {what} to this path; relative to the ini file (default: none)", default=None)
 
 
 class FTModelSession:
@@ -119,6 +131,11 @@ class FTModelSession:
         self.sandbox = parse_sandbox(self._value(config, "ftmodel_sandbox") or "auto")
         self.require_human = bool(config.getoption("ftmodel_require_human") or config.getini("ftmodel_require_human"))
         self.recorder = report.recorder()
+        self.reports: dict[str, Path | None] = {dest.removeprefix("ftmodel_"): self._path(config, dest) for _, dest, _ in _REPORT_OPTIONS}
+        self.verbose = config.getoption("verbose", 0) > 0
+        self.written: list[str] = []
+        self.started = time.monotonic()
+        self.progress_sink: Any = None
         self.cache = self._cache(config)
         self._loaded: dict[str, Any] = {}
         self._failed: dict[str, str] = {}
@@ -240,6 +257,10 @@ def pytest_configure(config: pytest.Config) -> None:
     session.check_paths()
     session.recorder = report.push_recorder()
     gen_cache.push_cache(session.cache)
+    # progress lines go to pytest's terminal; a pytest-xdist worker's output never reaches it
+    session.progress_sink = progress.push_sink(progress.Silent() if _is_xdist_worker(config) else progress.PytestSink(config))
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistMerge(session), "ftmodel-xdist")
     # the library's defaults ("auto", no strict review) hold unless asked otherwise: only then are
     # those modules imported, keeping start-up cheap for projects that do not use them
     if session.sandbox != "auto":
@@ -254,6 +275,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if session is not None:
         report.pop_recorder(session.recorder)
         gen_cache.pop_cache(session.cache)
+        progress.pop_sink(session.progress_sink)
         if session.sandbox != "auto":
             _sandbox_defaults().pop_isolation()
         if session.require_human:
@@ -265,7 +287,16 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     if session is None or all(p is None for p in session.paths.values()):
         return None
     model, base = session.paths["model"], session.paths["base_model"]
-    return f"ftmodel: model={model or '-'} base_model={base or '-'} device={session.device} dtype={session.dtype}"
+    return (
+        f"ftmodel: model={model or '-'} base_model={base or '-'} device={session.device} dtype={session.dtype} "
+        f"sandbox={session.sandbox}"
+    )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    ftsession = config_session(session.config)
+    if ftsession is not None:
+        ftsession.recorder.order = {item.nodeid: i for i, item in enumerate(session.items)}
 
 
 @pytest.hookimpl(wrapper=True)
@@ -283,17 +314,90 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """Bad input found by the library reads as its one line (what, where, the fix), not a traceback."""
     report_ = yield
     excinfo = call.excinfo
+    if excinfo is not None and report_.failed:
+        session_of(item.config).recorder.attach_diagnosis(item.nodeid, report.diagnosis_of(excinfo.value))
     if excinfo is not None and excinfo.errisinstance(FTModelError) and report_.failed:
         path, lineno, _ = item.reportinfo()
         report_.longrepr = f"{path}:{(lineno or 0) + 1}: {excinfo.typename}: {excinfo.value}"
     return report_
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    ftsession = config_session(session.config)
+    if ftsession is None:
+        return
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller reports
+        workeroutput["ftmodel"] = _worker_payload(ftsession)
+        return
+    ftsession.written = report.write_reports(
+        ftsession.recorder.ordered(), _report_session(ftsession, session), ftsession.reports, os.environ.get("GITHUB_STEP_SUMMARY")
+    )
+
+
+def _worker_payload(session: FTModelSession) -> dict[str, Any]:
+    payload = session.recorder.payload()
+    if session.cache is not None:
+        payload["cache"] = {"hits": session.cache.hits, "misses": session.cache.misses, "rebuilt": session.cache.rebuilt}
+    return payload
+
+
+class _XdistMerge:
+    """Registered only when pytest-xdist is installed (its hooks exist only then)."""
+
+    def __init__(self, session: FTModelSession) -> None:
+        self.session = session
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        payload = getattr(node, "workeroutput", {}).get("ftmodel")
+        if not payload:
+            return
+        self.session.recorder.merge(payload)
+        counts, cache = payload.get("cache"), self.session.cache
+        if counts and cache is not None:
+            cache.hits += counts.get("hits", 0)
+            cache.misses += counts.get("misses", 0)
+            cache.rebuilt += counts.get("rebuilt", 0)
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _report_session(session: FTModelSession, pytest_session: pytest.Session) -> dict[str, Any]:
+    """What the reports say about the run: models, settings, outcome."""
+    loaded = session._loaded
+    models = {}
+    for role, path in session.paths.items():
+        if path is not None:
+            fingerprint = getattr(loaded.get(role), "fingerprint", "") or report.fingerprint_of(session.recorder.records, path)
+            models[role] = {"path": os.path.abspath(path), "fingerprint": fingerprint}
+    return {
+        "models": models,
+        "device": session.device,
+        "dtype": session.dtype,
+        "sandbox": session.sandbox,
+        "tests_failed": pytest_session.testsfailed,
+        "tests_collected": pytest_session.testscollected,
+        "duration_s": round(time.monotonic() - session.started, 1),
+        "cache": None if session.cache is None else {"hits": session.cache.hits, "misses": session.cache.misses, "root": str(session.cache.root)},
+    }
+
+
+def config_session(config: pytest.Config) -> FTModelSession | None:
+    return config.stash.get(_SESSION_KEY, None)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     session = session_of(terminalreporter.config)
-    lines = report.summary_lines(session.recorder.records)
+    records = session.recorder.ordered()
+    lines = report.summary_lines(records, verbose=session.verbose)
+    sandbox = report.sandbox_line(records, session.sandbox)
+    if sandbox:
+        lines.append(sandbox)
     if session.cache is not None and session.cache.hits + session.cache.misses:
         lines.append(session.cache.summary())
+    lines.extend(session.written)
     if not lines:
         return
     terminalreporter.write_sep("=", "ftmodel metrics")

@@ -3,20 +3,60 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
+import pytest_ftmodel.metrics.code  # noqa: F401 - numpy loads once, here, not inside an in-process inner session
 from pytest_ftmodel import report
+from pytest_ftmodel.report.terminal import cut_middle
+
+
+def _rec(**kw) -> report.MetricRecord:
+    base = dict(name="perplexity", value=12.3456, threshold=15.0, op="<=", n=24, unit="texts", passed=True)
+    return report.MetricRecord(**{**base, **kw})
 
 
 def test_table_rows_carry_value_bar_interval_size_and_verdict() -> None:
-    rec = report.MetricRecord(
-        name="perplexity", value=12.3456, threshold=15.0, op="<=", n=24, unit="texts", passed=True,
-        model="ckpt", test="tests/test_x.py::test_ppl", low=10.0, high=14.5,
-    )
+    rec = _rec(model="ckpt", test="tests/test_x.py::test_ppl", low=10.0, high=14.5)
     header, row = report.format_table([rec])
+    assert header.split() == ["test", "metric", "value", "bar", "95%", "CI", "n", "result"]
+    assert row.split() == ["test_ppl", "perplexity", "12.35", "<=", "15", "[10,", "14.5]", "24", "pass"]
+    assert report.summary_lines([rec])[0] == "model: ckpt"  # one model: named once, above the table
+    # -v: the full node id, the model and the unit of n
+    header, row = report.format_table([rec], verbose=True)
     assert header.split() == ["test", "metric", "model", "value", "bar", "95%", "CI", "n", "result"]
-    assert row.split() == ["test_ppl", "perplexity", "ckpt", "12.35", "<=", "15", "[10,", "14.5]", "24", "texts", "pass"]
+    assert row.split() == ["tests/test_x.py::test_ppl", "perplexity", "ckpt", "12.35", "<=", "15", "[10,", "14.5]", "24", "texts", "pass"]
+    # two models: a column
+    other = _rec(model="other", test="tests/test_x.py::test_ppl2")
+    assert report.format_table([rec, other])[0].split()[:3] == ["test", "metric", "model"]
+
+
+def test_numbers_have_four_significant_digits() -> None:
+    assert [report.fmt(v) for v in (0.778812, 22.8349, 1234.56, 0.5, 1.0, 123456.0, 0.000123)] == [
+        "0.7788", "22.83", "1235", "0.5", "1", "1.23e+05", "0.000123",
+    ]
+
+
+def test_long_names_are_cut_in_the_middle_to_fit_100_columns() -> None:
+    long_test = "tests/test_x.py::test_" + "very_long_parametrised_name_" * 3 + "[case-with-a-long-id]"
+    records = [
+        _rec(test=long_test, name="perplexity improvement", model="finetuned-checkpoint-final vs base-model-v2", low=0.7438, high=0.8219, value=0.7791, threshold=0.5, op=">=", unit="val items"),
+        _rec(test="tests/test_x.py::test_short", name="rouge1", model="m", low=0.5, high=0.61, value=0.55),
+    ]
+    lines = report.format_table(records)
+    assert max(map(len, lines)) <= 100
+    assert "…" in lines[1] and lines[1].startswith("test_ver")  # head kept, middle cut
+    assert "ong-id]  " in lines[1]  # tail kept
+    assert "[0.7438, 0.8219]" in lines[1] and "0.7791" in lines[1] and ">= 0.5" in lines[1]
+    full = report.format_table(records, verbose=True)
+    assert long_test in full[1] and "finetuned-checkpoint-final vs base-model-v2" in full[1] and "val items" in full[1]
+
+
+def test_cut_middle() -> None:
+    assert cut_middle("abcdefghij", 10) == "abcdefghij"
+    assert cut_middle("abcdefghijkl", 7) == "abc…jkl"
+    assert len(cut_middle("x" * 50, 12)) == 12
 
 
 def test_summary_counts_passed_and_failed() -> None:
@@ -24,6 +64,42 @@ def test_summary_counts_passed_and_failed() -> None:
     lines = report.summary_lines([make(True), make(False), make(True)])
     assert lines[-1] == "3 metrics recorded, 2 passed, 1 failed."
     assert report.summary_lines([]) == []
+
+
+def test_baseline_columns_appear_only_when_a_record_has_a_baseline() -> None:
+    plain = _rec(test="t::a")
+    assert "baseline" not in report.format_table([plain])[0]
+    compared = _rec(test="t::b", baseline={"value": 13.0, "delta": -0.6544, "low": -1.2, "high": -0.1, "verdict": "better"})
+    header, row_a, row_b = report.format_table([plain, compared])
+    assert header.split() == ["test", "metric", "value", "bar", "95%", "CI", "n", "baseline", "Δ", "[95%", "CI]", "vs", "baseline", "result"]
+    assert "-0.6544 [-1.2, -0.1]" in row_b and "better" in row_b and row_a.split()[-4:-1] == ["-", "-", "-"]
+
+
+def test_checkpoints_with_the_same_folder_name_are_told_apart() -> None:
+    full = report.ModelName("checkpoint-320", "/work/runs/full/checkpoint-320", "aaaa")
+    lora = report.ModelName("checkpoint-320", "/work/runs/lora/checkpoint-320", "bbbb")
+    other = report.ModelName("base", "/models/base", "cccc")
+    report.record_metric("perplexity", 3.0, threshold=5.0, op="<=", n=4, unit="texts", passed=True, model=full)
+    report.record_metric("perplexity", 4.0, threshold=5.0, op="<=", n=4, unit="texts", passed=True, model=lora)
+    report.record_metric("perplexity improvement", 0.3, threshold=0.1, op=">=", n=4, unit="texts", passed=True, model=(lora, other))
+    records = report.recorder().records[-3:]
+    names = report.display_names(records)
+    assert [report.model_label(r, names) for r in records] == [
+        "full/checkpoint-320", "lora/checkpoint-320", "lora/checkpoint-320 vs base",
+    ]
+    assert records[2].fingerprints == ("bbbb", "cccc")
+    table = "\n".join(report.format_table(records))
+    assert "full/checkpoint-320" in table and "lora/checkpoint-320" in table
+
+
+def test_a_loaded_model_is_named_by_its_path(tmp_path: Path) -> None:
+    class Loaded:  # what the helpers receive: an FTModel has name, path and fingerprint
+        name = "ckpt"
+        path = tmp_path / "a" / "ckpt"
+        fingerprint = "0123456789abcdef"
+
+    label = report.model_name(Loaded())
+    assert label == "ckpt" and label.path == str(tmp_path / "a" / "ckpt") and label.fingerprint == "0123456789abcdef"
 
 
 def test_records_from_tests_appear_in_the_terminal_summary_and_junit(pytester: pytest.Pytester) -> None:
@@ -45,9 +121,10 @@ def test_records_from_tests_appear_in_the_terminal_summary_and_junit(pytester: p
     result.stdout.fnmatch_lines(
         [
             "*= ftmodel metrics =*",
-            "test*metric*model*value*bar*95% CI*n*result",
-            "test_good*rouge1*m*0.61*>= 0.5*-*40 items*pass",
-            "test_bad*accuracy*m*0.4*>= 0.8*[0.2, 0.6]*10 items*FAIL",
+            "model: m",
+            "test*metric*value*bar*95% CI*n*result",
+            "test_good*rouge1*0.61*>= 0.5*-*40*pass",
+            "test_bad*accuracy*0.4*>= 0.8*[0.2, 0.6]*10*FAIL",
             "2 metrics recorded, 1 passed, 1 failed.",
         ]
     )
@@ -59,6 +136,45 @@ def test_records_from_tests_appear_in_the_terminal_summary_and_junit(pytester: p
     }
     assert props[("test_good", "ftmodel.rouge1")] == "0.61"
     assert props[("test_bad", "ftmodel.accuracy")] == "0.4"
+    assert props[("test_bad", "ftmodel.accuracy.bar")] == "0.8"
+    assert props[("test_bad", "ftmodel.accuracy.direction")] == ">="
+    assert props[("test_bad", "ftmodel.accuracy.interval")] == "[0.2, 0.6]"
+    assert props[("test_bad", "ftmodel.accuracy.n")] == "10 items"
+    assert props[("test_bad", "ftmodel.accuracy.verdict")] == "fail"
+    assert props[("test_good", "ftmodel.rouge1.verdict")] == "pass"
+    assert ("test_good", "ftmodel.rouge1.interval") not in props
+
+
+def test_verbose_shows_the_full_table(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from pytest_ftmodel import record_metric
+
+        def test_good():
+            record_metric("rouge1", 0.61, threshold=0.5, op=">=", n=40, unit="items", passed=True, model="m")
+        """
+    )
+    result = pytester.runpytest("-v")
+    result.stdout.fnmatch_lines(["test_verbose_shows_the_full_table.py::test_good*rouge1*m*0.61*>= 0.5*40 items*pass"])
+
+
+def test_the_header_names_the_sandbox_level_and_the_summary_what_code_ran_under(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    pytester.makepyfile(
+        """
+        from pytest_ftmodel import record_metric
+        from pytest_ftmodel.metrics.code import CodeResult, ProblemResult, Sample
+
+        def test_code():
+            result = CodeResult({1: 1.0}, {1: (0.5, 1.0)}, (ProblemResult("t/0", (Sample("x = 1", "passed", ""),)),), 1,
+                                "process, network reachable, shared /tmp")
+            record_metric("pass@1", 1.0, threshold=0.5, op=">=", n=1, unit="problems", passed=True, result=result)
+        """
+    )
+    result = pytester.runpytest("--model", str(ckpt), "--sandbox", "process", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["ftmodel: model=*ckpt*sandbox=process", "sandbox (--sandbox process): process, network reachable, shared /tmp"])
 
 
 def test_no_table_when_nothing_was_measured(pytester: pytest.Pytester) -> None:

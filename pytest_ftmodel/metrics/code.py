@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.metrics.stats import beta_interval
+from pytest_ftmodel.progress import progress
 
 HUMANEVAL_KEYS = ("task_id", "prompt", "test", "entry_point")
 SHORT_KEYS = ("prompt", "test_code")
@@ -123,8 +124,8 @@ def run_programs(programs: list[str], *, timeout: float, workers: int | None, is
     """Run programs in the sandbox in parallel, one subprocess each, results in input order."""
     from pytest_ftmodel.sandbox import run_sandboxed
 
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-        return list(pool.map(lambda prog: run_sandboxed(prog, timeout=timeout, isolation=isolation), programs))
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool, progress("running programs", len(programs)) as bar:
+        return list(bar.track(pool.map(lambda prog: run_sandboxed(prog, timeout=timeout, isolation=isolation), programs)))
 
 
 def evaluate_code(

@@ -32,6 +32,7 @@ import numpy as np
 from pytest_ftmodel.data import require_strings
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.metrics.stats import bootstrap_interval
+from pytest_ftmodel.progress import progress
 from pytest_ftmodel.tokens import prompt_ids, token_sequence
 
 LN2 = math.log(2.0)
@@ -158,6 +159,7 @@ def _score_windows(
     order = sorted(range(len(units)), key=lambda i: -len(units[i][0]))
     results = [0.0] * len(units)
     start = 0
+    bar = progress("scoring windows", len(order))
     while start < len(order):
         width = len(units[order[start]][0])
         size = batch_size or max(1, batch_tokens // width)
@@ -174,6 +176,8 @@ def _score_windows(
         for i, value in zip(batch, sums):
             results[i] = value
         start += len(batch)
+        bar.advance(len(batch))
+    bar.close()
     return results
 
 

@@ -1,0 +1,59 @@
+"""The JSON report (``--ftmodel-json``): every record with its per-item values, and the session.
+
+The layout is versioned by ``schema_version``; a reader should check it. Fields are only ever added
+within a version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pytest_ftmodel.report.records import MetricRecord, display_names, json_safe, model_label
+
+SCHEMA_VERSION = 1
+
+
+def build_document(records: list[MetricRecord], session: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report as plain data: ``schema_version``, ``session``, ``summary`` and ``records``."""
+    from pytest_ftmodel import __version__
+
+    names = display_names(records)
+    failed = sum(not r.passed for r in records)
+    return json_safe(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "generator": f"pytest-ftmodel {__version__}",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "session": session or {},
+            "summary": {"metrics": len(records), "passed": len(records) - failed, "failed": failed},
+            "records": [
+                {**r.as_dict(), "model_label": model_label(r, names), "direction": r.direction} for r in records
+            ],
+        }
+    )
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so a
+    reader (or a crash) never sees half a report."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def write_json(path: str | os.PathLike[str], records: list[MetricRecord], session: dict[str, Any] | None = None) -> Path:
+    text = json.dumps(build_document(records, session), indent=2, ensure_ascii=False, allow_nan=False)
+    return write_atomic(path, text + "\n")

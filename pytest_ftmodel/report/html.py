@@ -1,0 +1,181 @@
+"""The HTML report (``--ftmodel-html PATH``): one self-contained page that opens offline.
+
+Sections: a summary, the metrics table (pass/fail colour), plots (inline SVG; with matplotlib, the
+``report`` extra), the worst items of each gate with prompt, expected and answer, and the failing
+gates' diagnoses. No script, stylesheet, font or image is fetched: everything is in the file. Every
+text from the run is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from pytest_ftmodel.report.records import MetricRecord, display_names, fmt, model_label
+
+WORST = 5
+
+_CSS = """
+:root { color-scheme: light; --pass: #1a7f37; --fail: #cf222e; --line: #d0d7de; --muted: #57606a; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       margin: 0 auto; padding: 24px 32px 48px; max-width: 1280px; color: #1f2328; background: #fff; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 32px 0 10px; border-bottom: 1px solid var(--line); padding-bottom: 4px; }
+h3 { font-size: 14px; margin: 18px 0 6px; }
+.muted { color: var(--muted); } code, pre, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
+.verdict { display: inline-block; padding: 2px 10px; border-radius: 12px; color: #fff; font-weight: 600; }
+.verdict.pass { background: var(--pass); } .verdict.fail { background: var(--fail); }
+dl.session { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 12px 0 0; }
+dl.session dt { color: var(--muted); } dl.session dd { margin: 0; overflow-wrap: anywhere; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; font-weight: 600; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.pass td.result { color: var(--pass); font-weight: 600; } tr.fail td.result { color: var(--fail); font-weight: 700; }
+tr.fail { background: #ffebe9; } tr.pass td:first-child { border-left: 4px solid var(--pass); } tr.fail td:first-child { border-left: 4px solid var(--fail); }
+.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 16px; }
+figure { margin: 0; border: 1px solid var(--line); border-radius: 6px; padding: 8px; background: #fff; }
+figure.fail { border-color: var(--fail); }
+figcaption { font-size: 12.5px; margin-bottom: 4px; } figure svg { display: block; width: 100%; height: auto; }
+.note { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 8px 12px; }
+.items td.key, .items th.key { width: 1%; white-space: nowrap; }
+.items td.text { white-space: pre-wrap; overflow-wrap: anywhere; max-width: 380px; font-size: 12.5px; }
+pre.diagnosis { background: #f6f8fa; border: 1px solid var(--line); border-left: 4px solid var(--fail); padding: 10px; white-space: pre-wrap; overflow-wrap: anywhere; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _bar(r: MetricRecord) -> str:
+    return "-" if r.threshold is None else ("≥ " if r.op == ">=" else "≤ ") + fmt(r.threshold)
+
+
+def _session(records: list[MetricRecord], session: dict[str, Any], names: dict[str, str]) -> str:
+    failed = sum(not r.passed for r in records)
+    verdict = "fail" if failed else "pass"
+    badge = f'<span class="verdict {verdict}">{len(records) - failed} passed, {failed} failed</span>'
+    rows = []
+    for role, info in (session.get("models") or {}).items():
+        if info:
+            fp = f' <span class="muted">fingerprint {_e(info.get("fingerprint"))}</span>' if info.get("fingerprint") else ""
+            rows.append(f"<dt>{_e(role)}</dt><dd class=\"mono\">{_e(info.get('path'))}{fp}</dd>")
+    for path, short in sorted(names.items()):
+        fps = sorted({f for r in records for p, f in zip(r.model_paths, r.fingerprints) if p == path and f})
+        if not any(path == (info or {}).get("path") for info in (session.get("models") or {}).values()):
+            rows.append(f"<dt>{_e(short)}</dt><dd class=\"mono\">{_e(path)} {_e(' '.join(fps))}</dd>")
+    for key in ("device", "dtype", "sandbox", "created", "duration_s"):
+        if session.get(key) not in (None, ""):
+            rows.append(f"<dt>{_e(key.replace('_s', ' (s)'))}</dt><dd>{_e(session[key])}</dd>")
+    return f'<p>{len(records)} metrics recorded {badge}</p>\n<dl class="session">{"".join(rows)}</dl>'
+
+
+def _table(records: list[MetricRecord], names: dict[str, str]) -> str:
+    head = "<tr><th>test</th><th>metric</th><th>model</th><th>value</th><th>bar</th><th>95% CI</th><th>n</th><th>result</th></tr>"
+    # a place for baseline columns (baseline, delta with interval, verdict) when baselines exist
+    body = []
+    for r in records:
+        cls = "pass" if r.passed else "fail"
+        ci = "-" if r.interval is None else f"[{fmt(r.low)}, {fmt(r.high)}]"
+        body.append(
+            f'<tr class="{cls}"><td class="mono" title="{_e(r.test)}">{_e(r.test.rsplit("::", 1)[-1] or "-")}</td>'
+            f"<td>{_e(r.name)}</td><td>{_e(model_label(r, names) or '-')}</td><td class=\"num\">{_e(fmt(r.value))}</td>"
+            f'<td class="num">{_e(_bar(r))}</td><td class="num">{_e(ci)}</td><td class="num">{r.n} {_e(r.unit)}</td>'
+            f'<td class="result">{"pass" if r.passed else "FAIL"}</td></tr>'
+        )
+    return f'<table class="metrics">\n{head}\n' + "\n".join(body) + "\n</table>"
+
+
+def _plots(records: list[MetricRecord]) -> str:
+    from pytest_ftmodel.report import plots
+
+    wanted = [r for r in records if r.details.get("kind") in ("training curve", "per-text NLL", "per-item score", "pass@k", "A/B")]
+    if not wanted:
+        return '<p class="muted">No gate in this run has a figure to plot.</p>'
+    if not plots.available():
+        return (
+            f'<p class="note">Plots need matplotlib: <code>{_e(plots.INSTALL_HINT)}</code>, then run again. '
+            "The tables below are complete without it.</p>"
+        )
+    figures = []
+    for i, r in enumerate(wanted):
+        try:
+            svg = plots.plot_record(r, f"f{i}")
+        except Exception as exc:  # noqa: BLE001 - a plot that fails leaves its note, never a failed run
+            figures.append(f'<figure><figcaption>{_e(r.name)}: plot failed ({_e(type(exc).__name__)}: {_e(exc)})</figcaption></figure>')
+            continue
+        if svg:
+            caption = f"<b>{_e(r.name)}</b> · <span class=\"mono\">{_e(r.test.rsplit('::', 1)[-1])}</span> · {_e(fmt(r.value))} (bar {_e(_bar(r))})"
+            figures.append(f'<figure class="{"pass" if r.passed else "fail"}"><figcaption>{caption}</figcaption>{svg}</figure>')
+    return '<div class="plots">\n' + "\n".join(figures) + "\n</div>"
+
+
+_COLUMNS = (("prompt / text", ("prompt", "text"), "text"), ("expected", ("expected",), "text"),
+            ("answer", ("answer",), "text"), ("stderr", ("stderr",), "text mono"))
+
+
+def _worst(records: list[MetricRecord]) -> str:
+    sections, seen = [], set()
+    for r in records:
+        texts = [i for i in r.items if any(i.get(k) for k in ("prompt", "text", "answer"))]
+        # the same items judged twice in one test (rouge1 and rougeL alike, accuracy and macro-F1) show once
+        key = (r.test, tuple((i.get("index"), i.get("value")) for i in texts))
+        if not texts or key in seen:
+            continue
+        seen.add(key)
+        better = r.details.get("better", "higher")
+        heading = f"<h3>{_e(r.name)} · <span class=\"mono\">{_e(r.test.rsplit('::', 1)[-1])}</span> "
+        perfect = r.details.get("perfect")
+        if perfect is not None:
+            texts = [i for i in texts if float(i.get("value") or 0.0) < perfect]
+            if not texts:
+                sections.append(heading + f'<span class="muted">(every one of {len(r.items)} {_e(r.unit)} right)</span></h3>')
+                continue
+        shown = sorted(texts, key=lambda i: float(i.get("value") or 0.0), reverse=better == "lower")[:WORST]
+        columns = [c for c in _COLUMNS if any(i.get(k) for i in shown for k in c[1])]
+        head = '<tr><th class="key">item</th><th class="key">value</th>' + "".join(f"<th>{_e(c[0])}</th>" for c in columns) + "</tr>"
+        rows = []
+        for i in shown:
+            label = i.get("task_id") or i.get("id") or i.get("index")
+            cells = [f'<td class="key mono">{_e(label)}</td>', f'<td class="key num">{_e(fmt(float(i.get("value") or 0.0)))}</td>']
+            for _, keys, cls in columns:
+                cells.append(f'<td class="{cls}">{_e(next((i[k] for k in keys if i.get(k)), ""))}</td>')
+            rows.append("<tr>" + "".join(cells) + "</tr>")
+        what = _e(r.details.get("item_value", "value"))
+        order = "lowest" if better == "higher" else "highest"
+        sections.append(
+            heading + f'<span class="muted">({order} {what} first, {len(shown)} of {len(r.items)})</span></h3>\n'
+            f'<table class="items">{head}{"".join(rows)}</table>'
+        )
+    return "\n".join(sections) or '<p class="muted">No gate in this run kept per-item texts.</p>'
+
+
+def _failures(records: list[MetricRecord]) -> str:
+    failed = [r for r in records if not r.passed]
+    if not failed:
+        return '<p class="muted">Every gate passed.</p>'
+    parts = []
+    for r in failed:
+        parts.append(f'<h3>{_e(r.name)} · <span class="mono">{_e(r.test)}</span></h3>')
+        if r.diagnosis:
+            parts.append(f'<pre class="diagnosis">{_e(r.diagnosis)}</pre>')
+    return "\n".join(parts)
+
+
+def render_html(records: list[MetricRecord], session: dict[str, Any] | None = None, *, title: str = "pytest-ftmodel report") -> str:
+    session = session or {}
+    names = display_names(records)
+    body = [
+        f"<h1>{_e(title)}</h1>",
+        f'<section id="summary">{_session(records, session, names)}</section>',
+        f'<section id="metrics"><h2>Metrics</h2>{_table(records, names) if records else "<p>No metrics were recorded.</p>"}</section>',
+        f'<section id="plots"><h2>Plots</h2>{_plots(records)}</section>',
+        f'<section id="worst-items"><h2>Worst items</h2>{_worst(records)}</section>',
+        f'<section id="failures"><h2>Failing gates</h2>{_failures(records)}</section>',
+    ]
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+    )

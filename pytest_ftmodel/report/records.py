@@ -1,0 +1,457 @@
+"""The session's record of judged figures.
+
+Every ``assert_*`` helper calls :func:`record_metric` once per figure it judges, with the result
+object it judged: the per-item values a report plots (per-text NLL, per-item ROUGE, per-problem
+pass counts, the training curve, A/B counts) are taken from it here, as plain JSON-safe data, so
+records cross from pytest-xdist workers to the controller and into the JSON report unchanged. The
+plugin tells the recorder which test is running, so each record carries its test id, and the record
+is also attached to the test report's ``user_properties`` (which JUnit XML exports as
+``<property>`` elements).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable, Iterable
+
+from pytest_ftmodel._stack import SessionStack
+
+#: texts kept per item (prompt, expected, answer): enough to read, bounded for big data sets
+TEXT_LIMIT = 1000
+
+
+class ModelName(str):
+    """A model's short name that remembers which checkpoint it names (path and fingerprint), so that
+    reports can tell two ``checkpoint-320`` folders apart."""
+
+    path: str
+    fingerprint: str
+
+    def __new__(cls, name: str, path: str = "", fingerprint: str = "") -> ModelName:
+        self = super().__new__(cls, name)
+        self.path = path
+        self.fingerprint = fingerprint
+        return self
+
+
+def model_name(model: Any) -> ModelName:
+    """The name of a model object (``FTModel``), a path, or a string, with its provenance."""
+    if isinstance(model, ModelName):
+        return model
+    if model is None or isinstance(model, str):
+        return ModelName(model or "")
+    name = str(getattr(model, "name", "") or "")
+    path = getattr(model, "path", None)
+    fingerprint = getattr(model, "fingerprint", "")
+    return ModelName(
+        name,
+        os.path.abspath(path) if isinstance(path, (str, os.PathLike)) else "",
+        fingerprint if isinstance(fingerprint, str) else "",
+    )
+
+
+@dataclass(frozen=True)
+class MetricRecord:
+    """One judged figure: what was measured, against which bar, on how many items.
+
+    ``items`` are per-item values (each a dict with at least ``value``; texts cut to
+    :data:`TEXT_LIMIT`), ``details`` the figures a plot needs (``kind`` says which), ``baseline``
+    is reserved for a comparison with a stored baseline (value, delta, interval, margin, verdict).
+    """
+
+    name: str
+    value: float
+    threshold: float | None
+    op: str  # how value is compared with threshold: "<=" or ">="
+    n: int
+    unit: str
+    passed: bool
+    model: str = ""
+    test: str = ""
+    low: float | None = None
+    high: float | None = None
+    model_paths: tuple[str, ...] = ()
+    fingerprints: tuple[str, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)
+    items: tuple[dict[str, Any], ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] | None = None
+    diagnosis: str = ""  # the failing test's message, when this figure failed
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["model_paths"], out["fingerprints"], out["items"] = list(self.model_paths), list(self.fingerprints), list(self.items)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MetricRecord:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("model_paths", "fingerprints", "items"):
+            values[key] = tuple(values.get(key) or ())
+        return cls(**values)
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        return None if self.low is None or self.high is None else (self.low, self.high)
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.op == ">=" else "lower is better"
+
+
+class Recorder:
+    """Collects :class:`MetricRecord` objects for one pytest session (one per xdist worker)."""
+
+    def __init__(self) -> None:
+        self.records: list[MetricRecord] = []
+        self.current_item: Any = None
+        #: node id -> position in the collection, so records come out in the order of a serial run
+        self.order: dict[str, int] = {}
+
+    def add(self, record: MetricRecord) -> MetricRecord:
+        item = self.current_item
+        if item is not None and not record.test:
+            record = replace(record, test=item.nodeid)
+        self.records.append(record)
+        if item is not None:
+            item.user_properties.extend(junit_properties(record))
+        return record
+
+    def attach_diagnosis(self, test: str, message: str) -> None:
+        """Give the failing figures of ``test`` the message its failure printed."""
+        for i, r in enumerate(self.records):
+            if r.test == test and not r.passed and not r.diagnosis:
+                self.records[i] = replace(r, diagnosis=message)
+
+    def ordered(self) -> list[MetricRecord]:
+        """Records by the tests' collection order (a test's own records in the order taken)."""
+        last = len(self.order)
+        return sorted(self.records, key=lambda r: self.order.get(r.test, last))
+
+    def merge(self, payload: dict[str, Any]) -> None:
+        """Take in what a pytest-xdist worker sent (see :meth:`payload`)."""
+        for test, index in payload.get("order", {}).items():
+            self.order.setdefault(test, index)
+        self.records.extend(MetricRecord.from_dict(r) for r in payload.get("records", []))
+
+    def payload(self) -> dict[str, Any]:
+        """This process's records as plain data for ``config.workeroutput``."""
+        tests = {r.test for r in self.records}
+        return {
+            "records": [r.as_dict() for r in self.records],
+            "order": {t: i for t, i in self.order.items() if t in tests},
+        }
+
+
+def junit_properties(record: MetricRecord) -> list[tuple[str, str]]:
+    """``ftmodel.<metric>`` (the value) and its bar, direction, interval, size and verdict."""
+    key = f"ftmodel.{record.name}"
+    props = [(key, fmt(record.value))]
+    if record.threshold is not None:
+        props += [(f"{key}.bar", fmt(record.threshold)), (f"{key}.direction", record.op)]
+    if record.interval is not None:
+        props.append((f"{key}.interval", f"[{fmt(record.low)}, {fmt(record.high)}]"))
+    props += [(f"{key}.n", f"{record.n} {record.unit}"), (f"{key}.verdict", "pass" if record.passed else "fail")]
+    return props
+
+
+_recorders: SessionStack[Recorder] = SessionStack(Recorder())
+
+
+def recorder() -> Recorder:
+    """The recorder of the innermost running pytest session (or a default one outside pytest)."""
+    return _recorders.current()
+
+
+def push_recorder() -> Recorder:
+    """Start a fresh record for a session; nested sessions (pytester) leave the outer one intact."""
+    return _recorders.push(Recorder())
+
+
+def pop_recorder(rec: Recorder) -> None:
+    if _recorders.current() is rec:
+        _recorders.pop()
+
+
+def _models(model: Any) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """Display name, paths and fingerprints of one model or of a ``(model, base)`` comparison."""
+    parts = [model_name(m) for m in (model if isinstance(model, tuple) else (model,))]
+    name = " vs ".join(str(p) for p in parts) if any(parts) else ""
+    if not any(p.path for p in parts):
+        return name, (), ()
+    return name, tuple(p.path for p in parts), tuple(p.fingerprint for p in parts)
+
+
+def record_metric(
+    name: str,
+    value: float,
+    *,
+    threshold: float | None,
+    op: str,
+    n: int,
+    unit: str,
+    passed: bool,
+    model: Any = "",
+    interval: tuple[float, float] | None = None,
+    result: Any = None,
+    settings: dict[str, Any] | None = None,
+) -> MetricRecord:
+    """Record one judged figure for the session's reports.
+
+    ``model``: a name, a loaded model, or a ``(model, base)`` pair. ``result``: the result object the
+    figure came from; its per-item values go into the record (never an error: a result it does not
+    know adds nothing). ``settings``: the options that produced the figure, shown in the JSON report.
+    """
+    low, high = interval if interval is not None else (None, None)
+    label, paths, fingerprints = _models(model)
+    items, details = describe_result(result, name)
+    return recorder().add(
+        MetricRecord(
+            name=name,
+            value=float(value),
+            threshold=None if threshold is None else float(threshold),
+            op=op,
+            n=int(n),
+            unit=unit,
+            passed=bool(passed),
+            model=label,
+            low=None if low is None else float(low),
+            high=None if high is None else float(high),
+            model_paths=paths,
+            fingerprints=fingerprints,
+            settings=json_safe(settings or {}),
+            items=items,
+            details=details,
+        )
+    )
+
+
+def fmt(value: float | None) -> str:
+    """A number to 4 significant digits (3 in exponent form)."""
+    if value is None:
+        return "-"
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.3g}"
+    return f"{value:.4g}"
+
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as JSON-safe data (dicts with string keys, lists, str, finite-or-None floats)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    try:
+        return float(value)  # numpy scalars
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else "" if value is None else " / ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
+
+
+# --- per-item values and plot data from the result objects the helpers judge --------------------
+# Duck-typed on attribute names, so a metric module can grow without this file knowing; a result it
+# does not understand contributes nothing rather than failing a gate.
+
+Described = tuple[tuple[dict[str, Any], ...], dict[str, Any]]
+
+
+def _perplexity_items(result: Any) -> list[dict[str, Any]]:
+    texts = tuple(getattr(result, "texts", ()) or ())
+    return [
+        {"index": i, "value": s.per_token, "n_tokens": s.n_tokens, **({"text": _text(texts[i])} if i < len(texts) else {})}
+        for i, s in enumerate(result.per_text)
+    ]
+
+
+def _perplexity(result: Any, name: str) -> Described:
+    details = {"kind": "per-text NLL", "item_value": "NLL per token (nats)", "better": "lower", "n_tokens": result.n_tokens}
+    return tuple(_perplexity_items(result)), details
+
+
+def _improvement(result: Any, name: str) -> Described:
+    items = _perplexity_items(result.model)
+    for item, base in zip(items, result.base.per_text):
+        item["model"], item["base"] = item["value"], base.per_token
+        item["value"] = item["model"] - item["base"]  # the texts it improved least come first
+    details = {
+        "kind": "per-text NLL", "item_value": "NLL per token minus the base model's (nats)", "better": "lower", "compare": "base",
+        "model_perplexity": result.model.perplexity, "base_perplexity": result.base.perplexity,
+    }
+    return tuple(items), details
+
+
+def _rouge(result: Any, name: str) -> Described:
+    metric = name if name in ("rouge1", "rouge2", "rougeL") else "rougeL"
+    items = [
+        {"index": it.index, "value": getattr(it, metric), "prompt": _text(it.prompt), "expected": _text(it.reference), "answer": _text(it.generated)}
+        for it in result.items
+    ]
+    return tuple(items), {"kind": "per-item score", "item_value": f"{metric} F-measure", "better": "higher"}
+
+
+def _classification(result: Any, name: str) -> Described:
+    items = [
+        {
+            "index": it.index, "value": float(it.predicted == it.expected), "prompt": _text(it.prompt),
+            "expected": _text(it.expected), "answer": _text(it.generated), "predicted": it.predicted,
+        }
+        for it in result.items
+    ]
+    details = {
+        "kind": "classification", "item_value": "correct", "better": "higher", "perfect": 1.0,
+        "labels": list(result.confusion_labels), "confusion": [list(r) for r in result.confusion],
+        "per_label_f1": {k: v.f1 for k, v in result.per_label.items()},
+    }
+    return tuple(items), details
+
+
+def _code(result: Any, name: str) -> Described:
+    from pytest_ftmodel.metrics.code import pass_at_k
+
+    items = []
+    for i, p in enumerate(result.problems):
+        shown = next((s for s in p.samples if s.status != "passed"), p.samples[0] if p.samples else None)
+        items.append(
+            {
+                "index": i, "task_id": p.task_id, "value": p.correct / p.n if p.n else 0.0, "correct": p.correct, "n": p.n,
+                **({"status": shown.status, "answer": _text(shown.completion), "stderr": _text(shown.stderr[-TEXT_LIMIT:])} if shown else {}),
+            }
+        )
+    n = int(result.n)
+    by_k = {
+        str(k): sum(pass_at_k(p.n, p.correct, k) for p in result.problems) / len(result.problems)
+        for k in range(1, n + 1)
+    } if result.problems and all(p.n == n for p in result.problems) else {}
+    details = {
+        "kind": "pass@k", "item_value": "share of samples passing", "better": "higher", "perfect": 1.0, "samples": n,
+        "pass_at": by_k, "isolation": str(result.isolation) if result.isolation is not None else "",
+    }
+    return tuple(items), details
+
+
+def _overfit(result: Any, name: str) -> Described:
+    if name == "memorised share":
+        items = [
+            {"index": m.index, "value": 1.0, "prompt": _text(m.prompt), "answer": _text(m.answer),
+             "expected": _text(m.training_output), "verbatim": m.verbatim}
+            for m in result.memorised
+        ]
+        return tuple(items), {"kind": "memorised", "item_value": "copied a training output", "better": "lower"}
+    if name != "loss gap":
+        return (), {}
+    items = _perplexity_items(result.val)
+    details = {
+        "kind": "per-text NLL", "item_value": "NLL per token (nats)", "better": "lower", "band": result.band,
+        "train_loss": result.train_loss, "val_loss": result.val_loss,
+        "train_values": [s.per_token for s in result.train.per_text],
+    }
+    return tuple(items), details
+
+
+def _curve(result: Any, name: str) -> Described:
+    details = {
+        "kind": "training curve", "train": [list(p) for p in result.train], "eval": [list(p) for p in result.eval],
+        "best_step": result.best_step, "best_eval_loss": result.best_eval_loss, "path": str(result.path),
+    }
+    for extra in ("best_checkpoint", "source"):
+        if getattr(result, extra, None) is not None:
+            details[extra] = str(getattr(result, extra))
+    return (), details
+
+
+def _ab(result: Any, name: str) -> Described:
+    details = {
+        "kind": "A/B", "model_wins": result.model_wins, "base_wins": result.base_wins, "ties": result.ties,
+        "interval": list(result.interval), "p_value": result.p_value, "judges": list(result.judges),
+        "agreement": result.agreement, "agreement_kind": result.agreement_kind,
+    }
+    return (), details
+
+
+def _human(result: Any, name: str) -> Described:
+    items = []
+    for i, it in enumerate(result.lowest):
+        scores = [v for v in (it.get("scores") or {}).values() if isinstance(v, (int, float))]
+        items.append(
+            {"index": i, "value": sum(scores) / len(scores) if scores else 0.0, "id": str(it.get("id", i)),
+             "prompt": _text(it.get("prompt")), "answer": _text(it.get("generated")), "notes": _text(it.get("notes"))}
+        )
+    details = {"kind": "human", "means": dict(result.means), "n_items": result.n_items, "better": "higher", "item_value": "mean score"}
+    return tuple(items), details
+
+
+def _leaks(result: Any, name: str) -> Described:
+    items = [{"index": x.val_index, "value": 1.0, "train_index": x.train_index, "exact": x.exact, "text": _text(x.text)} for x in result]
+    return tuple(items), {"kind": "leakage", "item_value": "leaked", "better": "lower"}
+
+
+_DESCRIBERS: dict[str, Callable[[Any, str], Described]] = {
+    "PerplexityResult": _perplexity,
+    "ImprovementResult": _improvement,
+    "RougeResult": _rouge,
+    "ClassificationResult": _classification,
+    "CodeResult": _code,
+    "OverfitResult": _overfit,
+    "TrainingCurve": _curve,
+    "ABResult": _ab,
+    "HumanScores": _human,
+}
+
+
+def describe_result(result: Any, name: str) -> Described:
+    """Per-item values and plot data of ``result`` as JSON-safe data; nothing for an unknown result."""
+    if result is None:
+        return (), {}
+    kind = type(result).__name__
+    describe = _DESCRIBERS.get(kind)
+    if describe is None and isinstance(result, list) and all(type(x).__name__ == "Leak" for x in result):
+        describe = _leaks
+    if describe is None:
+        return (), {}
+    try:
+        items, details = describe(result, name)
+    except Exception:  # noqa: BLE001 - a report detail never fails a gate
+        return (), {}
+    return tuple(json_safe(dict(i)) for i in items), json_safe(details)
+
+
+def display_names(records: Iterable[MetricRecord]) -> dict[str, str]:
+    """Each checkpoint path -> the shortest trailing part of it that no other path of the session
+    shares (``full/checkpoint-320`` and ``lora/checkpoint-320``, not ``checkpoint-320`` twice)."""
+    paths = sorted({p for r in records for p in r.model_paths if p})
+    split = {p: [part for part in p.replace(os.sep, "/").split("/") if part] for p in paths}
+    names: dict[str, str] = {}
+    for p, parts in split.items():
+        for depth in range(1, len(parts) + 1):
+            tail = parts[-depth:]
+            if not any(q != p and split[q][-depth:] == tail for q in paths):
+                names[p] = "/".join(tail)
+                break
+        else:
+            names[p] = p
+    return names
+
+
+def model_label(record: MetricRecord, names: dict[str, str]) -> str:
+    """The record's model as the session tells its models apart (its own name when it has no path)."""
+    if not record.model_paths or not all(record.model_paths):
+        return record.model
+    return " vs ".join(names.get(p, p) for p in record.model_paths)

@@ -1,0 +1,109 @@
+"""The terminal table: readable in 100 columns, complete with ``-v``.
+
+Numbers have 4 significant digits. The compact table shows the test's own name (not its file), the
+sample size without its unit, a model column only when the run measured more than one model (else
+one ``model:`` line above the table), and cuts the longest names in the middle until the table
+fits; ``-v`` shows full node ids, units, names and the model column. Baseline columns appear only
+when some record has a baseline.
+"""
+
+from __future__ import annotations
+
+from pytest_ftmodel.report.records import MetricRecord, display_names, fmt, model_label
+
+WIDTH = 100
+_SEP = "  "
+_MIN_CUT = 10
+_SHRINKABLE = ("test", "metric", "model")
+
+
+def cut_middle(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, its middle replaced by an ellipsis."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    head = (width - 1 + 1) // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
+def _baseline_cells(r: MetricRecord) -> tuple[str, str, str]:
+    b = r.baseline or {}
+    if not b:
+        return "-", "-", "-"
+    delta = b.get("delta")
+    low, high = b.get("low"), b.get("high")
+    ci = "" if low is None or high is None else f" [{fmt(low)}, {fmt(high)}]"
+    return fmt(b.get("value")), ("-" if delta is None else f"{delta:+.4g}") + ci, str(b.get("verdict", "-"))
+
+
+def _primary_models(records: list[MetricRecord], names: dict[str, str]) -> list[str]:
+    """The models the records measure (a comparison counts as the model compared), in order."""
+    seen: dict[str, None] = {}
+    for r in records:
+        label = model_label(r, names).split(" vs ")[0]
+        if label:
+            seen.setdefault(label, None)
+    return list(seen)
+
+
+def table_rows(records: list[MetricRecord], *, verbose: bool = False) -> list[dict[str, str]]:
+    names = display_names(records)
+    models = _primary_models(records, names)
+    show_model = len(models) > 1 or (verbose and bool(models))
+    show_baseline = any(r.baseline for r in records)
+    rows = []
+    for r in records:
+        row = {"test": (r.test if verbose else r.test.rsplit("::", 1)[-1]) or "-", "metric": r.name}
+        if show_model:
+            row["model"] = model_label(r, names) or "-"
+        row["value"] = fmt(r.value)
+        row["bar"] = "-" if r.threshold is None else f"{r.op} {fmt(r.threshold)}"
+        row["95% CI"] = "-" if r.interval is None else f"[{fmt(r.low)}, {fmt(r.high)}]"
+        row["n"] = f"{r.n} {r.unit}" if verbose else str(r.n)
+        if show_baseline:
+            row["baseline"], row["Δ [95% CI]"], row["vs baseline"] = _baseline_cells(r)
+        row["result"] = "pass" if r.passed else "FAIL"
+        rows.append(row)
+    return rows
+
+
+def format_table(records: list[MetricRecord], *, verbose: bool = False, width: int = WIDTH) -> list[str]:
+    """Rows of an aligned text table, header first."""
+    rows = table_rows(records, verbose=verbose)
+    if not rows:
+        return []
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
+    if not verbose:
+        shrink = [c for c in _SHRINKABLE if c in widths]
+        while sum(widths.values()) + len(_SEP) * (len(columns) - 1) > width:
+            widest = max(shrink, key=lambda c: widths[c])
+            if widths[widest] <= _MIN_CUT:
+                break
+            widths[widest] -= 1
+    lines = [_SEP.join(c.ljust(widths[c]) for c in columns).rstrip()]
+    for row in rows:
+        lines.append(_SEP.join(cut_middle(row[c], widths[c]).ljust(widths[c]) for c in columns).rstrip())
+    return lines
+
+
+def summary_lines(records: list[MetricRecord], *, verbose: bool = False) -> list[str]:
+    if not records:
+        return []
+    failed = sum(not r.passed for r in records)
+    lines = format_table(records, verbose=verbose)
+    models = _primary_models(records, display_names(records))
+    if not verbose and len(models) == 1:
+        lines.insert(0, f"model: {models[0]}")
+    lines.append(f"{len(records)} metrics recorded, {len(records) - failed} passed, {failed} failed.")
+    return lines
+
+
+def sandbox_line(records: list[MetricRecord], asked: str) -> str | None:
+    """Which isolation the code gates' programs ran under, when any ran."""
+    seen = sorted({str(r.details.get("isolation")) for r in records if r.details.get("isolation")})
+    if not seen:
+        return None
+    return f"sandbox (--sandbox {asked}): " + "; ".join(seen)
