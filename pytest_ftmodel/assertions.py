@@ -58,20 +58,26 @@ def _ppl_summary(result: Any) -> str:
 
 def assert_perplexity_below(
     model: Any,
-    texts: Sequence[str],
+    texts: Sequence[Any],
     max_perplexity: float,
     *,
     stride: int | None = None,
     batch_size: int | None = None,
+    max_length: int | None = None,
+    chat: bool | str = False,
+    windows: str = "sliding",
 ) -> Any:
     """Fail unless the corpus perplexity of ``model`` on ``texts`` is at most ``max_perplexity``.
 
-    Returns the :class:`~pytest_ftmodel.metrics.perplexity.PerplexityResult`.
+    Takes every keyword :func:`~pytest_ftmodel.metrics.perplexity.perplexity` takes. Returns the
+    :class:`~pytest_ftmodel.metrics.perplexity.PerplexityResult`.
     """
     __tracebackhide__ = True
     from pytest_ftmodel.metrics.perplexity import perplexity
 
-    result = perplexity(model, texts, stride=stride, batch_size=batch_size)
+    result = perplexity(
+        model, texts, stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows
+    )
     passed = _judged(
         "perplexity", result.perplexity, max_perplexity, "<=",
         n=result.n_texts, unit="texts", model=_name(model), interval=result.interval, result=result,
@@ -87,21 +93,27 @@ def assert_perplexity_below(
 def assert_perplexity_improves(
     model: Any,
     base: Any,
-    texts: Sequence[str],
+    texts: Sequence[Any],
     min_improvement: float = 0.0,
     *,
     stride: int | None = None,
     batch_size: int | None = None,
+    max_length: int | None = None,
+    chat: bool | str = False,
+    windows: str = "sliding",
 ) -> Any:
     """Fail unless ``1 - ppl(model) / ppl(base)`` on ``texts`` is at least ``min_improvement``.
 
-    ``min_improvement=0.25`` means "at least 25% lower perplexity than the base model". Returns the
-    :class:`~pytest_ftmodel.metrics.perplexity.ImprovementResult`.
+    ``min_improvement=0.25`` means "at least 25% lower perplexity than the base model". Takes every
+    keyword :func:`~pytest_ftmodel.metrics.perplexity.perplexity` takes, applied to both models.
+    Returns the :class:`~pytest_ftmodel.metrics.perplexity.ImprovementResult`.
     """
     __tracebackhide__ = True
     from pytest_ftmodel.metrics.perplexity import perplexity_improvement
 
-    result = perplexity_improvement(model, base, texts, stride=stride, batch_size=batch_size)
+    result = perplexity_improvement(
+        model, base, texts, stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows
+    )
     passed = _judged(
         "perplexity improvement", result.improvement, min_improvement, ">=",
         n=result.model.n_texts, unit="texts", model=(_name(model), _name(base)), interval=result.interval, result=result,

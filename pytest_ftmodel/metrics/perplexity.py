@@ -15,6 +15,12 @@ Scoring rule, the same for every text, model and batch:
   it after that. Nothing is truncated. The default stride, three quarters of the window, keeps a
   quarter of the window as context while the extra forward work stays small enough to beat the
   naive truncating loop on CPU (bench/perplexity.py).
+* ``windows="lm-eval"`` reproduces lm-evaluation-harness's ``loglikelihood_rolling`` (its HF model
+  with ``add_bos_token=False``) instead: the start token, BOS else EOS, is always put in front of the
+  text's tokens (even one that starts with it); the first window scores ``max_length`` tokens, every
+  later one scores up to ``max_length`` tokens after a single token of context, and the last is moved
+  back to end at the text's end with a full window of context. Words are counted as lm-eval's
+  wikitext task counts them (``re.split(r"\\s+", text)``, no strip).
 * Log-likelihoods come from shifted logits through a float32 log-softmax, gathered per target
   token; padding is masked, so a text scored alone or in any batch gives the same NLL.
 """
@@ -33,7 +39,7 @@ from pytest_ftmodel.data import require_strings
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.metrics.stats import bootstrap_interval
 from pytest_ftmodel.progress import progress
-from pytest_ftmodel.tokens import prompt_ids, token_sequence
+from pytest_ftmodel.tokens import prompt_ids, start_token_id, token_sequence
 
 LN2 = math.log(2.0)
 # float32 log-softmax rows computed at once: bounds the temporary copy of the logits
@@ -121,13 +127,39 @@ def windows(n: int, max_length: int, stride: int) -> list[tuple[int, int, int]]:
     return out
 
 
+def lm_eval_windows(n: int, max_length: int) -> list[tuple[int, int, int]]:
+    """lm-evaluation-harness's disjoint rolling windows over a start token and ``n - 1`` text tokens,
+    as ``(begin, end, first_target)`` like :func:`windows` (``get_rolling_token_windows`` with
+    ``context_len=1``, then ``make_disjoint_window``).
+
+    The first window feeds up to ``max_length`` ids and scores each of them; every later one scores
+    up to ``max_length`` new targets and feeds exactly ``max_length`` ids, so a short last window
+    reaches back for a full window of context.
+    """
+    if n < 2:
+        return []
+    out = [(0, min(n, max_length + 1), 1)]
+    scored_to = out[0][1]
+    while scored_to < n:
+        end = min(scored_to + max_length, n)
+        out.append((end - max_length - 1, end, scored_to))
+        scored_to = end
+    return out
+
+
+WINDOW_RULES = ("sliding", "lm-eval")
+sliding_windows = windows  # score_texts' keyword `windows` names the rule
+
+
 def default_stride(max_length: int) -> int:
     """The stride used when none is given: three quarters of the window, so every token of a long
     text keeps at least a quarter of the window as left context."""
     return max(1, min(max_length - 1, max_length - max_length // 4))
 
 
-def _n_words(text: str) -> int:
+def _n_words(text: str, rule: str = "sliding") -> int:
+    if rule == "lm-eval":  # lm-eval's wikitext task: re.split on the raw text, no strip
+        return len(re.split(r"\s+", text))
     return len(re.split(r"\s+", text.strip())) if text.strip() else 0
 
 
@@ -222,15 +254,17 @@ def _target_logits(model: Any, ids: Any, mask: Any, keep: Any, n_targets: int) -
 
 
 def _score_batch(model: Any, units: list[tuple[list[int], int]], pad_id: int, device: str, torch: Any, F: Any) -> list[float]:
-    width = max(len(ids) for ids, _ in units)
+    # a unit's last id is only a target: it is never fed (no logits need it), so a window of
+    # max_length + 1 ids (lm-eval's) runs in the model's max_length positions
+    width = max(len(ids) for ids, _ in units) - 1
     ids = torch.full((len(units), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(units), width), dtype=torch.long)
     keep = torch.zeros((len(units), width), dtype=torch.bool)
     targets: list[int] = []
     for r, (seq, m) in enumerate(units):
         n = len(seq)
-        ids[r, :n] = torch.tensor(seq, dtype=torch.long)
-        mask[r, :n] = 1
+        ids[r, : n - 1] = torch.tensor(seq[:-1], dtype=torch.long)
+        mask[r, : n - 1] = 1
         # logits at position p predict token p + 1; score the last m tokens
         keep[r, n - m - 1 : n - 1] = True
         targets.extend(seq[n - m :])  # row-major, the order in which `keep` is read
@@ -249,9 +283,32 @@ def _score_batch(model: Any, units: list[tuple[list[int], int]], pad_id: int, de
     return per_row.cpu().tolist()
 
 
-def _memo_key(item: Item, max_length: int, stride: int, chat: bool | str) -> tuple[Any, ...]:
+def _memo_key(item: Item, max_length: int, stride: int, chat: bool | str, rule: str) -> tuple[Any, ...]:
     text = item if isinstance(item, str) else "\0".join(item)
-    return ("ppl-text", isinstance(item, tuple), chat, hashlib.sha1(text.encode()).hexdigest(), max_length, stride)
+    return ("ppl-text", isinstance(item, tuple), chat, hashlib.sha1(text.encode()).hexdigest(), max_length, stride, rule)
+
+
+def _lm_eval_sequence(tokenizer: Any, text: str) -> list[int]:
+    """lm-eval's ids for ``loglikelihood_rolling`` with ``add_bos_token=False``: its prefix token (BOS,
+    else EOS) and then the text's tokens without special tokens, the prefix put there unconditionally."""
+    start = start_token_id(tokenizer)
+    if start is None:
+        raise DataError("windows='lm-eval' needs a BOS or EOS token to condition on; this tokenizer has neither: use windows='sliding'")
+    return [start, *tokenizer(text, add_special_tokens=False).input_ids]
+
+
+def _check_rule(windows: str, stride: int | None, texts: Sequence[Item]) -> None:
+    if windows not in WINDOW_RULES:
+        raise DataError(f"windows={windows!r} is not a window rule: use 'sliding' (the default) or 'lm-eval'")
+    if windows == "lm-eval":
+        if stride is not None:
+            raise DataError("stride does not apply to windows='lm-eval' (lm-eval's windows are fixed): drop stride or use windows='sliding'")
+        pair = next((i for i, t in enumerate(texts) if isinstance(t, tuple)), None)
+        if pair is not None:
+            raise DataError(
+                f"item {pair} is a (context, continuation) pair: windows='lm-eval' scores whole texts as lm-eval's "
+                "loglikelihood_rolling does; use windows='sliding' for pairs"
+            )
 
 
 def _sequence(tokenizer: Any, item: Item, chat: bool | str) -> tuple[list[int], int]:
@@ -270,6 +327,7 @@ def score_texts(
     stride: int | None = None,
     batch_size: int | None = None,
     chat: bool | str = False,
+    windows: str = "sliding",
 ) -> list[TextScore]:
     """Per-text NLL and scored-token counts; results are remembered on the model for the session.
 
@@ -278,23 +336,30 @@ def score_texts(
     so, see :func:`~pytest_ftmodel.tokens.prompt_ids`) and only the continuation's tokens are scored.
     """
     texts = _check_texts(texts)
+    rule = windows
+    _check_rule(rule, stride, texts)
     tokenizer = model.tokenizer
     max_length = int(max_length or model.context_length)
     if max_length < 2:
         raise DataError(f"max_length {max_length} is too small: windows need at least 2 tokens")
-    stride = int(stride or default_stride(max_length))
-    if not 0 < stride <= max_length - 1:
+    stride = 0 if rule == "lm-eval" else int(stride or default_stride(max_length))
+    if rule == "sliding" and not 0 < stride <= max_length - 1:
         raise DataError(f"stride {stride} must be between 1 and max_length - 1 ({max_length - 1})")
     memo: dict[Any, Any] = getattr(model, "memo", {})
-    scores: list[TextScore | None] = [memo.get(_memo_key(t, max_length, stride, chat)) for t in texts]
+    scores: list[TextScore | None] = [memo.get(_memo_key(t, max_length, stride, chat, rule)) for t in texts]
     units: list[tuple[list[int], int]] = []
     owners: list[int] = []
     counts: dict[int, int] = {}
     for i, text in enumerate(texts):
         if scores[i] is not None:
             continue
-        seq, start = _sequence(tokenizer, text, chat)
-        spans = [(b, e, max(f, start)) for b, e, f in windows(len(seq), max_length, stride) if e > start]
+        if rule == "lm-eval":
+            assert isinstance(text, str)
+            seq, start = _lm_eval_sequence(tokenizer, text), 1
+            spans = lm_eval_windows(len(seq), max_length)
+        else:
+            seq, start = _sequence(tokenizer, text, chat)
+            spans = [(b, e, max(f, start)) for b, e, f in sliding_windows(len(seq), max_length, stride) if e > start]
         if not spans:
             raise DataError(
                 f"text {i} ({_scored_text(text)[:40]!r}) yields no token to score: remove empty texts or give them content"
@@ -314,9 +379,9 @@ def score_texts(
             totals[owner] = totals.get(owner, 0.0) + value
         for i, total in totals.items():
             text = _scored_text(texts[i])
-            score = TextScore(nll=total, n_tokens=counts[i], n_bytes=len(text.encode("utf-8")), n_words=_n_words(text))
+            score = TextScore(nll=total, n_tokens=counts[i], n_bytes=len(text.encode("utf-8")), n_words=_n_words(text, rule))
             scores[i] = score
-            memo[_memo_key(texts[i], max_length, stride, chat)] = score
+            memo[_memo_key(texts[i], max_length, stride, chat, rule)] = score
     return [s for s in scores if s is not None]
 
 
@@ -332,6 +397,7 @@ def perplexity(
     batch_size: int | None = None,
     max_length: int | None = None,
     chat: bool | str = False,
+    windows: str = "sliding",
 ) -> PerplexityResult:
     """Perplexity of ``model`` (an :class:`~pytest_ftmodel.FTModel`) on ``texts``.
 
@@ -340,9 +406,13 @@ def perplexity(
     ``stride`` (default: three quarters of the window, see :func:`default_stride`). ``batch_size``
     defaults to a size chosen from memory.
     Items may also be ``(context, continuation)`` pairs, of which only the continuation is scored.
+    ``windows="lm-eval"`` scores texts exactly as lm-evaluation-harness's ``loglikelihood_rolling``
+    (HF model, ``add_bos_token=False``) does, and counts words as its wikitext task does.
     """
     texts = _check_texts(texts)
-    scores = score_texts(model, texts, max_length=max_length, stride=stride, batch_size=batch_size, chat=chat)
+    scores = score_texts(
+        model, texts, max_length=max_length, stride=stride, batch_size=batch_size, chat=chat, windows=windows
+    )
     nll = sum(s.nll for s in scores)
     n_tokens = sum(s.n_tokens for s in scores)
     n_bytes = sum(s.n_bytes for s in scores)
@@ -364,14 +434,19 @@ def perplexity(
 def perplexity_improvement(
     model: Any,
     base: Any,
-    texts: Sequence[str],
+    texts: Sequence[Item],
     *,
     stride: int | None = None,
     batch_size: int | None = None,
+    max_length: int | None = None,
+    chat: bool | str = False,
+    windows: str = "sliding",
 ) -> ImprovementResult:
-    """``1 - ppl_model / ppl_base`` on the same texts, with a paired bootstrap interval over texts."""
-    mine = perplexity(model, texts, stride=stride, batch_size=batch_size)
-    theirs = perplexity(base, texts, stride=stride, batch_size=batch_size)
+    """``1 - ppl_model / ppl_base`` on the same texts, with a paired bootstrap interval over texts;
+    every keyword is :func:`perplexity`'s, applied to both models."""
+    options: dict[str, Any] = dict(stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows)
+    mine = perplexity(model, texts, **options)
+    theirs = perplexity(base, texts, **options)
 
     def stat(m_nll: np.ndarray, m_tok: np.ndarray, b_nll: np.ndarray, b_tok: np.ndarray) -> np.ndarray:
         return 1.0 - _ppl_stat(m_nll, m_tok) / _ppl_stat(b_nll, b_tok)
