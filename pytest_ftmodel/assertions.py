@@ -379,7 +379,7 @@ def assert_human_scores(
             below.append(f"{criterion} {value:.2f} < {bar:.2f}")
     if below:
         lows = [
-            f"    {it['id']}: {', '.join(f'{k} {v}' for k, v in it['scores'].items())}  {_cut(it['prompt'], 40)!r} {it.get('notes') or ''}".rstrip()
+            f"    {it['id']}: {', '.join(f'{k} {v:.3g}' for k, v in it['scores'].items())}  {_cut(it['prompt'], 40)!r} {it.get('notes') or ''}".rstrip()
             for it in result.lowest
         ]
         raise AssertionError(

@@ -4,17 +4,25 @@ A sheet belongs to one model version (its fingerprint). Building it again never 
 already scored for the same fingerprint are kept as they are; when the model changed, the old sheet
 is set aside under a new name (never deleted) and a new one is started. Every write goes to a
 temporary file first and is then renamed into place, so a crash or Ctrl-C leaves either the old or
-the new file, whole.
+the new file, whole. Every change made by a person (the review commands, the review page) re-reads
+the sheet under a lock and changes only that person's answer to that item, so several reviewers at
+once, in terminals or browser tabs, lose nothing.
+
+An evaluation item keeps one review per reviewer: ``"reviews": {"ana": {"scores": {...}, "notes": ""}}``
+(format version 2). Version-1 items (``"scores"``, ``"notes"``, ``"reviewer"``) are read as the
+review of that reviewer, and written back as version 2 the next time the sheet is saved.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from pytest_ftmodel._stack import SessionStack
 from pytest_ftmodel.errors import DataError
@@ -23,6 +31,12 @@ CRITERIA = ("accuracy", "relevance", "fluency", "format")
 EVAL_FORMAT = "pytest-ftmodel/evaluation-sheet"
 AB_FORMAT = "pytest-ftmodel/ab-sheet"
 CHOICES = ("A", "B", "tie")
+JUDGE_KINDS = ("human", "auto")
+UNNAMED = "unnamed"  # the reviewer of a version-1 item that recorded none
+MAX_NAME = 100
+MAX_TEXT = 20_000
+
+T = TypeVar("T")
 
 
 # ---- files ------------------------------------------------------------------------------------
@@ -31,18 +45,55 @@ CHOICES = ("A", "B", "tie")
 def write_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, ensure_ascii=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, ensure_ascii=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     return p
 
 
+@contextlib.contextmanager
+def sheet_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on ``.NAME.lock`` beside the sheet (between processes and threads)."""
+    import fcntl
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p.with_name(f".{p.name}.lock"), "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def modify_sheet(path: str | os.PathLike[str], kind: str, change: Callable[[dict[str, Any]], T]) -> T:
+    """Read the sheet as it is on disk now, apply ``change`` and write it back, all under the lock.
+    When ``change`` raises, nothing is written."""
+    with sheet_lock(path):
+        sheet = read_sheet(path, kind)
+        result = change(sheet)
+        write_atomic(path, sheet)
+    return result
+
+
 def read_sheet(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
-    """Load and check a sheet; any problem is a DataError naming the item and the fix (file untouched)."""
+    """Load and check a sheet; any problem is a DataError naming the item and the fix (file untouched).
+    Evaluation items come back in the version-2 shape (one review per reviewer)."""
     p = Path(path)
     try:
         sheet = json.loads(p.read_text(encoding="utf-8"))
@@ -54,22 +105,59 @@ def read_sheet(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
         ) from None
     if not isinstance(sheet, dict) or sheet.get("format") != kind or not isinstance(sheet.get("items"), list):
         raise DataError(f"{p}: not a {kind} file (format field missing or different)")
+    seen: set[str] = set()
     for item in sheet["items"]:
         if not isinstance(item, dict) or "id" not in item:
             raise DataError(f"{p}: an item without an id; restore it from version control")
-        (_check_scores if kind == EVAL_FORMAT else _check_judgements)(p, item)
+        if item["id"] in seen:
+            raise DataError(f"{p}: item id {item['id']!r} appears twice; merge the two items by hand")
+        seen.add(item["id"])
+        if kind == EVAL_FORMAT:
+            _check_reviews(p, item)
+        else:
+            _check_judgements(p, item)
+    if kind == EVAL_FORMAT:
+        sheet["version"] = 2
+        if not sheet.get("criteria"):
+            sheet["criteria"] = list(CRITERIA)
     return sheet
 
 
-def _check_scores(path: Path, item: dict[str, Any]) -> None:
-    scores = item.get("scores")
+def _check_score_values(path: Path, item_id: Any, who: str, scores: Any) -> None:
     if not isinstance(scores, dict):
-        raise DataError(f"{path}: item {item['id']!r} has no scores object; restore it as {{\"accuracy\": null, ...}}")
+        raise DataError(f"{path}: item {item_id!r}{who} has no scores object; restore it as {{\"accuracy\": null, ...}}")
     for criterion, value in scores.items():
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 5 or value != int(value):
-            raise DataError(f"{path}: item {item['id']!r} scores {criterion} = {value!r}; use a whole number 1-5, or null for not yet scored")
+            raise DataError(f"{path}: item {item_id!r}{who} scores {criterion} = {value!r}; use a whole number 1-5, or null for not yet scored")
+
+
+def _check_reviews(path: Path, item: dict[str, Any]) -> None:
+    """Check an evaluation item and bring a version-1 item to the version-2 shape, in place."""
+    if "reviews" not in item:  # version 1: one set of scores, one reviewer (maybe none)
+        _check_score_values(path, item["id"], "", item.get("scores"))
+        scores = {k: (None if v is None else int(v)) for k, v in item.pop("scores").items()}
+        notes = str(item.pop("notes", "") or "")
+        reviewer = str(item.pop("reviewer", None) or UNNAMED)
+        given = any(v is not None for v in scores.values()) or notes
+        item["reviews"] = {reviewer: {"scores": scores, "notes": notes}} if given else {}
+        return
+    reviews = item["reviews"]
+    if "scores" in item or "reviewer" in item:
+        raise DataError(
+            f"{path}: item {item['id']!r} has both reviews and a version-1 scores/reviewer field; "
+            "move those scores into reviews as {\"NAME\": {\"scores\": ..., \"notes\": ...}}"
+        )
+    if not isinstance(reviews, dict):
+        raise DataError(f"{path}: item {item['id']!r} has reviews {reviews!r:.60}; it must map reviewer names to {{\"scores\": ..., \"notes\": ...}}")
+    for name, review in reviews.items():
+        if not name or not isinstance(review, dict):
+            raise DataError(f"{path}: item {item['id']!r} has a review {name!r}: {review!r:.60}; each needs a reviewer name and {{\"scores\": ..., \"notes\": ...}}")
+        _check_score_values(path, item["id"], f" (reviewer {name!r})", review.get("scores"))
+        review["scores"] = {k: (None if v is None else int(v)) for k, v in review["scores"].items()}
+        if not isinstance(review.setdefault("notes", ""), str):
+            raise DataError(f"{path}: item {item['id']!r} (reviewer {name!r}) has notes {review['notes']!r:.60}; notes are text")
 
 
 def _check_judgements(path: Path, item: dict[str, Any]) -> None:
@@ -77,9 +165,10 @@ def _check_judgements(path: Path, item: dict[str, Any]) -> None:
     if not isinstance(judgements, list):
         raise DataError(f"{path}: item {item['id']!r} has no judgements list; restore it as []")
     for j in judgements:
-        if not isinstance(j, dict) or j.get("choice") not in CHOICES or not j.get("judge"):
+        if not isinstance(j, dict) or j.get("choice") not in CHOICES or not j.get("judge") or j.get("kind", "human") not in JUDGE_KINDS:
             raise DataError(
-                f"{path}: item {item['id']!r} has judgement {j!r}; each needs a judge name and a choice of A, B or tie"
+                f"{path}: item {item['id']!r} has judgement {j!r}; each needs a judge name, a choice of A, B or tie "
+                "and (optional) a kind of human or auto"
             )
 
 
@@ -106,6 +195,25 @@ def _prompt_of(item: Any, prompt_key: str) -> str:
     if isinstance(item, dict) and prompt_key in item:
         return str(item[prompt_key])
     raise DataError(f"item {item!r:.60} has no {prompt_key!r}: pass strings or records with prompt_key")
+
+
+def _find(sheet: dict[str, Any], item_id: Any) -> dict[str, Any]:
+    for item in sheet["items"]:
+        if item["id"] == item_id:
+            return item
+    raise DataError(f"no item {item_id!r} in the sheet")
+
+
+def check_name(name: Any, what: str = "reviewer") -> str:
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        raise DataError(f"the {what}'s name must be non-empty text of at most {MAX_NAME} characters, not {name!r:.60}")
+    return name.strip()
+
+
+def _check_text(text: Any, what: str) -> str:
+    if not isinstance(text, str) or len(text) > MAX_TEXT:
+        raise DataError(f"{what} must be text of at most {MAX_TEXT} characters")
+    return text
 
 
 # ---- evaluation sheets ------------------------------------------------------------------------
@@ -136,45 +244,88 @@ def evaluation_sheet(
         raise DataError("no data to sample for the evaluation sheet")
     p = Path(path)
     chosen = sorted(random.Random(seed).sample(range(len(items)), min(n, len(items))))
-    sheet: dict[str, Any]
-    if p.exists():
-        sheet = read_sheet(p, EVAL_FORMAT)
-        if sheet.get("model", {}).get("fingerprint") != model.fingerprint:
-            _set_aside(p, str(sheet.get("model", {}).get("fingerprint", "unknown")))
-            sheet = {}
-    else:
-        sheet = {}
-    if not sheet:
-        sheet = {
-            "format": EVAL_FORMAT,
-            "version": 1,
-            "model": {"path": str(model.path), "fingerprint": model.fingerprint},
-            "seed": seed,
-            "criteria": list(criteria),
-            "items": [],
-        }
-    have = {it["id"] for it in sheet["items"]}
+    have: set[str] = set()
+    with sheet_lock(p):
+        if p.exists():
+            sheet = read_sheet(p, EVAL_FORMAT)
+            if sheet.get("model", {}).get("fingerprint") != model.fingerprint:
+                _set_aside(p, str(sheet.get("model", {}).get("fingerprint", "unknown")))
+            else:
+                have = {it["id"] for it in sheet["items"]}
     new = [(i, items[i]) for i in chosen if _item_id(items[i], i) not in have]
-    if new:
-        answers = generate(model, [_prompt_of(x, prompt_key) for _, x in new], max_new_tokens=max_new_tokens, **generate_kwargs)
-        for (i, x), answer in zip(new, answers):
-            sheet["items"].append(
-                {
-                    "id": _item_id(x, i),
-                    "prompt": _prompt_of(x, prompt_key),
-                    "expected": x.get(reference_key) if isinstance(x, dict) else None,
-                    "generated": answer,
-                    "scores": {c: None for c in sheet["criteria"]},
-                    "notes": "",
-                    "reviewer": None,
-                }
-            )
-    write_atomic(p, sheet)
+    answers = generate(model, [_prompt_of(x, prompt_key) for _, x in new], max_new_tokens=max_new_tokens, **generate_kwargs) if new else []
+    fresh = [
+        {
+            "id": _item_id(x, i),
+            "prompt": _prompt_of(x, prompt_key),
+            "expected": x.get(reference_key) if isinstance(x, dict) else None,
+            "generated": answer,
+            "reviews": {},
+        }
+        for (i, x), answer in zip(new, answers)
+    ]
+    with sheet_lock(p):  # reviewers may have scored items while the answers were generated: merge
+        sheet = read_sheet(p, EVAL_FORMAT) if p.exists() else {}
+        if sheet.get("model", {}).get("fingerprint") != model.fingerprint:
+            sheet = {
+                "format": EVAL_FORMAT,
+                "version": 2,
+                "model": {"path": str(model.path), "fingerprint": model.fingerprint},
+                "seed": seed,
+                "criteria": list(criteria),
+                "items": [],
+            }
+        present = {it["id"] for it in sheet["items"]}
+        sheet["items"].extend(it for it in fresh if it["id"] not in present)
+        write_atomic(p, sheet)
     return p
 
 
-def is_scored(item: dict[str, Any]) -> bool:
-    return all(v is not None for v in item["scores"].values())
+def complete_reviews(item: dict[str, Any], criteria: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The reviews of an item that score every criterion, by reviewer."""
+    return {
+        name: r for name, r in item["reviews"].items() if all(r["scores"].get(c) is not None for c in criteria)
+    }
+
+
+def is_scored(item: dict[str, Any], criteria: Sequence[str], reviewer: str | None = None) -> bool:
+    """Whether ``reviewer`` (anyone, when None) has scored every criterion of the item."""
+    done = complete_reviews(item, criteria)
+    return bool(done) if reviewer is None else reviewer in done
+
+
+def set_review(
+    path: str | os.PathLike[str],
+    item_id: Any,
+    reviewer: str,
+    *,
+    scores: dict[str, Any] | None = None,
+    notes: str | None = None,
+) -> dict[str, Any]:
+    """Set some of one reviewer's scores (a value of None clears it) and/or notes on one item, merged
+    into the sheet as it is on disk now; returns that reviewer's review of the item. Bad input is a
+    DataError and the sheet is not touched."""
+    reviewer = check_name(reviewer)
+    if notes is not None:
+        notes = _check_text(notes, "notes")
+    if scores is not None and not isinstance(scores, dict):
+        raise DataError("scores must map criteria to a whole number 1-5 or null")
+
+    def change(sheet: dict[str, Any]) -> dict[str, Any]:
+        item = _find(sheet, item_id)
+        criteria = sheet["criteria"]
+        for criterion, value in (scores or {}).items():
+            if criterion not in criteria:
+                raise DataError(f"no criterion {criterion!r}: the sheet has {', '.join(criteria)}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5):
+                raise DataError(f"{criterion} = {value!r}: use a whole number 1-5, or null to clear it")
+        review = item["reviews"].setdefault(reviewer, {"scores": {c: None for c in criteria}, "notes": ""})
+        review["scores"].update(scores or {})
+        if notes is not None:
+            review["notes"] = notes
+        return dict(review)
+
+    return modify_sheet(path, EVAL_FORMAT, change)
 
 
 @dataclass(frozen=True)
@@ -182,13 +333,33 @@ class HumanScores:
     path: Path
     fingerprint: str
     n_items: int
-    n_scored: int
-    means: dict[str, float]
-    lowest: tuple[dict[str, Any], ...]
+    n_scored: int  # items that at least one reviewer scored on every criterion
+    means: dict[str, float]  # per criterion: the mean over scored items of each item's mean over its reviewers
+    lowest: tuple[dict[str, Any], ...]  # {"id", "prompt", "scores" (item means), "notes"}, lowest total first
+    reviewers: tuple[str, ...] = ()
+    n_multi: int = 0  # scored items with two or more complete reviews
+    agreement: dict[str, float | None] | None = None  # Krippendorff's alpha (ordinal) per criterion
+    agreement_kind: str | None = None
+
+
+def krippendorff_alpha_ordinal(matrix: Sequence[Sequence[float | None]]) -> float | None:
+    """Krippendorff's alpha, ordinal metric, of a reviewers x items matrix (None = not scored).
+    None when it is undefined: fewer than two pairable values, or every pairable value the same."""
+    import numpy as np
+
+    data = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=float)
+    pairable = data[:, (~np.isnan(data)).sum(axis=0) >= 2]
+    values = pairable[~np.isnan(pairable)]
+    if values.size < 2 or np.unique(values).size < 2:
+        return None
+    import krippendorff
+
+    return float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal", value_domain=[1, 2, 3, 4, 5]))
 
 
 def human_scores(path: str | os.PathLike[str], *, model: Any = None) -> HumanScores:
-    """Means per criterion over the fully scored items of a sheet (checked against ``model``)."""
+    """Means per criterion over the scored items of a sheet (checked against ``model``), and the
+    agreement between reviewers where items have several."""
     sheet = read_sheet(path, EVAL_FORMAT)
     fp = sheet.get("model", {}).get("fingerprint", "")
     if model is not None and fp != model.fingerprint:
@@ -196,11 +367,30 @@ def human_scores(path: str | os.PathLike[str], *, model: Any = None) -> HumanSco
             f"{path}: sheet is for model fingerprint {fp}, not {model.fingerprint} (the model changed): "
             "run evaluation_sheet() again to set it aside and start a new one"
         )
-    scored = [it for it in sheet["items"] if is_scored(it)]
-    criteria = sheet.get("criteria") or list(CRITERIA)
-    means = {c: sum(it["scores"][c] for it in scored) / len(scored) for c in criteria} if scored else {}
-    lowest = tuple(sorted(scored, key=lambda it: (sum(it["scores"].values()), it["id"]))[:3])
-    return HumanScores(Path(path), fp, len(sheet["items"]), len(scored), means, lowest)
+    criteria = list(sheet["criteria"])
+    per_item = []
+    for item in sheet["items"]:
+        done = complete_reviews(item, criteria)
+        if done:
+            item_means = {c: sum(r["scores"][c] for r in done.values()) / len(done) for c in criteria}
+            notes = "; ".join(r["notes"] for r in done.values() if r["notes"])
+            per_item.append({"id": item["id"], "prompt": item["prompt"], "scores": item_means, "notes": notes, "n_reviews": len(done)})
+    means = {c: sum(it["scores"][c] for it in per_item) / len(per_item) for c in criteria} if per_item else {}
+    lowest = tuple(sorted(per_item, key=lambda it: (sum(it["scores"].values()), it["id"]))[:3])
+    reviewers = tuple(sorted({name for item in sheet["items"] for name in complete_reviews(item, criteria)}))
+    n_multi = sum(it["n_reviews"] >= 2 for it in per_item)
+    agreement: dict[str, float | None] | None = None
+    if n_multi:
+        complete = [complete_reviews(item, criteria) for item in sheet["items"]]
+        agreement = {
+            c: krippendorff_alpha_ordinal([[done[r]["scores"][c] if r in done else None for done in complete] for r in reviewers])
+            for c in criteria
+        }
+    return HumanScores(
+        Path(path), fp, len(sheet["items"]), len(per_item), means, lowest,
+        reviewers=reviewers, n_multi=n_multi, agreement=agreement,
+        agreement_kind="Krippendorff's alpha (ordinal)" if agreement is not None else None,
+    )
 
 
 # ---- A/B sheets -------------------------------------------------------------------------------
@@ -235,28 +425,34 @@ def ab_sheet(
         raise DataError("no prompts for the A/B sheet")
     p, key_path = Path(path), _key_path(Path(path))
     pair = {"model": model.fingerprint, "base": base.fingerprint}
-    sheet: dict[str, Any] = {}
-    key: dict[str, Any] = {}
-    if p.exists():
-        sheet = read_sheet(p, AB_FORMAT)
-        key = json.loads(key_path.read_text()) if key_path.exists() else {}
-        if key.get("fingerprints") != pair:
-            tag = f"{key.get('fingerprints', {}).get('model', 'unknown')}"
-            _set_aside(p, tag)
-            if key_path.exists():
-                _set_aside(key_path, tag)
-            sheet, key = {}, {}
-    if not sheet:
-        sheet = {"format": AB_FORMAT, "version": 1, "seed": seed, "items": []}
-        key = {"fingerprints": pair, "a_is": {}}
-    have = {it["id"] for it in sheet["items"]}
+    have: set[str] = set()
+    with sheet_lock(p):
+        if p.exists():
+            sheet = read_sheet(p, AB_FORMAT)
+            key = json.loads(key_path.read_text()) if key_path.exists() else {}
+            if key.get("fingerprints") != pair:
+                tag = f"{key.get('fingerprints', {}).get('model', 'unknown')}"
+                _set_aside(p, tag)
+                if key_path.exists():
+                    _set_aside(key_path, tag)
+            else:
+                have = {it["id"] for it in sheet["items"]}
     new = [(i, x) for i, x in enumerate(items) if _item_id(x, i) not in have]
-    if new:
-        texts = [_prompt_of(x, prompt_key) for _, x in new]
-        mine = generate(model, texts, max_new_tokens=max_new_tokens, **generate_kwargs)
-        theirs = generate(base, texts, max_new_tokens=max_new_tokens, **generate_kwargs)
+    texts = [_prompt_of(x, prompt_key) for _, x in new]
+    mine = generate(model, texts, max_new_tokens=max_new_tokens, **generate_kwargs) if new else []
+    theirs = generate(base, texts, max_new_tokens=max_new_tokens, **generate_kwargs) if new else []
+    with sheet_lock(p):  # reviewers may have judged items meanwhile: merge
+        if p.exists():
+            sheet = read_sheet(p, AB_FORMAT)
+            key = json.loads(key_path.read_text()) if key_path.exists() else {"fingerprints": pair, "a_is": {}}
+        else:
+            sheet = {"format": AB_FORMAT, "version": 2, "seed": seed, "items": []}
+            key = {"fingerprints": pair, "a_is": {}}
+        present = {it["id"] for it in sheet["items"]}
         for (i, x), prompt, m, b in zip(new, texts, mine, theirs):
             item_id = _item_id(x, i)
+            if item_id in present:
+                continue
             a_is_model = random.Random(f"{seed}:{item_id}").random() < 0.5
             key["a_is"][item_id] = "model" if a_is_model else "base"
             sheet["items"].append(
@@ -269,8 +465,8 @@ def ab_sheet(
                     "judgements": [],
                 }
             )
-    write_atomic(key_path, key)
-    write_atomic(p, sheet)
+        write_atomic(key_path, key)
+        write_atomic(p, sheet)
     return p
 
 
@@ -282,10 +478,12 @@ def judge_ab(
 ) -> int:
     """Judge every item this judge has not judged yet, with ``compare(prompt, first, second, expected)``
     returning "first", "second" or "tie". Each item is compared in both orders; when the two orders
-    disagree (position bias) the judgement is a tie. Returns how many items were judged."""
+    disagree (position bias) the judgement is a tie. The judgements are recorded as an automated
+    judge's (``"kind": "auto"``), merged into the sheet as it is on disk when judging ends. Returns
+    how many items were judged."""
     p = Path(path)
     sheet = read_sheet(p, AB_FORMAT)
-    done = 0
+    verdicts: dict[str, dict[str, str]] = {}
     for item in sheet["items"]:
         if any(j["judge"] == name for j in item["judgements"]):
             continue
@@ -295,10 +493,52 @@ def judge_ab(
         as_b = {"first": "B", "second": "A", "tie": "tie"}[backward]
         choice = as_a if as_a == as_b else "tie"
         reason = "" if as_a == as_b else f"orders disagree ({as_a} first, {as_b} swapped): position bias"
-        item["judgements"].append({"judge": name, "choice": choice, "reason": reason})
-        done += 1
-    write_atomic(p, sheet)
-    return done
+        verdicts[item["id"]] = {"judge": name, "kind": "auto", "choice": choice, "reason": reason}
+
+    def add(current: dict[str, Any]) -> int:
+        added = 0
+        for item in current["items"]:
+            if item["id"] in verdicts and not any(j["judge"] == name for j in item["judgements"]):
+                item["judgements"].append(verdicts[item["id"]])
+                added += 1
+        return added
+
+    return modify_sheet(p, AB_FORMAT, add)
+
+
+def set_judgement(
+    path: str | os.PathLike[str],
+    item_id: Any,
+    judge: str,
+    *,
+    choice: str | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Set a person's choice and/or reason on one item (one judgement per person and item, others'
+    untouched), merged into the sheet as it is on disk now; returns that judgement."""
+    judge = check_name(judge, "judge")
+    if choice is not None and choice not in CHOICES:
+        raise DataError(f"choice {choice!r:.20}: use A, B or tie")
+    if reason is not None:
+        reason = _check_text(reason, "the reason")
+
+    def change(sheet: dict[str, Any]) -> dict[str, Any]:
+        item = _find(sheet, item_id)
+        mine = next((j for j in item["judgements"] if j["judge"] == judge), None)
+        if mine is None:
+            if choice is None:
+                raise DataError(f"item {item_id!r}: choose A, B or tie before giving a reason")
+            mine = {"judge": judge, "kind": "human", "choice": choice, "reason": ""}
+            item["judgements"].append(mine)
+        if mine.get("kind") == "auto":
+            raise DataError(f"{judge!r} is an automated judge of this sheet; judge under your own name")
+        if choice is not None:
+            mine["choice"] = choice
+        if reason is not None:
+            mine["reason"] = reason
+        return dict(mine)
+
+    return modify_sheet(path, AB_FORMAT, change)
 
 
 def reference_judge(margin: float = 0.02) -> Callable[[str, str, str, str | None], str]:
@@ -334,6 +574,16 @@ def model_judge(judge: Any, *, max_new_tokens: int = 8) -> Callable[[str, str, s
 
 
 @dataclass(frozen=True)
+class JudgeAgreement:
+    """How an automated judge agrees with people: Cohen's kappa against the human majority verdict
+    on the ``overlap`` items both judged (None when there is no overlap)."""
+
+    judge: str
+    kappa: float | None
+    overlap: int
+
+
+@dataclass(frozen=True)
 class ABResult:
     model_wins: int
     base_wins: int
@@ -344,10 +594,16 @@ class ABResult:
     judges: tuple[str, ...]
     agreement: float | None  # Cohen's kappa (two judges) or Fleiss' kappa (more)
     agreement_kind: str | None
+    judge: str | None = None  # whose verdicts the counts are; None: every judge's
+    calibration: tuple[JudgeAgreement, ...] = ()  # one per automated judge
+    humans: tuple[str, ...] = ()
 
     @property
     def decided(self) -> int:
         return self.model_wins + self.base_wins
+
+    def calibration_of(self, judge: str) -> JudgeAgreement | None:
+        return next((c for c in self.calibration if c.judge == judge), None)
 
 
 def fleiss_kappa(table: Sequence[Sequence[int]]) -> float:
@@ -361,8 +617,28 @@ def fleiss_kappa(table: Sequence[Sequence[int]]) -> float:
     return 1.0 if P_e == 1 else (P_bar - P_e) / (1 - P_e)
 
 
-def ab_result(path: str | os.PathLike[str]) -> ABResult:
-    """Win rate of the fine-tuned model over decided comparisons, across all judges and items."""
+OUTCOMES = ("model", "base", "tie")
+
+
+def _kappa(a: list[str], b: list[str]) -> float:
+    from sklearn.metrics import cohen_kappa_score
+
+    return 1.0 if a == b else float(cohen_kappa_score(a, b, labels=list(OUTCOMES)))
+
+
+def human_majority(verdicts: Sequence[str]) -> str | None:
+    """The verdict more people gave than any other; None when the most given is shared (no majority)."""
+    counts = {v: verdicts.count(v) for v in set(verdicts)}
+    if not counts:
+        return None
+    top = max(counts.values())
+    leaders = [v for v, c in counts.items() if c == top]
+    return leaders[0] if len(leaders) == 1 else None
+
+
+def ab_result(path: str | os.PathLike[str], *, judge: str | None = None) -> ABResult:
+    """Win rate of the fine-tuned model over decided comparisons, across all judges and items (only
+    ``judge``'s verdicts when given), and every automated judge's agreement with people."""
     from scipy.stats import binomtest
 
     from pytest_ftmodel.metrics.stats import proportion_interval
@@ -375,6 +651,7 @@ def ab_result(path: str | os.PathLike[str]) -> ABResult:
     except (OSError, ValueError, KeyError):
         raise DataError(f"{key_path}: the A/B key (which side is the fine-tuned model) is missing or broken; rebuild with ab_sheet()") from None
     outcome: dict[str, dict[str, str]] = {}
+    automated: set[str] = set()
     counts = {"model": 0, "base": 0, "tie": 0}
     for item in sheet["items"]:
         side_a = a_is.get(item["id"])
@@ -382,23 +659,37 @@ def ab_result(path: str | os.PathLike[str]) -> ABResult:
             raise DataError(f"{p}: item {item['id']!r} is not in the key {key_path.name}; rebuild with ab_sheet()")
         for j in item["judgements"]:
             who = "tie" if j["choice"] == "tie" else (side_a if j["choice"] == "A" else ("base" if side_a == "model" else "model"))
-            counts[who] += 1
+            if judge is None or j["judge"] == judge:
+                counts[who] += 1
             outcome.setdefault(j["judge"], {})[item["id"]] = who
+            if j.get("kind") == "auto":
+                automated.add(j["judge"])
+    if judge is not None:
+        automated.add(judge)  # the judge a gate rests on is never counted among the people
+        if judge not in outcome:
+            raise DataError(f"{p}: no judgement by {judge!r} (judges: {', '.join(sorted(outcome)) or 'none'}); run judge_ab(sheet, ..., name={judge!r})")
     decided = counts["model"] + counts["base"]
     judges = tuple(sorted(outcome))
+    humans = tuple(j for j in judges if j not in automated)
     agreement, kind = None, None
     common = set.intersection(*(set(v) for v in outcome.values())) if len(judges) >= 2 else set()
     if len(judges) == 2 and common:
-        from sklearn.metrics import cohen_kappa_score
-
         ids = sorted(common)
-        a, b = [outcome[judges[0]][i] for i in ids], [outcome[judges[1]][i] for i in ids]
-        agreement = 1.0 if a == b else float(cohen_kappa_score(a, b, labels=["model", "base", "tie"]))
+        agreement = _kappa([outcome[judges[0]][i] for i in ids], [outcome[judges[1]][i] for i in ids])
         kind = "Cohen's kappa"
     elif len(judges) > 2 and common:
-        cats = ["model", "base", "tie"]
-        table = [[sum(outcome[j][i] == c for j in judges) for c in cats] for i in sorted(common)]
+        table = [[sum(outcome[j][i] == c for j in judges) for c in OUTCOMES] for i in sorted(common)]
         agreement, kind = fleiss_kappa(table), "Fleiss' kappa"
+    majority = {}
+    for item in sheet["items"]:
+        verdict = human_majority([outcome[h][item["id"]] for h in humans if item["id"] in outcome[h]])
+        if verdict is not None:
+            majority[item["id"]] = verdict
+    calibration = []
+    for name in sorted(automated):
+        ids = sorted(set(outcome.get(name, {})) & set(majority))
+        kappa = _kappa([outcome[name][i] for i in ids], [majority[i] for i in ids]) if ids else None
+        calibration.append(JudgeAgreement(name, kappa, len(ids)))
     return ABResult(
         model_wins=counts["model"],
         base_wins=counts["base"],
@@ -409,6 +700,9 @@ def ab_result(path: str | os.PathLike[str]) -> ABResult:
         judges=judges,
         agreement=agreement,
         agreement_kind=kind,
+        judge=judge,
+        calibration=tuple(calibration),
+        humans=humans,
     )
 
 

@@ -38,11 +38,15 @@ def _load(path):
     return json.loads(path.read_text())
 
 
-def _score_all(path, value=5, only=None):
+def _score_all(path, value=5, only=None, reviewer="ana"):
     sheet = _load(path)
     for item in sheet["items"][:only]:
-        item["scores"] = {k: value for k in item["scores"]}
+        item["reviews"][reviewer] = {"scores": {k: value for k in sheet["criteria"]}, "notes": ""}
     path.write_text(json.dumps(sheet))
+
+
+def _mine(item, reviewer="ana"):
+    return item["reviews"][reviewer]["scores"]
 
 
 # ---- evaluation sheets ------------------------------------------------------------------------
@@ -53,8 +57,8 @@ def test_sheet_samples_deterministically_and_records_the_fingerprint(bpe_model, 
     sheet = _load(path)
     assert sheet["model"]["fingerprint"] == bpe_model.fingerprint and len(sheet["items"]) == 5
     item = sheet["items"][0]
-    assert set(item) == {"id", "prompt", "expected", "generated", "scores", "notes", "reviewer"}
-    assert item["scores"] == {"accuracy": None, "relevance": None, "fluency": None, "format": None}
+    assert set(item) == {"id", "prompt", "expected", "generated", "reviews"} and item["reviews"] == {}
+    assert sheet["criteria"] == ["accuracy", "relevance", "fluency", "format"] and sheet["version"] == 2
     again = evaluation_sheet(bpe_model, VAL, tmp_path / "t.json", n=5, seed=3, max_new_tokens=16)
     assert [i["id"] for i in _load(again)["items"]] == [i["id"] for i in sheet["items"]]
     assert not list(tmp_path.glob(".*.tmp"))
@@ -63,8 +67,8 @@ def test_sheet_samples_deterministically_and_records_the_fingerprint(bpe_model, 
 def test_rerunning_keeps_every_existing_score(bpe_model, tmp_path) -> None:
     path = evaluation_sheet(bpe_model, VAL, tmp_path / "s.json", n=5, max_new_tokens=16)
     sheet = _load(path)
-    sheet["items"][1]["scores"]["accuracy"] = 2
-    sheet["items"][1]["notes"] = "wrong animal"
+    sheet["items"][1]["reviews"]["ana"] = {"scores": {"accuracy": 2, "relevance": None, "fluency": None, "format": None}, "notes": "wrong animal"}
+    sheet["items"][1]["reviews"]["bo"] = {"scores": {"accuracy": 4, "relevance": 4, "fluency": 4, "format": 4}, "notes": ""}
     sheet["items"][1]["generated"] = "what the reviewer saw"
     path.write_text(json.dumps(sheet))
     evaluation_sheet(bpe_model, VAL, path, n=10, max_new_tokens=16)
@@ -82,16 +86,30 @@ def test_a_changed_model_sets_the_old_sheet_aside(bpe_model, base, tmp_path) -> 
     aside = tmp_path / f"s.{bpe_model.fingerprint}.json"
     assert aside.read_text() == scored  # kept, byte for byte
     assert _load(path)["model"]["fingerprint"] == base.fingerprint
-    assert all(v is None for i in _load(path)["items"] for v in i["scores"].values())
+    assert all(i["reviews"] == {} for i in _load(path)["items"])
+
+
+def _as_version_1(item, scores):
+    del item["reviews"]
+    item.update(scores=scores, notes="", reviewer=None)
+
+
+def _review_of(sheet):
+    return sheet["items"][0]["reviews"].setdefault("ana", {"scores": {}, "notes": ""})["scores"]
 
 
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda s: s["items"][0]["scores"].update(accuracy=6), r"item '.*' scores accuracy = 6; use a whole number 1-5"),
-        (lambda s: s["items"][0]["scores"].update(fluency="good"), r"scores fluency = 'good'"),
-        (lambda s: s["items"][0]["scores"].update(format=3.5), r"scores format = 3.5"),
-        (lambda s: s["items"][0].pop("scores"), "has no scores object"),
+        (lambda s: _review_of(s).update(accuracy=6), r"item '.*' \(reviewer 'ana'\) scores accuracy = 6; use a whole number 1-5"),
+        (lambda s: _review_of(s).update(fluency="good"), r"scores fluency = 'good'"),
+        (lambda s: _review_of(s).update(format=3.5), r"scores format = 3.5"),
+        (lambda s: (_review_of(s), s["items"][0]["reviews"]["ana"].pop("scores")), "has no scores object"),
+        (lambda s: s["items"][0].update(scores={"accuracy": 3}), "has both reviews and a version-1 scores/reviewer field"),
+        (lambda s: s["items"][0].update(reviews=[3]), "it must map reviewer names to"),
+        # a version-1 item (one reviewer, fields on the item) is checked the same way
+        (lambda s: _as_version_1(s["items"][0], {"accuracy": 0}), r"item '[^']*' scores accuracy = 0"),
+        (lambda s: _as_version_1(s["items"][0], None), "has no scores object"),
     ],
 )
 def test_hand_edited_sheets_get_a_clear_error_and_stay_as_they_were(bpe_model, tmp_path, edit, message) -> None:
@@ -134,24 +152,23 @@ def test_the_review_command_scores_a_sheet_end_to_end(bpe_model, tmp_path) -> No
     assert out.returncode == 0, out.stderr
     assert "enter a whole number 1-5" in out.stdout and "0 await review" in out.stdout
     items = _load(path)["items"]
-    assert items[0]["scores"] == {"accuracy": 4, "relevance": 5, "fluency": 3, "format": 2}
-    assert items[0]["notes"] == "too short" and items[0]["reviewer"] == "ana"
-    assert items[1]["scores"] == {"accuracy": 5, "relevance": 5, "fluency": 5, "format": 5} and items[1]["notes"] == ""
+    assert items[0]["reviews"] == {"ana": {"scores": {"accuracy": 4, "relevance": 5, "fluency": 3, "format": 2}, "notes": "too short"}}
+    assert items[1]["reviews"] == {"ana": {"scores": {"accuracy": 5, "relevance": 5, "fluency": 5, "format": 5}, "notes": ""}}
     assert_human_scores(path, min_mean={"accuracy": 4.5}, min_scored=2)
 
 
 def test_skip_and_quit_keep_what_was_given(bpe_model, tmp_path) -> None:
     path = evaluation_sheet(bpe_model, VAL, tmp_path / "s.json", n=3, max_new_tokens=16)
-    out = _review(path, "s\n3\nq\n")
+    out = _review(path, "s\n3\nq\n", "--judge", "ana")
     assert out.returncode == 0 and "every answer given so far is saved" in out.stdout
     items = _load(path)["items"]
-    assert items[0]["scores"]["accuracy"] is None and items[1]["scores"]["accuracy"] == 3
+    assert "ana" not in items[0]["reviews"] and _mine(items[1])["accuracy"] == 3
 
 
 def test_a_review_killed_mid_way_keeps_every_answer(bpe_model, tmp_path) -> None:
     path = evaluation_sheet(bpe_model, VAL, tmp_path / "s.json", n=3, max_new_tokens=16)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest_ftmodel", "review", str(path)],
+        [sys.executable, "-m", "pytest_ftmodel", "review", str(path), "--judge", "ana"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     proc.stdin.write("4\n4\n4\n4\nfine\n2\n")  # one whole item, and one score of the next
@@ -159,14 +176,14 @@ def test_a_review_killed_mid_way_keeps_every_answer(bpe_model, tmp_path) -> None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         items = _load(path)["items"]
-        if items[1]["scores"]["accuracy"] == 2:
+        if "ana" in items[1]["reviews"] and _mine(items[1])["accuracy"] == 2:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)  # reap it and close the pipes
     items = _load(path)["items"]
-    assert items[0]["scores"] == {"accuracy": 4, "relevance": 4, "fluency": 4, "format": 4} and items[0]["notes"] == "fine"
-    assert items[1]["scores"]["accuracy"] == 2
+    assert items[0]["reviews"]["ana"] == {"scores": {"accuracy": 4, "relevance": 4, "fluency": 4, "format": 4}, "notes": "fine"}
+    assert _mine(items[1])["accuracy"] == 2
 
 
 # ---- the human gate ---------------------------------------------------------------------------
@@ -197,7 +214,7 @@ def test_low_scores_fail_naming_the_criteria_and_the_items(bpe_model, tmp_path, 
     path = evaluation_sheet(bpe_model, VAL, tmp_path / "s.json", n=4, max_new_tokens=16)
     sheet = _load(path)
     for i, item in enumerate(sheet["items"]):
-        item["scores"] = {"accuracy": 2 + i % 2, "relevance": 5, "fluency": 5, "format": 1 + i}
+        item["reviews"]["ana"] = {"scores": {"accuracy": 2 + i % 2, "relevance": 5, "fluency": 5, "format": 1 + i}, "notes": ""}
     path.write_text(json.dumps(sheet))
     with pytest.raises(AssertionError, match=r"human scores below the bar: accuracy 2.50 < 4.00; format 2.50 < 3.00 \(means over 4 scored items of 4\)") as info:
         assert_human_scores(path, min_mean={"accuracy": 4, "relevance": 4, "format": 3}, min_scored=4)
@@ -333,6 +350,28 @@ def test_the_ab_command_records_the_judge(bpe_model, base, tmp_path) -> None:
     )
     assert out.returncode == 0, out.stderr
     judgements = [i["judgements"] for i in _load(path)["items"]]
-    assert judgements == [[{"judge": "ana", "choice": "A", "reason": "clearer"}], [{"judge": "ana", "choice": "tie", "reason": ""}]]
+    assert judgements == [[{"judge": "ana", "kind": "human", "choice": "A", "reason": "clearer"}], [{"judge": "ana", "kind": "human", "choice": "tie", "reason": ""}]]
     bad = subprocess.run([sys.executable, "-m", "pytest_ftmodel", "review", str(tmp_path / "none.json")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: no sheet at") and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("after_choice", ["q\n", "", "SIGINT"])
+def test_an_ab_choice_is_saved_before_the_reason_is_asked(tmp_path, after_choice) -> None:
+    path = _sheet_with(tmp_path, {}, ["model", "base"])
+    cmd = [sys.executable, "-m", "pytest_ftmodel", "ab", str(path), "--judge", "ana"]
+    if after_choice == "SIGINT":  # Ctrl-C at the reason prompt
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc.stdin.write("B\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _load(path)["items"][0]["judgements"]:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        choice = "B"
+    else:
+        out = subprocess.run(cmd, input="A\n" + after_choice, capture_output=True, text=True, timeout=60).stdout
+        choice = "A"
+    assert "every answer given so far is saved" in out
+    [judgement] = _load(path)["items"][0]["judgements"]
+    assert (judgement["judge"], judgement["choice"]) == ("ana", choice)
