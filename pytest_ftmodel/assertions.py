@@ -284,7 +284,10 @@ def assert_no_overfit(
         raise ValueError("max_memorised/min_distinct2 need instruction records (instruction + output) to generate answers")
     if max_memorised is not None and share is not None:
         if not _judged("memorised share", share, max_memorised, "<=", n=result.n_answers, unit="answers", model=_name(model), result=result):
-            failed.append(f"{share:.0%} of answers copy training outputs (bar {max_memorised:.0%})")
+            failed.append(
+                f"{share:.0%} of answers copy distinctive training outputs (bar {max_memorised:.0%}; "
+                f"{result.n_common_answers} more equal a label or template answer of training, not counted)"
+            )
     if min_distinct2 is not None and distinct2 is not None:
         if not _judged("distinct-2", distinct2, min_distinct2, ">=", n=result.n_answers, unit="answers", model=_name(model)):
             failed.append(f"distinct-2 of answers is {distinct2:.3f} (bar {min_distinct2:.3f})")

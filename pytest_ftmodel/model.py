@@ -184,7 +184,8 @@ def resolve_device(device: str) -> str:
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
             raise ModelLoadError(
-                f"model device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist"
+                f"model device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist: "
+                f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}, or auto"
             )
     if device == "mps" and not (
         getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
@@ -234,6 +235,25 @@ def quiet_transformers() -> Iterator[None]:
         if bars:
             hf_logging.enable_progress_bar()
         hf_logging.set_verbosity(verbosity)
+
+
+def _check_config(path: Path) -> None:
+    """Read ``config.json`` first, so that a broken one is named as such: the tokenizer reads it too,
+    and would otherwise be blamed for it."""
+    from transformers import AutoConfig
+
+    file = path / "config.json"
+    try:
+        json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"config {str(file)!r} is not readable JSON ({_one_line(exc)}): restore it from the training "
+            "output or re-save it with model.config.save_pretrained()"
+        ) from exc
+    try:
+        AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - any config failure becomes one line
+        raise ModelLoadError(f"config {str(file)!r} failed to load: {_one_line(exc)}") from exc
 
 
 def _load_tokenizer(path: Path, fallback: Path | None = None) -> Any:
@@ -315,6 +335,7 @@ def load_model(
             base_path = _adapter_base(root, base)
             check_model_path(base_path, what="base model")
             torch_dtype = _resolve_dtype(dtype, resolved_device, base_path / "config.json")
+            _check_config(base_path)
             tokenizer = _load_tokenizer(root, fallback=base_path)
             model = _load_causal_lm(base_path, torch_dtype)
             try:
@@ -334,6 +355,7 @@ def load_model(
         else:
             base_path = None
             torch_dtype = _resolve_dtype(dtype, resolved_device, root / "config.json")
+            _check_config(root)
             tokenizer = _load_tokenizer(root)
             model = _load_causal_lm(root, torch_dtype)
             content_id = fingerprint(root)

@@ -178,6 +178,18 @@ class FTModelSession:
                 except ModelPathError as exc:
                     raise pytest.UsageError(str(exc)) from None
 
+    def check_device(self) -> None:
+        """Stop at start-up, not in every test, when a model is to load on a CUDA or MPS device that this
+        machine lacks. Only such a device imports torch here; auto and cpu stay free."""
+        if self.device in ("auto", "cpu") or all(p is None for p in self.paths.values()):
+            return
+        from pytest_ftmodel.model import resolve_device
+
+        try:
+            resolve_device(self.device)
+        except FTModelError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
     def get(self, role: str) -> Any:
         """The loaded model for ``role`` ("model" or "base_model"); fails the test with one line."""
         if role in self._loaded:
@@ -255,6 +267,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except ModelPathError as exc:  # a bad ini value: the CLI ones were checked by argparse
         raise pytest.UsageError(str(exc)) from None
     session.check_paths()
+    session.check_device()
     session.recorder = report.push_recorder()
     gen_cache.push_cache(session.cache)
     # progress lines go to pytest's terminal; a pytest-xdist worker's output never reaches it
@@ -318,7 +331,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         session_of(item.config).recorder.attach_diagnosis(item.nodeid, report.diagnosis_of(excinfo.value))
     if excinfo is not None and excinfo.errisinstance(FTModelError) and report_.failed:
         path, lineno, _ = item.reportinfo()
-        report_.longrepr = f"{path}:{(lineno or 0) + 1}: {excinfo.typename}: {excinfo.value}"
+        report_.longrepr = _one_line_repr(str(path), (lineno or 0) + 1, f"{excinfo.typename}: {excinfo.value}")
     return report_
 
 
@@ -386,6 +399,19 @@ def _report_session(session: FTModelSession, pytest_session: pytest.Session) -> 
 
 def config_session(config: pytest.Config) -> FTModelSession | None:
     return config.stash.get(_SESSION_KEY, None)
+
+
+def _one_line_repr(path: str, lineno: int, message: str) -> Any:
+    """``path:lineno: message`` as the failure, with ``message`` as its crash line: pytest's short
+    summary (``-ra``) shows the crash line, so it reads the message rather than the path. Built from
+    the same parts as pytest's own ``pytest.fail(..., pytrace=False)`` report, so pytest-xdist carries it."""
+    line = f"{path}:{lineno}: {message}"
+    try:
+        from _pytest._code.code import ExceptionChainRepr, ReprEntry, ReprFileLocation, ReprTraceback
+    except ImportError:  # pytest's private module moved: the plain line still reads right in full
+        return line
+    traceback = ReprTraceback([ReprEntry([line], None, None, None, "value")], None, "value")
+    return ExceptionChainRepr([(traceback, ReprFileLocation(path, lineno, message), None)])
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

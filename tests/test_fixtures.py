@@ -99,13 +99,3 @@ def test_broken_tokenizer_names_the_tokenizer(pytester: pytest.Pytester, bpe_pai
     result = pytester.runpytest("--model", str(broken))
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*tokenizer in '*broken' failed to load: *"])
-
-
-def test_cuda_on_a_machine_without_one_errors_clearly(pytester: pytest.Pytester, bpe_pair) -> None:
-    torch = pytest.importorskip("torch")
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    pytester.makepyfile("def test_a(ftmodel):\n    pass\n")
-    result = pytester.runpytest("--model", str(bpe_pair.finetuned), "--model-device", "cuda")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*model device 'cuda' asked for, but torch sees no CUDA device here: use --model-device cpu*"])

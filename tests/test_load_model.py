@@ -66,6 +66,23 @@ def test_load_errors_chain_the_original_exception(tmp_path, bpe_pair) -> None:
     assert info.value.__cause__ is not None
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"model_type": "llama", "vocab_size": ', r"config '.*config.json' is not readable JSON \(JSONDecodeError: .*\): restore it"),
+        ("", r"config '.*config.json' is not readable JSON"),
+        ('{"model_type": "no-such-architecture"}', r"config '.*config.json' failed to load: .*no-such-architecture"),
+    ],
+)
+def test_a_corrupt_config_is_named_not_blamed_on_the_tokenizer(tmp_path, bpe_pair, content, message) -> None:
+    ckpt = shutil.copytree(bpe_pair.finetuned, tmp_path / "ckpt")
+    (ckpt / "config.json").write_text(content)
+    with pytest.raises(ModelLoadError, match=message) as info:
+        load_model(ckpt, device="cpu")
+    assert "tokenizer" not in str(info.value) and "\n" not in str(info.value)
+    assert info.value.__cause__ is not None
+
+
 # ---- fingerprints -----------------------------------------------------------------------------
 
 

@@ -169,3 +169,95 @@ def test_a_model_path_that_hides_the_ini_file_is_a_usage_error(pytester: pytest.
         ok.assert_outcomes(passed=1)
         ok.stdout.fnmatch_lines(["configfile: tox.ini"])
         ok.stdout.fnmatch_lines(["ftmodel: model=* device=cpu dtype=auto"])
+
+
+# ---- library errors in a test: one line, and the short summary carries the message ---------------
+
+EMPTY_SPLIT = """
+from pytest_ftmodel import split
+
+def test_empty_list():
+    split([])
+"""
+
+
+@pytest.mark.parametrize("ci", [False, True])
+def test_a_library_error_shows_its_message_in_the_short_summary(pytester: pytest.Pytester, monkeypatch, ci: bool) -> None:
+    # off CI the short line is cut to the terminal width; on CI it is whole
+    for var in ("CI", "BUILD_NUMBER"):
+        monkeypatch.delenv(var, raising=False)
+    if ci:
+        monkeypatch.setenv("CI", "true")
+    pytester.makepyfile(test_bad=EMPTY_SPLIT)
+    result = pytester.runpytest("-rA")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_bad.py:3: DataError: cannot split 0 item(s): need at least 2",
+            "*short test summary info*",
+            "FAILED test_bad.py::test_empty_list - DataError: cannot split 0 item(s)*" if ci else "FAILED test_bad.py::test_empty_list - DataError: *",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() and "def split" not in result.stdout.str()
+
+
+def test_the_short_summary_message_survives_xdist(pytester: pytest.Pytester, monkeypatch) -> None:
+    pytest.importorskip("xdist")
+    monkeypatch.setenv("CI", "true")
+    pytester.makepyfile(test_bad=EMPTY_SPLIT)
+    result = pytester.runpytest_subprocess("-ra", "-n", "2", "-p", "xdist")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_bad.py:3: DataError: cannot split 0 item(s): need at least 2",
+            "FAILED test_bad.py::test_empty_list - DataError: cannot split 0 item(s): need at least 2",
+        ]
+    )
+
+
+# ---- a device this machine lacks: one line at start-up, not an error in every test --------------
+
+
+def _missing_devices() -> list[str]:
+    torch = pytest.importorskip("torch")
+    missing = [] if torch.cuda.is_available() else ["cuda", "cuda:0"]
+    missing.append(f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 1}")
+    if not torch.backends.mps.is_available():
+        missing.append("mps")
+    return missing
+
+
+def test_a_device_this_machine_lacks_stops_the_run_at_start_up(pytester: pytest.Pytester, bpe_pair) -> None:
+    pytester.makepyfile("def test_a(ftmodel):\n    pass\n\ndef test_b(ftmodel):\n    pass\n")
+    for device in _missing_devices():
+        result = pytester.runpytest(f"--model={bpe_pair.finetuned}", "--model-device", device)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, device
+        errors = _error_lines(result)
+        assert len(errors) == 1 and errors[0].startswith(f"ERROR: model device '{device}' asked for, but "), errors
+        assert "use " in errors[0] and "Traceback" not in result.stderr.str()
+        assert "test_a" not in result.stdout.str()  # nothing ran
+
+
+def test_the_ini_device_is_checked_too_and_only_when_a_model_is_given(pytester: pytest.Pytester, bpe_pair) -> None:
+    device = _missing_devices()[0]
+    pytester.makeini(f"[pytest]\nftmodel_device = {device}\n")
+    pytester.makepyfile(PASSING)
+    result = pytester.runpytest(f"--model={bpe_pair.finetuned}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: model device '{device}' asked for, but *"])
+    # no model to load: the device does not matter, and the tests run
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_the_dev_extra_installs_what_the_readme_runs() -> None:
+    """The README's type check (`python -m mypy`) needs mypy: the `dev` extra brings it, with the tests'."""
+    import re
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).resolve().parent.parent
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {re.split(r"[<>=\[ ]", r, maxsplit=1)[0] for r in extras["dev"]}
+    assert {"mypy", "pytest-ftmodel"} <= names and "pytest-ftmodel[test]" in extras["dev"]
+    readme = " ".join((root / "README.md").read_text().split())
+    assert 'python -m pip install -e ".[dev]" && python -m mypy' in readme

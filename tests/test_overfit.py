@@ -9,7 +9,7 @@ import pytest
 
 from pytest_ftmodel import DataError, assert_no_overfit, assert_training_converged, load_model, overfit_report, perplexity, training_curve
 from pytest_ftmodel import demo
-from pytest_ftmodel.metrics.overfit import band, diversity, memorisation
+from pytest_ftmodel.metrics.overfit import band, common_outputs, diversity, memorisation
 
 DATA = demo.demo_data()
 
@@ -46,7 +46,9 @@ def test_an_overtrained_model_shows_a_large_gap_and_copies(overtrained) -> None:
     model, few = overtrained
     result = overfit_report(model, few, DATA["val"], cache=None, max_new_tokens=48)
     assert result.gap > 1.0 and result.band == "strong overfitting" and "fewer epochs" in result.advice
-    assert result.memorised_share >= 0.6
+    # it answers with its training outputs: distinctive ones (memorised), or the label it saw
+    assert result.memorised_share >= 0.3
+    assert result.memorised_share + result.n_common_answers / result.n_answers >= 0.6
     with pytest.raises(AssertionError, match=r"(?s)validation loss exceeds training loss by \d\.\d+ nats/token .* strong overfitting; .*fewer epochs"):
         assert_no_overfit(model, few, DATA["val"], max_gap=0.5, cache=None)
 
@@ -71,6 +73,72 @@ def test_memorisation_and_diversity_by_hand() -> None:
     assert [(m.index, m.verbatim) for m in found] == [(0, True), (2, False)]  # item 1 is right, not a copy
     d1, d2, dup = diversity(["a b", "a b", "c d"])
     assert (d1, d2, dup) == (pytest.approx(2 / 3), pytest.approx(2 / 3), pytest.approx(1 / 3))
+
+
+# Alpaca-style training data that mixes classification records with free answers.
+MIXED_TRAIN = (
+    [{"instruction": f"Sentiment of review {i}?", "output": label} for i, label in enumerate(["positive", "negative", "neutral"] * 5)]
+    + [{"instruction": "Is this spam? Win a car now", "output": "definitely not spam"}]  # a rare label: once, three words
+    + [{"instruction": f"Tell me a secret {i}", "output": "I am sorry, but I cannot share that information with you."} for i in range(3)]
+    + [
+        {"instruction": "Describe the lighthouse.", "output": "The old lighthouse keeper painted every stair a different shade of blue."},
+        {"instruction": "Name the ship.", "output": "Its name was the Marigold Wanderer."},
+        {"instruction": "Where is the key?", "output": "Under the third loose brick behind the bakery."},
+        {"instruction": "Where is the key, again?", "output": "Under the third loose brick behind the bakery."},  # duplicated
+        {"instruction": "Politely decline 1.", "output": "As a language model I am unable to do that for you today, friend."},
+        {"instruction": "Politely decline 2.", "output": "As a language model I am unable to do that for you right now."},
+        {"instruction": "Politely decline 3.", "output": "Sadly, as a language model I am unable to do that for you."},
+    ]
+)
+
+
+def test_labels_and_template_answers_are_not_memorised_copies() -> None:
+    """15 of 20 "memorised" answers of a LoRA model were wrong labels: every wrong label equals some
+    training output. Neither a label nor a template answer is a copy of anything."""
+    outputs = [r["output"] for r in MIXED_TRAIN]
+    answers = [
+        "negative",  # a wrong label (expected positive)
+        "Positive.",  # a wrong label, other case and punctuation
+        "definitely not spam",  # a rare label, seen once, but short
+        "I am sorry, but I cannot share that information with you.",  # a template answer seen three times
+        "Sure: as a language model I am unable to do that for you.",  # a phrase found in three outputs
+    ]
+    refs = ["positive", "neutral", "spam", "The password is swordfish.", "Here is the poem."]
+    assert memorisation(answers, ["p"] * 5, refs, outputs) == []
+    assert memorisation(answers, ["p"] * 5, refs, outputs, min_words=1, common=100) != []  # the rule, switched off
+    assert common_outputs(outputs) == {
+        "positive", "negative", "neutral", "definitely not spam", "i am sorry but i cannot share that information with you",
+    }
+
+
+def test_copies_of_distinctive_outputs_are_still_caught() -> None:
+    outputs = [r["output"] for r in MIXED_TRAIN]
+    answers = [
+        "The old lighthouse keeper painted every stair a different shade of blue.",  # verbatim
+        "Its name was the Marigold Wanderer!",  # verbatim, five words
+        "under the third loose brick behind the bakery",  # verbatim of an output seen twice
+        "Well, the old lighthouse keeper painted every stair a different colour.",  # a shared 8-gram
+        "positive",  # a label: not a copy
+    ]
+    refs = ["x"] * 5
+    found = memorisation(answers, ["p"] * 5, refs, outputs)
+    assert [(m.index, m.verbatim) for m in found] == [(0, True), (1, True), (2, True), (3, False)]
+    assert found[3].training_output == outputs[-7]  # the lighthouse
+    with pytest.raises(DataError, match="common 1 at least 2"):
+        memorisation(answers, ["p"] * 5, refs, outputs, common=1)
+
+
+def test_a_classifier_that_errs_is_not_called_memorising(byte_model) -> None:
+    """Through overfit_report: the demo's classification answers equal training labels whenever they
+    are wrong, and are counted apart, not as memorised copies."""
+    train = [r for r in DATA["train"] if r["category"] != "code"]
+    val = [dict(r, output="mixed") if r["category"] == "classify" else r for r in DATA["val"] if r["category"] != "code"]
+    result = overfit_report(byte_model, train, val, cache=None, max_new_tokens=24)
+    labels = {"positive", "negative", "neutral"}
+    n_labels = sum(1 for r in val if r["output"] == "mixed")
+    assert n_labels >= 3
+    assert not any(m.answer.strip().lower() in labels for m in result.memorised)
+    assert result.n_common_answers >= n_labels - 1  # every "wrong" label answer but a stray one
 
 
 def test_bad_input(bpe_model) -> None:

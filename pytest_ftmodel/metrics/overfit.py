@@ -9,6 +9,7 @@ has one), which is what supervised fine-tuning minimises.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -66,6 +67,9 @@ class OverfitResult:
     distinct1: float | None = None
     distinct2: float | None = None
     duplicate_share: float | None = None
+    #: answers that equal a common training output (a label, a template answer) other than their own
+    #: reference: not counted as memorised (see :func:`memorisation`)
+    n_common_answers: int = 0
 
 
 def _items(data: Sequence[Any], what: str) -> tuple[list[Any], str]:
@@ -84,18 +88,58 @@ def _items(data: Sequence[Any], what: str) -> tuple[list[Any], str]:
     raise DataError(f"{what}: {shape}; pass all plain strings or all instruction records")
 
 
+#: a training output shorter than this many words is a label or short answer, not copyable material
+MIN_WORDS = 4
+#: an output (or an n-gram) found in this many training records or more is a label or template
+COMMON = 3
+
+
+def _check_copy_rule(ngram: int, min_words: int, common: int) -> None:
+    if ngram < 1 or min_words < 1 or common < 2:
+        raise DataError(f"ngram {ngram} and min_words {min_words} must be at least 1, and common {common} at least 2")
+
+
+def common_outputs(training_outputs: Sequence[str], *, min_words: int = MIN_WORDS, common: int = COMMON) -> set[str]:
+    """The normalised training outputs that an answer may equal without having memorised anything:
+    those of fewer than ``min_words`` words (class labels, names, numbers) and those that occur in
+    ``common`` or more training records (labels, template answers)."""
+    counts = Counter(_normal(o) for o in training_outputs)
+    return {n for n, c in counts.items() if n and (c >= common or len(n.split()) < min_words)}
+
+
 def memorisation(
-    answers: Sequence[str], prompts: Sequence[str], references: Sequence[str], training_outputs: Sequence[str], *, ngram: int = 8
+    answers: Sequence[str],
+    prompts: Sequence[str],
+    references: Sequence[str],
+    training_outputs: Sequence[str],
+    *,
+    ngram: int = 8,
+    min_words: int = MIN_WORDS,
+    common: int = COMMON,
 ) -> list[Memorised]:
-    """Answers that copy a training output verbatim, or share ``ngram`` consecutive words with one,
-    where the item's own reference does not explain the copy (a correct answer that happens to equal a
-    training output is not memorisation)."""
-    exact = {_normal(o): o for o in training_outputs if _normal(o)}
-    grams: dict[tuple[str, ...], str] = {}
+    """Answers that copy a distinctive training output verbatim, or share ``ngram`` consecutive words
+    with one, where the item's own reference does not explain the copy (a correct answer that happens
+    to equal a training output is not memorisation).
+
+    An answer equal to a common training output (see :func:`common_outputs`: a label such as
+    "negative", a template answer) is not a copy: on data that mixes classification records every
+    wrong label equals some training output. Likewise an n-gram found in ``common`` or more training
+    outputs is a template phrase, not a copy.
+    """
+    _check_copy_rule(ngram, min_words, common)
+    shared = common_outputs(training_outputs, min_words=min_words, common=common)
+    exact: dict[str, str] = {}
+    gram_count: Counter[tuple[str, ...]] = Counter()
+    gram_source: dict[tuple[str, ...], str] = {}
     for out in training_outputs:
-        w = _words(out)
-        for i in range(len(w) - ngram + 1):
-            grams.setdefault(tuple(w[i : i + ngram]), out)
+        norm = _normal(out)
+        if norm and norm not in shared:
+            exact.setdefault(norm, out)
+        w = norm.split()
+        grams = {tuple(w[i : i + ngram]) for i in range(len(w) - ngram + 1)}
+        gram_count.update(grams)  # each record counts a gram once
+        for gram in grams:
+            gram_source.setdefault(gram, out)
     found = []
     for i, (answer, prompt, ref) in enumerate(zip(answers, prompts, references)):
         norm = _normal(answer)
@@ -104,12 +148,12 @@ def memorisation(
         if norm in exact:
             found.append(Memorised(i, prompt, answer, exact[norm], True))
             continue
-        w = _words(answer)
+        w = norm.split()
         ref_text = " " + _normal(ref) + " "
         for j in range(len(w) - ngram + 1):
             gram = tuple(w[j : j + ngram])
-            if gram in grams and (" " + " ".join(gram) + " ") not in ref_text:
-                found.append(Memorised(i, prompt, answer, grams[gram], False))
+            if 0 < gram_count[gram] < common and (" " + " ".join(gram) + " ") not in ref_text:
+                found.append(Memorised(i, prompt, answer, gram_source[gram], False))
                 break
     return found
 
@@ -134,6 +178,8 @@ def overfit_report(
     val: Sequence[Any],
     *,
     ngram: int = 8,
+    min_words: int = MIN_WORDS,
+    common: int = COMMON,
     max_new_tokens: int = 128,
     answers: bool = True,
     **generate_kwargs: Any,
@@ -142,6 +188,7 @@ def overfit_report(
     training outputs in answers to validation prompts, and the diversity of those answers."""
     from pytest_ftmodel.metrics.perplexity import perplexity
 
+    _check_copy_rule(ngram, min_words, common)
     train_items, train_kind = _items(train, "train")
     val_items, val_kind = _items(val, "val")
     if train_kind != val_kind:
@@ -151,13 +198,16 @@ def overfit_report(
     va = perplexity(model, val_items, chat=chat)
     gap = va.mean_nll - tr.mean_nll
     name = band(gap)
-    n_answers, share, copies, d1, d2, dup = 0, None, [], None, None, None
+    n_answers, share, copies, d1, d2, dup, n_common = 0, None, [], None, None, None, 0
     if val_kind == "record" and answers:
         from pytest_ftmodel.generation import generate
 
         prompts = [p for p, _ in val_items]
         got = generate(model, prompts, max_new_tokens=max_new_tokens, **generate_kwargs)
-        copies = memorisation(got, prompts, [o for _, o in val_items], [o for _, o in train_items], ngram=ngram)
+        refs, outputs = [o for _, o in val_items], [o for _, o in train_items]
+        copies = memorisation(got, prompts, refs, outputs, ngram=ngram, min_words=min_words, common=common)
+        shared = common_outputs(outputs, min_words=min_words, common=common)
+        n_common = sum(1 for a, r in zip(got, refs) if _normal(a) in shared and _normal(a) != _normal(r))
         n_answers, share = len(got), len(copies) / len(got)
         d1, d2, dup = diversity(got)
     return OverfitResult(
@@ -175,4 +225,5 @@ def overfit_report(
         distinct1=d1,
         distinct2=d2,
         duplicate_share=dup,
+        n_common_answers=n_common,
     )
