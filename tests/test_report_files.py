@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ftmodel import report
+import pytest_ftmodel.metrics.code  # noqa: F401 - numpy (and matplotlib below) load once, here, never first
+from pytest_ftmodel import report  # inside an in-process inner session, which would unload them again
+
+try:
+    import matplotlib.figure  # noqa: F401
+except ImportError:  # pragma: no cover - the report extra is part of the test extra
+    pass
 from pytest_ftmodel.report.document import SCHEMA_VERSION, build_document, write_json
 from pytest_ftmodel.report.html import render_html
 from pytest_ftmodel.report.markdown import md_code_block, md_text, render_markdown
@@ -146,6 +152,7 @@ def test_nan_values_become_null_not_invalid_json(tmp_path: Path) -> None:
 
 def test_markdown_escapes_untrusted_text() -> None:
     assert md_text("a|b <b>x</b> *y* `z`") == r"a\|b &lt;b&gt;x&lt;/b&gt; \*y\* \`z\`"
+    assert md_text("see https://evil.example or www.evil.example") == r"see https\://evil.example or www\.evil.example"
     block = md_code_block("answer ``` closes a fence?\n````")
     assert block.startswith("`````text\n") and block.endswith("\n`````")
 

@@ -89,10 +89,12 @@ def distribution(record: MetricRecord, prefix: str) -> str:
         low, high = low - 0.5, high + 0.5
     bins = [low + (high - low) * k / 20 for k in range(21)]
     shares = len({len(vs) for _, vs, _ in series}) > 1  # samples of different sizes: compare shares, not counts
-    for label, vs, colour in series:
-        weights = [1.0 / len(vs)] * len(vs) if shares and vs else None
-        ax.hist(vs, bins=bins, weights=weights, color=colour, alpha=0.55 if len(series) > 1 else 0.85,
-                label=f"{label} (n={len(vs)})", edgecolor="white", linewidth=0.4)
+    ax.hist(  # several series side by side in each bin, not overlaid
+        [vs for _, vs, _ in series], bins=bins,
+        weights=[[1.0 / len(vs)] * len(vs) if shares and vs else [1.0] * len(vs) for _, vs, _ in series],
+        color=[c for _, _, c in series], label=[f"{label} (n={len(vs)})" for label, vs, _ in series],
+        edgecolor="white", linewidth=0.4,
+    )
     if record.details.get("kind") == "per-item score" and record.threshold is not None:
         ax.axvline(record.value, color=_PASS if record.passed else _FAIL, linewidth=1.4, label=f"mean {fmt(record.value)}")
         ax.axvline(record.threshold, color=_GREY, linestyle="--", linewidth=1.0, label=f"bar {fmt(record.threshold)}")
