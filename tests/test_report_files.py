@@ -17,7 +17,7 @@ try:
     import matplotlib.figure  # noqa: F401
 except ImportError:  # pragma: no cover - the report extra is part of the test extra
     pass
-from pytest_ftmodel.report.document import SCHEMA_VERSION, build_document, write_json
+from pytest_ftmodel.report.document import SCHEMA_VERSION, _umask, build_document, write_json
 from pytest_ftmodel.report.html import render_html
 from pytest_ftmodel.report.markdown import md_code_block, md_text, render_markdown
 
@@ -128,6 +128,7 @@ def test_json_report_has_every_field_and_a_schema_version(tmp_path: Path) -> Non
     curve = doc["records"][4]["details"]
     assert curve["kind"] == "training curve" and len(curve["eval"]) == 10 and curve["best_step"] in [s for s, _ in curve["eval"]]
     assert not [p for p in out.parent.iterdir() if p.name != "report.json"]  # no temporary file left behind
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # readable like any new file, not private
 
 
 def test_json_is_written_atomically_and_a_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

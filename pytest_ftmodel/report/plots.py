@@ -52,6 +52,11 @@ def _style(ax: Any) -> None:
     ax.set_axisbelow(True)
 
 
+def _legend(ax: Any) -> None:
+    """Above the plot, where it never hides a bar or a point."""
+    ax.legend(fontsize=7, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, borderaxespad=0.2)
+
+
 def curve(details: dict[str, Any], prefix: str) -> str:
     fig = _figure()
     ax = fig.add_subplot()
@@ -67,7 +72,7 @@ def curve(details: dict[str, Any], prefix: str) -> str:
         ax.plot([best], [details["best_eval_loss"]], marker="*", markersize=11, color=_PASS, linestyle="none", label=f"best eval (step {best})")
     ax.set_xlabel("step", fontsize=8)
     ax.set_ylabel("loss", fontsize=8)
-    ax.legend(fontsize=7, frameon=False)
+    _legend(ax)
     return _svg(fig, prefix)
 
 
@@ -100,7 +105,11 @@ def distribution(record: MetricRecord, prefix: str) -> str:
         ax.axvline(record.threshold, color=_GREY, linestyle="--", linewidth=1.0, label=f"bar {fmt(record.threshold)}")
     ax.set_xlabel("NLL per token (nats)" if compare else str(details.get("item_value", "value")), fontsize=8)
     ax.set_ylabel("share of items" if shares else "items", fontsize=8)
-    ax.legend(fontsize=7, frameon=False)
+    if not shares:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _legend(ax)
     return _svg(fig, prefix)
 
 
@@ -122,7 +131,7 @@ def pass_at_k(record: MetricRecord, prefix: str) -> str:
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("k (samples per problem)", fontsize=8)
     ax.set_ylabel("pass@k", fontsize=8)
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    _legend(ax)
     if by_k:
         ax.set_xticks(sorted(by_k))
     return _svg(fig, prefix)
