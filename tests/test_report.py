@@ -177,6 +177,14 @@ def test_the_header_names_the_sandbox_level_and_the_summary_what_code_ran_under(
     result.stdout.fnmatch_lines(["ftmodel: model=*ckpt*sandbox=process", "sandbox (--sandbox process): process, network reachable, shared /tmp"])
 
 
+def test_the_sandbox_line_wraps_within_100_columns() -> None:
+    isolation = "namespaces, no network, own PID namespace, private /tmp, unprivileged uid, forked from a pristine interpreter"
+    line = report.sandbox_line([_rec(details={"isolation": isolation})], "auto")
+    assert line is not None and max(map(len, line.splitlines())) <= 100
+    assert " ".join(line.split()) == f"sandbox (--sandbox auto): {isolation}"
+    assert report.sandbox_line([_rec()], "auto") is None  # no code gate ran: no line
+
+
 def test_no_table_when_nothing_was_measured(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_a():\n    pass\n")
     result = pytester.runpytest()

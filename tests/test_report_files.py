@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ftmodel import report
-from pytest_ftmodel.report.document import SCHEMA_VERSION, build_document, write_json
+import pytest_ftmodel.metrics.code  # noqa: F401 - numpy (and matplotlib below) load once, here, never first
+from pytest_ftmodel import report  # inside an in-process inner session, which would unload them again
+
+try:
+    import matplotlib.figure  # noqa: F401
+except ImportError:  # pragma: no cover - the report extra is part of the test extra
+    pass
+from pytest_ftmodel.report.document import SCHEMA_VERSION, _umask, build_document, write_json
 from pytest_ftmodel.report.html import render_html
 from pytest_ftmodel.report.markdown import md_code_block, md_text, render_markdown
 
@@ -122,6 +128,7 @@ def test_json_report_has_every_field_and_a_schema_version(tmp_path: Path) -> Non
     curve = doc["records"][4]["details"]
     assert curve["kind"] == "training curve" and len(curve["eval"]) == 10 and curve["best_step"] in [s for s, _ in curve["eval"]]
     assert not [p for p in out.parent.iterdir() if p.name != "report.json"]  # no temporary file left behind
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # readable like any new file, not private
 
 
 def test_json_is_written_atomically_and_a_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,6 +153,7 @@ def test_nan_values_become_null_not_invalid_json(tmp_path: Path) -> None:
 
 def test_markdown_escapes_untrusted_text() -> None:
     assert md_text("a|b <b>x</b> *y* `z`") == r"a\|b &lt;b&gt;x&lt;/b&gt; \*y\* \`z\`"
+    assert md_text("see https://evil.example or www.evil.example") == r"see https\://evil.example or www\.evil.example"
     block = md_code_block("answer ``` closes a fence?\n````")
     assert block.startswith("`````text\n") and block.endswith("\n`````")
 

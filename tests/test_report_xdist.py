@@ -64,9 +64,13 @@ def test_the_table_under_xdist_has_exactly_the_rows_of_a_serial_run(pytester: py
 def test_the_example_suite_prints_the_same_table_under_xdist(pytester: pytest.Pytester, bpe_pair) -> None:
     suite = pytester.path / "example_suite"
     shutil.copytree(Path(__file__).resolve().parent.parent / "example_suite", suite, ignore=shutil.ignore_patterns("__pycache__"))
-    args = (str(suite), "-p", "no:randomly", "--ftmodel-no-cache")
+    args = (str(suite), "-p", "no:randomly", "--ftmodel-cache-dir", str(pytester.path / "answers"))
     serial = pytester.runpytest_subprocess(*args)
-    parallel = pytester.runpytest_subprocess(*args, "-p", "xdist", "-n", "2")
+    parallel = pytester.runpytest_subprocess(*args, "-p", "xdist", "-n", "2")  # reuses the serial run's answers
     assert serial.ret == parallel.ret == 0, parallel.stdout.str()
-    assert _section(serial) == _section(parallel)
-    assert "11 metrics recorded, 11 passed, 0 failed." in _section(parallel)
+    table, cache = _section(serial), _section(parallel)
+    assert [line for line in table if not line.startswith("generation cache")] == [line for line in cache if not line.startswith("generation cache")]
+    assert "11 metrics recorded, 11 passed, 0 failed." in table
+    # the workers' cache counts add up: every answer the serial run generated or read is a hit now
+    counts = [line.split()[2:5:2] for run in (table, cache) for line in run if line.startswith("generation cache")]
+    assert counts[1] == [str(sum(map(int, counts[0]))), "0"], counts

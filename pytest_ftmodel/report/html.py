@@ -52,6 +52,12 @@ def _bar(r: MetricRecord) -> str:
     return "-" if r.threshold is None else ("≥ " if r.op == ">=" else "≤ ") + fmt(r.threshold)
 
 
+def _test_of(r: MetricRecord, *, full: bool = False) -> str:
+    if not r.test:
+        return ""
+    return f' · <span class="mono" title="{_e(r.test)}">{_e(r.test if full else r.test.rsplit("::", 1)[-1])}</span>'
+
+
 def _session(records: list[MetricRecord], session: dict[str, Any], names: dict[str, str]) -> str:
     failed = sum(not r.passed for r in records)
     verdict = "fail" if failed else "pass"
@@ -106,7 +112,7 @@ def _plots(records: list[MetricRecord]) -> str:
             figures.append(f'<figure><figcaption>{_e(r.name)}: plot failed ({_e(type(exc).__name__)}: {_e(exc)})</figcaption></figure>')
             continue
         if svg:
-            caption = f"<b>{_e(r.name)}</b> · <span class=\"mono\">{_e(r.test.rsplit('::', 1)[-1])}</span> · {_e(fmt(r.value))} (bar {_e(_bar(r))})"
+            caption = f"<b>{_e(r.name)}</b>{_test_of(r)} · {_e(fmt(r.value))} (bar {_e(_bar(r))})"
             figures.append(f'<figure class="{"pass" if r.passed else "fail"}"><figcaption>{caption}</figcaption>{svg}</figure>')
     return '<div class="plots">\n' + "\n".join(figures) + "\n</div>"
 
@@ -125,7 +131,7 @@ def _worst(records: list[MetricRecord]) -> str:
             continue
         seen.add(key)
         better = r.details.get("better", "higher")
-        heading = f"<h3>{_e(r.name)} · <span class=\"mono\">{_e(r.test.rsplit('::', 1)[-1])}</span> "
+        heading = f"<h3>{_e(r.name)}{_test_of(r)} "
         perfect = r.details.get("perfect")
         if perfect is not None:
             texts = [i for i in texts if float(i.get("value") or 0.0) < perfect]
@@ -157,7 +163,7 @@ def _failures(records: list[MetricRecord]) -> str:
         return '<p class="muted">Every gate passed.</p>'
     parts = []
     for r in failed:
-        parts.append(f'<h3>{_e(r.name)} · <span class="mono">{_e(r.test)}</span></h3>')
+        parts.append(f"<h3>{_e(r.name)}{_test_of(r, full=True)}</h3>")
         if r.diagnosis:
             parts.append(f'<pre class="diagnosis">{_e(r.diagnosis)}</pre>')
     return "\n".join(parts)

@@ -14,13 +14,15 @@ from typing import Any
 
 from pytest_ftmodel.report.records import MetricRecord, display_names, fmt, model_label
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+# inline Markdown punctuation, and ":" so that no URL in a model's answer becomes a live link
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>:])")
 
 
 def md_text(text: str) -> str:
     """``text`` as literal inline Markdown: one line, HTML-escaped, Markdown punctuation escaped."""
     flat = " ".join(str(text).split())
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
+    escaped = _MD_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
+    return re.sub(r"(?i)\b(www)\.", r"\1\\.", escaped)  # nor a bare www. address
 
 
 def md_code_block(text: str, info: str = "text") -> str:

@@ -52,6 +52,11 @@ def _style(ax: Any) -> None:
     ax.set_axisbelow(True)
 
 
+def _legend(ax: Any) -> None:
+    """Above the plot, where it never hides a bar or a point."""
+    ax.legend(fontsize=7, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, borderaxespad=0.2)
+
+
 def curve(details: dict[str, Any], prefix: str) -> str:
     fig = _figure()
     ax = fig.add_subplot()
@@ -67,7 +72,7 @@ def curve(details: dict[str, Any], prefix: str) -> str:
         ax.plot([best], [details["best_eval_loss"]], marker="*", markersize=11, color=_PASS, linestyle="none", label=f"best eval (step {best})")
     ax.set_xlabel("step", fontsize=8)
     ax.set_ylabel("loss", fontsize=8)
-    ax.legend(fontsize=7, frameon=False)
+    _legend(ax)
     return _svg(fig, prefix)
 
 
@@ -89,16 +94,22 @@ def distribution(record: MetricRecord, prefix: str) -> str:
         low, high = low - 0.5, high + 0.5
     bins = [low + (high - low) * k / 20 for k in range(21)]
     shares = len({len(vs) for _, vs, _ in series}) > 1  # samples of different sizes: compare shares, not counts
-    for label, vs, colour in series:
-        weights = [1.0 / len(vs)] * len(vs) if shares and vs else None
-        ax.hist(vs, bins=bins, weights=weights, color=colour, alpha=0.55 if len(series) > 1 else 0.85,
-                label=f"{label} (n={len(vs)})", edgecolor="white", linewidth=0.4)
+    ax.hist(  # several series side by side in each bin, not overlaid
+        [vs for _, vs, _ in series], bins=bins,
+        weights=[[1.0 / len(vs)] * len(vs) if shares and vs else [1.0] * len(vs) for _, vs, _ in series],
+        color=[c for _, _, c in series], label=[f"{label} (n={len(vs)})" for label, vs, _ in series],
+        edgecolor="white", linewidth=0.4,
+    )
     if record.details.get("kind") == "per-item score" and record.threshold is not None:
         ax.axvline(record.value, color=_PASS if record.passed else _FAIL, linewidth=1.4, label=f"mean {fmt(record.value)}")
         ax.axvline(record.threshold, color=_GREY, linestyle="--", linewidth=1.0, label=f"bar {fmt(record.threshold)}")
     ax.set_xlabel("NLL per token (nats)" if compare else str(details.get("item_value", "value")), fontsize=8)
     ax.set_ylabel("share of items" if shares else "items", fontsize=8)
-    ax.legend(fontsize=7, frameon=False)
+    if not shares:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _legend(ax)
     return _svg(fig, prefix)
 
 
@@ -120,7 +131,7 @@ def pass_at_k(record: MetricRecord, prefix: str) -> str:
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("k (samples per problem)", fontsize=8)
     ax.set_ylabel("pass@k", fontsize=8)
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    _legend(ax)
     if by_k:
         ax.set_xticks(sorted(by_k))
     return _svg(fig, prefix)

@@ -9,6 +9,8 @@ when some record has a baseline.
 
 from __future__ import annotations
 
+import textwrap
+
 from pytest_ftmodel.report.records import MetricRecord, display_names, fmt, model_label
 
 WIDTH = 100
@@ -106,4 +108,5 @@ def sandbox_line(records: list[MetricRecord], asked: str) -> str | None:
     seen = sorted({str(r.details.get("isolation")) for r in records if r.details.get("isolation")})
     if not seen:
         return None
-    return f"sandbox (--sandbox {asked}): " + "; ".join(seen)
+    text = f"sandbox (--sandbox {asked}): " + "; ".join(seen)
+    return "\n".join(textwrap.wrap(text, WIDTH, subsequent_indent="  ", break_on_hyphens=False))
