@@ -40,7 +40,7 @@ STATIC = {"/app.js": ("review_page.js", "text/javascript"), "/app.css": ("review
 
 
 def _static(name: str) -> bytes:
-    return resources.files("pytest_ftmodel").joinpath("web", name).read_bytes()
+    return resources.files("pytest_ftmodel").joinpath("web").joinpath(name).read_bytes()
 
 
 class ReviewServer(ThreadingHTTPServer):
@@ -53,8 +53,8 @@ class ReviewServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        shown = f"[{host}]" if ":" in str(host) else str(host)
+        host, port = str(self.server_address[0]), self.server_address[1]
+        shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/?token={self.token}"
 
 
