@@ -392,3 +392,40 @@ def test_screenshots_of_both_pages(serve, page, tmp_path) -> None:
     _saved(page)
     page.screenshot(path=str(where / "ab.png"))
     assert (where / "review.png").stat().st_size > 10_000 and (where / "ab.png").stat().st_size > 10_000
+
+
+def test_a_chosen_port_and_a_server_killed_mid_save_leave_a_whole_sheet(serve, tmp_path) -> None:
+    import socket
+    import threading
+
+    from pytest_ftmodel.human import EVAL_FORMAT, read_sheet
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sheet = eval_sheet(tmp_path / "s.json", 30)
+    s = serve(sheet, "review", "--port", str(port))
+    assert s.base == f"http://127.0.0.1:{port}"
+    sent: list[int] = []
+
+    def hammer() -> None:
+        for i in range(10_000):
+            change = {"item": f"val-{i % 30}", "reviewer": "ana", "scores": {"accuracy": 1 + i % 5}, "notes": "x" * (i % 500)}
+            try:
+                status, _ = _request(f"{s.base}/api/save", data=json.dumps(change).encode(), headers={"Content-Type": "application/json", "X-Review-Token": s.token})
+            except OSError:
+                return
+            sent.append(status)
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while len(sent) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    acknowledged = len(sent)
+    s.proc.kill()  # SIGKILL, somewhere in the middle of a save
+    worker.join(timeout=20)
+    assert acknowledged >= 20 and set(sent) == {200}
+    kept = read_sheet(sheet, EVAL_FORMAT)  # whole and valid
+    # every save the server acknowledged is on disk
+    assert all("ana" in it["reviews"] for it in kept["items"][: min(30, acknowledged)])
