@@ -560,3 +560,21 @@ def test_help_is_plain_text_under_the_name_it_was_called_by(argv0, prog) -> None
     assert "``" not in out.stdout and "review SHEET" in out.stdout
     sub = subprocess.run(cmd[:-1] + ["review", "--help"], capture_output=True, text=True, timeout=60)
     assert f"usage: {prog} review" in sub.stdout and "--web" in sub.stdout and "--no-browser" in sub.stdout
+
+
+def test_concurrent_changes_by_several_reviewers_all_survive(tmp_path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pytest_ftmodel.human import set_judgement, set_review
+
+    path = _eval_sheet(tmp_path, [{} for _ in range(8)])
+    work = [(who, f"v{i}", c, 1 + (i + k) % 5) for k, who in enumerate(["ana", "bo", "cy", "di"]) for i in range(8)
+            for c in ("accuracy", "relevance", "fluency", "format")]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda w: set_review(path, w[1], w[0], scores={w[2]: w[3]}), work))
+    items = {it["id"]: it for it in _load(path)["items"]}
+    assert all(items[item]["reviews"][who]["scores"][c] == v for who, item, c, v in work)
+    ab = _ab_with(tmp_path, {}, {}, 8)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda w: set_judgement(ab, w[1].replace("v", "q"), w[0], choice="A" if w[3] > 2 else "B"), work[::4]))
+    assert all(len(it["judgements"]) == 4 for it in _load(ab)["items"])
