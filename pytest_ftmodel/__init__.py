@@ -62,6 +62,7 @@ _EXPORTS = {
     "human_scores": "pytest_ftmodel.human",
     "HumanScores": "pytest_ftmodel.human",
     "ABResult": "pytest_ftmodel.human",
+    "JudgeAgreement": "pytest_ftmodel.human",
     "assert_human_scores": "pytest_ftmodel.assertions",
     "assert_ab_win_rate": "pytest_ftmodel.assertions",
 }
@@ -86,6 +87,7 @@ if TYPE_CHECKING:
     from pytest_ftmodel.human import (
         ABResult,
         HumanScores,
+        JudgeAgreement,
         ab_result,
         ab_sheet,
         evaluation_sheet,

@@ -156,7 +156,8 @@ def _review(args: argparse.Namespace) -> int:
         for criterion in criteria:
             current = None if review is None else review["scores"].get(criterion)
             prompt = f"{criterion} (1-5){f' [{current}]' if current else ''}: "
-            answer = _ask(prompt, lambda a, c=current: a in ("1", "2", "3", "4", "5") or (a == "" and c is not None),
+            has_score = current is not None
+            answer = _ask(prompt, lambda a: a in ("1", "2", "3", "4", "5") or (a == "" and has_score),
                           "enter a whole number 1-5, b to go back, s to skip this item, q to quit")
             if answer.lower() in ("s", "skip"):
                 raise _Skip

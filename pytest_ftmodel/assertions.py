@@ -380,6 +380,11 @@ def assert_human_scores(
         value = result.means[criterion]
         if not _judged(f"human {criterion}", value, bar, ">=", n=result.n_scored, unit="items", result=result):
             below.append(f"{criterion} {value:.2f} < {bar:.2f}")
+    agreement = _human_agreement(result)
+    if agreement:
+        for criterion, alpha in (result.agreement or {}).items():
+            if alpha is not None:
+                record_metric(f"human agreement {criterion}", alpha, threshold=None, op=">=", n=result.n_multi, unit="items", passed=True)
     if below:
         lows = [
             f"    {it['id']}: {', '.join(f'{k} {v:.3g}' for k, v in it['scores'].items())}  {_cut(it['prompt'], 40)!r} {it.get('notes') or ''}".rstrip()
@@ -387,9 +392,18 @@ def assert_human_scores(
         ]
         raise AssertionError(
             f"human scores below the bar: {'; '.join(below)} (means over {result.n_scored} scored items of {result.n_items})\n"
-            "  lowest-scored items:\n" + "\n".join(lows)
+            + (f"  {agreement}\n" if agreement else "")
+            + "  lowest-scored items:\n" + "\n".join(lows)
         )
     return result
+
+
+def _human_agreement(result: Any) -> str:
+    """One line on how far reviewers agree, where items have several; empty otherwise."""
+    if not result.agreement:
+        return ""
+    shown = ", ".join(f"{c} {'undefined' if a is None else f'{a:.2f}'}" for c, a in result.agreement.items())
+    return f"agreement between {len(result.reviewers)} reviewers on {result.n_multi} items reviewed by several ({result.agreement_kind}): {shown}"
 
 
 def assert_ab_win_rate(
@@ -398,13 +412,39 @@ def assert_ab_win_rate(
     at_least: float = 0.5,
     alpha: float = 0.05,
     significant: bool = False,
+    judge: str | None = None,
+    min_human_agreement: float = 0.6,
+    min_overlap: int = 20,
 ) -> Any:
     """Fail when the fine-tuned model's win rate over decided A/B comparisons is below ``at_least``
-    or, with ``significant=True``, when its advantage is not significant (two-sided sign test)."""
+    or, with ``significant=True``, when its advantage is not significant (two-sided sign test).
+
+    With ``judge=NAME`` only that automated judge's verdicts count, and only once it is shown to
+    agree with people: Cohen's kappa against the human majority on at least ``min_overlap`` items
+    both judged must reach ``min_human_agreement``, else the test fails with both numbers."""
     __tracebackhide__ = True
     from pytest_ftmodel.human import ABResult, ab_result
 
-    result = sheet_or_result if isinstance(sheet_or_result, ABResult) else ab_result(sheet_or_result)
+    if isinstance(sheet_or_result, ABResult):
+        result = sheet_or_result
+        if judge is not None and result.judge != judge:
+            raise ValueError(f"this ABResult counts {result.judge or 'every judge'}'s verdicts: pass the sheet, or ab_result(sheet, judge={judge!r})")
+    else:
+        result = ab_result(sheet_or_result, judge=judge)
+    if judge is not None:
+        calibration = result.calibration_of(judge)
+        kappa = None if calibration is None else calibration.kappa
+        overlap = 0 if calibration is None else calibration.overlap
+        trusted = kappa is not None and overlap >= min_overlap and kappa >= min_human_agreement
+        if kappa is not None:
+            record_metric(f"A/B judge {judge} vs people (kappa)", kappa, threshold=min_human_agreement, op=">=", n=overlap, unit="items", passed=trusted)
+        if not trusted:
+            shown = "no overlap" if kappa is None else f"Cohen's kappa {kappa:.2f} on {overlap} items"
+            raise AssertionError(
+                f"the automated judge {judge!r} is not shown to agree with people: {shown} judged by both "
+                f"(needs kappa >= {min_human_agreement} on at least {min_overlap}); people: {', '.join(result.humans) or 'none'}. "
+                f"Have people judge more of the sheet (python -m pytest_ftmodel ab SHEET --web) or lower min_human_agreement/min_overlap"
+            )
     if result.decided == 0:
         raise AssertionError(
             f"no decided A/B comparison ({result.ties} ties, judges: {', '.join(result.judges) or 'none'}): "
@@ -416,6 +456,10 @@ def assert_ab_win_rate(
         f"win rate {result.win_rate:.1%} of {result.decided} decided, 95% CI [{low:.1%}, {high:.1%}], "
         f"sign test p = {result.p_value:.3g}; judges: {', '.join(result.judges)}"
         + (f"; {result.agreement_kind} {result.agreement:.2f}" if result.agreement is not None else "")
+        + "".join(
+            f"; {c.judge} vs people: kappa {'n/a' if c.kappa is None else f'{c.kappa:.2f}'} on {c.overlap}"
+            for c in result.calibration
+        )
     )
     ok = result.win_rate >= at_least and (not significant or (result.p_value < alpha and result.win_rate > 0.5))
     record_metric(

@@ -723,5 +723,5 @@ def human_require_message(result: HumanScores, min_scored: int) -> str:
     waiting = result.n_items - result.n_scored
     return (
         f"{waiting} items await review ({result.n_scored} of {result.n_items} scored, {min_scored} needed): "
-        f"run python -m pytest_ftmodel review {result.path}"
+        f"run python -m pytest_ftmodel review {result.path} (add --web for the review page)"
     )

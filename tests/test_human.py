@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pytest_ftmodel import (
     assert_ab_win_rate,
     assert_human_scores,
     evaluation_sheet,
+    human_scores,
     judge_ab,
     load_model,
     model_judge,
@@ -375,3 +377,204 @@ def test_an_ab_choice_is_saved_before_the_reason_is_asked(tmp_path, after_choice
     assert "every answer given so far is saved" in out
     [judgement] = _load(path)["items"][0]["judgements"]
     assert (judgement["judge"], judgement["choice"]) == ("ana", choice)
+
+
+# ---- several reviewers, judges calibrated on people ------------------------------------------------
+
+
+def _eval_sheet(tmp_path, reviews_per_item, criteria=("accuracy", "relevance", "fluency", "format"), name="s.json"):
+    items = [
+        {"id": f"v{i}", "prompt": f"p{i}", "expected": "e", "generated": "g",
+         "reviews": {who: {"scores": dict(zip(criteria, scores)), "notes": ""} for who, scores in reviews.items()}}
+        for i, reviews in enumerate(reviews_per_item)
+    ]
+    path = tmp_path / name
+    path.write_text(json.dumps({"format": "pytest-ftmodel/evaluation-sheet", "version": 2, "model": {"fingerprint": "f"},
+                                "criteria": list(criteria), "items": items}))
+    return path
+
+
+def test_a_version_1_sheet_reads_as_its_reviewer_and_is_upgraded_without_loss(tmp_path) -> None:
+    from pytest_ftmodel.human import set_review
+
+    items = [{"id": "a", "prompt": "p", "expected": None, "generated": "g", "scores": {"accuracy": 4, "fluency": 3}, "notes": "ok", "reviewer": "ana"},
+             {"id": "b", "prompt": "p", "expected": None, "generated": "g", "scores": {"accuracy": 2, "fluency": 5}, "notes": "", "reviewer": None},
+             {"id": "c", "prompt": "p", "expected": None, "generated": "g", "scores": {"accuracy": None, "fluency": None}, "notes": "", "reviewer": None}]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"format": "pytest-ftmodel/evaluation-sheet", "version": 1, "model": {"fingerprint": "f"},
+                                "criteria": ["accuracy", "fluency"], "items": items}))
+    before = path.read_text()
+    result = assert_human_scores(path, min_scored=2, min_mean={"accuracy": 3})
+    assert result.means == {"accuracy": 3.0, "fluency": 4.0} and result.reviewers == ("ana", "unnamed")
+    assert path.read_text() == before  # reading never rewrites
+    set_review(path, "c", "bo", scores={"accuracy": 5})
+    after = _load(path)["items"]
+    assert after[0]["reviews"] == {"ana": {"scores": {"accuracy": 4, "fluency": 3}, "notes": "ok"}}
+    assert after[1]["reviews"] == {"unnamed": {"scores": {"accuracy": 2, "fluency": 5}, "notes": ""}}
+    assert after[2]["reviews"] == {"bo": {"scores": {"accuracy": 5, "fluency": None}, "notes": ""}}
+    assert "scores" not in after[0] and _load(path)["version"] == 2
+
+
+def test_several_reviewers_are_kept_averaged_per_item_and_their_agreement_reported(tmp_path) -> None:
+    import krippendorff
+    import numpy as np
+
+    rng = random.Random(5)
+    truth = [rng.randint(1, 5) for _ in range(30)]
+    jitter = lambda v: min(5, max(1, v + rng.choice([-1, 0, 0, 1])))  # noqa: E731
+    reviews = []
+    for i, t in enumerate(truth):
+        r = {"ana": [t, t, 5, 5]}
+        if i % 2 == 0:
+            r["bo"] = [jitter(t), t, 5, 4]
+        if i % 3 == 0:
+            r["cy"] = [jitter(t), t, 4, 5]
+        reviews.append(r)
+    path = _eval_sheet(tmp_path, reviews)
+    result = assert_human_scores(path, min_scored=30, min_mean={"accuracy": 1})
+    assert result.reviewers == ("ana", "bo", "cy") and result.n_scored == 30 and result.n_multi == 20
+    item_means = [sum(r[0] for r in rv.values()) / len(rv) for rv in reviews]
+    assert result.means["accuracy"] == pytest.approx(sum(item_means) / 30)  # each item weighs the same
+    matrix = np.array([[rv[w][0] if w in rv else np.nan for rv in reviews] for w in ("ana", "bo", "cy")], dtype=float)
+    assert result.agreement["accuracy"] == pytest.approx(krippendorff.alpha(reliability_data=matrix, level_of_measurement="ordinal"))
+    assert result.agreement["relevance"] == pytest.approx(1.0)  # everyone gave the same score
+    assert 0.5 < result.agreement["accuracy"] < 1.0  # close but not equal scores
+    assert result.agreement_kind == "Krippendorff's alpha (ordinal)"
+    # off by one is a smaller disagreement than off by four, on an ordinal scale
+    near = human_scores(_eval_sheet(tmp_path, [{"a": [v] * 4, "b": [min(5, v + 1)] * 4} for v in (1, 2, 3, 4, 1, 2, 3, 4)], name="n.json"))
+    far = human_scores(_eval_sheet(tmp_path, [{"a": [v] * 4, "b": [1 if v > 2 else 5] * 4} for v in (1, 2, 3, 4, 1, 2, 3, 4)], name="f.json"))
+    assert near.agreement["accuracy"] > far.agreement["accuracy"]
+    with pytest.raises(AssertionError, match=r"agreement between 3 reviewers on 20 items reviewed by several \(Krippendorff's alpha \(ordinal\)\): accuracy 0\.\d\d"):
+        assert_human_scores(path, min_scored=30, min_mean={"accuracy": 5})
+
+
+def _ab_with(tmp_path, people: dict[str, list[str]], auto: dict[str, list[str]], n: int):
+    """An A/B sheet where A is always the fine-tuned model; choices 'A', 'B', 'tie' or None (not judged)."""
+    items = [{"id": f"q{i}", "prompt": "p", "expected": None, "A": "a", "B": "b", "judgements": []} for i in range(n)]
+    for kind, who in (("human", people), ("auto", auto)):
+        for judge, choices in who.items():
+            for item, choice in zip(items, choices):
+                if choice is not None:
+                    item["judgements"].append({"judge": judge, "kind": kind, "choice": choice, "reason": ""})
+    path = tmp_path / "ab.json"
+    path.write_text(json.dumps({"format": "pytest-ftmodel/ab-sheet", "version": 2, "items": items}))
+    (tmp_path / "ab.key.json").write_text(json.dumps({"fingerprints": {}, "a_is": {f"q{i}": "model" for i in range(n)}}))
+    return path
+
+
+def test_an_automated_judge_gates_only_when_it_agrees_with_people(tmp_path) -> None:
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = random.Random(3)
+    n = 30
+    ana = [rng.choice("AAB") for _ in range(n)]
+    bo = [c if i % 5 else ("tie" if c == "A" else "A") for i, c in enumerate(ana)]
+    cy = [c if i % 7 else "B" for i, c in enumerate(ana)]
+    majority = []
+    for votes in zip(ana, bo, cy):
+        top = max(set(votes), key=votes.count)
+        majority.append(top if votes.count(top) > 1 else None)  # 1-1-1: no majority, left out
+    good = [m or "A" for m in majority]
+    good[0] = "B" if good[0] != "B" else "A"  # one disagreement
+    path = _ab_with(tmp_path, {"ana": ana, "bo": bo, "cy": cy}, {"good-judge": good, "coin": [rng.choice("AB") for _ in range(n)]}, n)
+    result = ab_result(path)
+    assert result.humans == ("ana", "bo", "cy") and [c.judge for c in result.calibration] == ["coin", "good-judge"]
+    ids = [i for i in range(n) if majority[i] is not None]
+    to_side = {"A": "model", "B": "base", "tie": "tie"}
+    want = cohen_kappa_score([to_side[good[i]] for i in ids], [to_side[majority[i]] for i in ids], labels=["model", "base", "tie"])
+    assert result.calibration_of("good-judge").kappa == pytest.approx(want) and result.calibration_of("good-judge").overlap == len(ids)
+    gated = assert_ab_win_rate(path, judge="good-judge", at_least=0.5)
+    assert gated.decided + gated.ties == n and gated.model_wins == sum(c == "A" for c in good)  # that judge's verdicts only
+    with pytest.raises(AssertionError, match=r"'coin' is not shown to agree with people: Cohen's kappa -?0\.\d\d on \d+ items judged by both \(needs kappa >= 0.6 on at least 20\)"):
+        assert_ab_win_rate(path, judge="coin")
+    few = _ab_with(tmp_path, {"ana": ana[:10] + [None] * 20}, {"good-judge": good}, n)
+    with pytest.raises(AssertionError, match=r"Cohen's kappa .* on 10 items .*at least 20"):
+        assert_ab_win_rate(few, judge="good-judge")
+    nobody = _ab_with(tmp_path, {}, {"good-judge": good}, n)
+    with pytest.raises(AssertionError, match="no overlap"):
+        assert_ab_win_rate(nobody, judge="good-judge")
+    with pytest.raises(DataError, match="no judgement by 'other'"):
+        assert_ab_win_rate(path, judge="other")
+
+
+def test_human_majority_needs_more_votes_than_any_other() -> None:
+    from pytest_ftmodel.human import human_majority
+
+    assert human_majority(["model"]) == "model" and human_majority(["model", "base", "model"]) == "model"
+    assert human_majority(["model", "base"]) is None and human_majority([]) is None
+
+
+# ---- the terminal commands: where am I, go back, resume, nothing left ---------------------------
+
+
+def test_review_shows_position_resumes_goes_back_and_keeps_other_reviewers(tmp_path) -> None:
+    path = _eval_sheet(tmp_path, [{"ana": [4, 4, 4, 4], "bo": [1, 1, 1, 1]}, {"bo": [2, 2, 2, 2]}, {}])
+    sheet = _load(path)
+    sheet["items"][1]["reviews"]["ana"] = {"scores": {"accuracy": 3, "relevance": None, "fluency": None, "format": None}, "notes": ""}
+    sheet["items"][2]["generated"] = "\x1b[2J\x1b[31mgotcha"
+    path.write_text(json.dumps(sheet))
+    # item 2: keep accuracy 3 (enter), 4 4 4, no note; item 3: b goes back to item 2: accuracy 5, keep the rest, a note
+    # then item 3: 2 2 2 2, a note
+    out = _review(path, "\n4\n4\n4\n\nb\n5\n\n\n\nfixed\n2\n2\n2\n2\nok\n", "--judge", "ana")
+    assert out.returncode == 0, out.stderr
+    assert "ana: 1 of 3 items scored, 2 left" in out.stdout
+    assert "item 2 of 3 (2 left)" in out.stdout and "your scores so far: accuracy 3, relevance -, fluency -, format -" in out.stdout
+    assert "item 3 of 3 (1 left)" in out.stdout and "your scores so far: accuracy 3, relevance 4, fluency 4, format 4" in out.stdout
+    assert "\\x1b[2J\\x1b[31mgotcha" in out.stdout and "\x1b" not in out.stdout  # shown, not obeyed
+    assert "0 await review by ana. Nothing left." in out.stdout
+    items = _load(path)["items"]
+    assert items[1]["reviews"]["ana"] == {"scores": {"accuracy": 5, "relevance": 4, "fluency": 4, "format": 4}, "notes": "fixed"}
+    assert items[2]["reviews"] == {"ana": {"scores": {"accuracy": 2, "relevance": 2, "fluency": 2, "format": 2}, "notes": "ok"}}
+    assert [it["reviews"].get("bo") for it in items[:2]] == [{"scores": dict.fromkeys(sheet["criteria"], 1), "notes": ""}, {"scores": dict.fromkeys(sheet["criteria"], 2), "notes": ""}]
+    before = path.read_text()
+    again = _review(path, "", "--judge", "ana")
+    assert again.returncode == 0 and again.stdout.strip() == f"nothing left: all 3 items of {path} are scored by ana."
+    assert path.read_text() == before
+    assert "item 1 of 3 (3 left)" in _review(path, "q\n", "--judge", "cy").stdout  # another reviewer starts afresh
+
+
+def test_ab_shows_position_goes_back_and_changes_a_choice(tmp_path) -> None:
+    path = _sheet_with(tmp_path, {"bo": ["B", "B", "B"]}, ["model", "base", "model"])
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_ftmodel", "ab", str(path), "--judge", "ana"],
+        input="a\nfirst\nb\n\np\nt\n\n\nt\nlast\n", capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "item 1 of 3 (3 left)" in out.stdout and "item 2 of 3 (2 left)" in out.stdout
+    assert "your choice so far: B" in out.stdout and "Nothing left." in out.stdout
+    mine = [[(j["choice"], j["reason"]) for j in it["judgements"] if j["judge"] == "ana"] for it in _load(path)["items"]]
+    assert mine == [[("A", "first")], [("tie", "")], [("tie", "last")]]
+    assert all([j["choice"] for j in it["judgements"] if j["judge"] == "bo"] == ["B"] for it in _load(path)["items"])
+    done = subprocess.run([sys.executable, "-m", "pytest_ftmodel", "ab", str(path), "--judge", "ana"], capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("nothing left: all 3 comparisons")
+
+
+@pytest.mark.parametrize(("argv0", "prog"), [("/usr/local/bin/pytest-ftmodel", "pytest-ftmodel"), (None, "python -m pytest_ftmodel")])
+def test_help_is_plain_text_under_the_name_it_was_called_by(argv0, prog) -> None:
+    if argv0 is None:
+        cmd = [sys.executable, "-m", "pytest_ftmodel", "--help"]
+    else:
+        cmd = [sys.executable, "-c", f"import sys; sys.argv[0] = {argv0!r}; from pytest_ftmodel.__main__ import main; sys.exit(main())", "--help"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith(f"usage: {prog} ")
+    assert "``" not in out.stdout and "review SHEET" in out.stdout
+    sub = subprocess.run(cmd[:-1] + ["review", "--help"], capture_output=True, text=True, timeout=60)
+    assert f"usage: {prog} review" in sub.stdout and "--web" in sub.stdout and "--no-browser" in sub.stdout
+
+
+def test_concurrent_changes_by_several_reviewers_all_survive(tmp_path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pytest_ftmodel.human import set_judgement, set_review
+
+    path = _eval_sheet(tmp_path, [{} for _ in range(8)])
+    work = [(who, f"v{i}", c, 1 + (i + k) % 5) for k, who in enumerate(["ana", "bo", "cy", "di"]) for i in range(8)
+            for c in ("accuracy", "relevance", "fluency", "format")]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda w: set_review(path, w[1], w[0], scores={w[2]: w[3]}), work))
+    items = {it["id"]: it for it in _load(path)["items"]}
+    assert all(items[item]["reviews"][who]["scores"][c] == v for who, item, c, v in work)
+    ab = _ab_with(tmp_path, {}, {}, 8)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda w: set_judgement(ab, w[1].replace("v", "q"), w[0], choice="A" if w[3] > 2 else "B"), work[::4]))
+    assert all(len(it["judgements"]) == 4 for it in _load(ab)["items"])
