@@ -219,7 +219,8 @@ def _drop_privileges(cfg, uid):
         _write_file("/proc/self/uid_map", f"{inner} 0 1")
         _write_file("/proc/self/gid_map", f"{inner} 0 1")
         os.setresgid(inner, inner, inner)
-        os.setresuid(inner, inner, inner)  # a non-zero uid: every capability is gone
+        os.setresuid(inner, inner, inner)
+        _drop_capabilities()  # never uid 0 in this namespace, so the uid change cleared nothing
     if prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         raise OSError("prctl(PR_SET_NO_NEW_PRIVS) failed")
     if held:
@@ -236,6 +237,28 @@ def _drop_privileges(cfg, uid):
             if isinstance(search, list):
                 search[:] = [moved(p) for p in search]
         sys.path_importer_cache.clear()
+
+
+def _drop_capabilities():
+    """Empty the bounding, ambient, inheritable, permitted and effective capability sets."""
+    prctl = _libc("prctl")
+    for cap in range(64):
+        prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP (EINVAL past the last capability this kernel has)
+    prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+    _ctypes, _, c_void_p, c_char = _ctypes_kinds()
+
+    class Header(_ctypes.Array):
+        _type_ = c_char
+        _length_ = 8
+
+    class Data(_ctypes.Array):
+        _type_ = c_char
+        _length_ = 24
+
+    header = Header.from_buffer_copy((0x20080522).to_bytes(4, sys.byteorder) + b"\0" * 4)  # version 3, this process
+    data = Data.from_buffer_copy(b"\0" * 24)  # two words of effective, permitted, inheritable: all empty
+    if _libc("capset")(c_void_p(_ctypes.addressof(header)), c_void_p(_ctypes.addressof(data))) != 0:
+        raise OSError("capset() failed")
 
 
 def _system_call_filter(cfg):
