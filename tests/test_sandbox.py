@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ftmodel.sandbox import _UID_BASE, SandboxUnavailable, _alive, probe_isolation, processes_of, run_sandboxed
+from pytest_ftmodel.sandbox import UID_BASE, SandboxUnavailable, alive, probe_isolation, processes_of, run_sandboxed
 
 LEVEL = probe_isolation()
 TIMEOUT = 2.0
@@ -25,7 +26,7 @@ TIMEOUT = 2.0
 
 def leftover_processes(result) -> list[int]:
     """Live processes of this run (its uid, or its marker); other sessions' runs are not ours."""
-    return [pid for pid in processes_of(result.uid, result.run_id) if _alive(pid)]
+    return [pid for pid in processes_of(result.uid, result.run_id) if alive(pid)]
 
 
 OUTSIDE = [Path.home(), Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), Path.cwd()]
@@ -42,7 +43,7 @@ def snapshot() -> dict[str, set[str]]:
             entries = []
         if os.geteuid() == 0:
             # process-level runs' own scratch folders are made by the parent (and checked below)
-            out[str(d)] = {p.name for p in entries if _owner(p) >= _UID_BASE and not p.name.startswith("ftmodel-sandbox-")}
+            out[str(d)] = {p.name for p in entries if _owner(p) >= UID_BASE and not p.name.startswith("ftmodel-sandbox-")}
         else:
             out[str(d)] = {p.name for p in entries if not p.name.startswith("pytest-of")}
     return out
@@ -298,7 +299,8 @@ def test_reading_root_only_files_is_refused(contained) -> None:
     if os.geteuid() != 0:
         pytest.skip("the uid drop needs root")
     r = contained(attempt("shadow", "print(open('/etc/shadow').read()[:20])"), "shadow")
-    assert r.status == "failed" and "PermissionError" in r.stderr
+    # the minimal root has no /etc at all; a fresh interpreter on the host's tree meets the permissions
+    assert r.status == "failed" and ("FileNotFoundError" if LEVEL.minimal_root else "PermissionError") in r.stderr
 
 
 def test_the_canary_passes(contained) -> None:
@@ -350,8 +352,8 @@ def _fork_servers() -> list[int]:
 
 
 def _run_uids() -> set[int]:
-    """The uids of running sandboxed programs (root only: they run under uids from _UID_BASE on)."""
-    return {uid for uid in (_owner(Path(f"/proc/{e}")) for e in os.listdir("/proc") if e.isdigit()) if uid >= _UID_BASE}
+    """The uids of running sandboxed programs (root only: they run under uids from UID_BASE on)."""
+    return {uid for uid in (_owner(Path(f"/proc/{e}")) for e in os.listdir("/proc") if e.isdigit()) if uid >= UID_BASE}
 
 
 def test_each_program_starts_from_a_pristine_interpreter() -> None:
@@ -370,8 +372,9 @@ def test_a_forked_interpreter_holds_what_a_fresh_one_holds() -> None:
         pytest.skip("programs are forked only at the namespace level")
     show = "import sys\nprint(' '.join(sorted(sys.modules)))"
     forked = set(run_sandboxed(show).stdout.split())
-    fresh = set(run_sandboxed(show, isolation="process").stdout.split())
-    assert "json" not in forked and forked - fresh <= {"_socket", "select"}  # the server's own two
+    fresh = set(run_sandboxed("import typing\n" + show, isolation="process").stdout.split())
+    # the server's own two, and typing (with what it imports), preloaded because nearly every program imports it
+    assert "json" not in forked and "typing" in forked and forked - fresh <= {"_socket", "select"}
 
 
 def test_a_fork_server_that_dies_mid_run_makes_the_run_an_error() -> None:
@@ -406,13 +409,13 @@ def test_a_dead_idle_fork_server_is_replaced() -> None:
 
 def test_without_root_the_fork_server_has_a_user_namespace_of_its_own(monkeypatch) -> None:
     """The path for users without root, run here by pretending (root may make user namespaces too)."""
-    from pytest_ftmodel import sandbox
+    from pytest_ftmodel.sandbox import forkserver, isolation
 
-    monkeypatch.setattr(sandbox, "_as_root", lambda: False)
+    monkeypatch.setattr(isolation, "as_root", lambda: False)
     level = probe_isolation()
     assert not level.uid_dropped
     if level.level != "namespaces":
-        assert level.note == "namespaces refused on this machine"
+        assert level.note.startswith("namespaces refused on this machine")
         return
     assert level.forked
     program = (
@@ -422,9 +425,10 @@ def test_without_root_the_fork_server_has_a_user_namespace_of_its_own(monkeypatc
     )
     r = run_sandboxed(program)
     assert r.status == "passed" and r.uid is None
-    assert r.stdout.split()[:4] == ["1", "0", "OSError", str(errno.ENETUNREACH)]  # not even a loopback
+    # PID 1, an unprivileged id of a nested user namespace (not root in it), and not even a loopback
+    assert r.stdout.split()[:4] == ["1", "1000", "OSError", str(errno.ENETUNREACH)]
     assert leftover_processes(r) == []  # found by its marker: the sleeper carried it
-    sandbox._close_idle_zygotes()
+    forkserver.close_idle_zygotes()
 
 
 @pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
@@ -433,7 +437,7 @@ def test_the_fork_server_waits_kills_and_notices_its_parent_leaving(monkeypatch,
     import select
     import subprocess
 
-    from pytest_ftmodel import _harness
+    from pytest_ftmodel.sandbox import harness as _harness
 
     if not pidfd:
         monkeypatch.delattr(os, "pidfd_open", raising=False)
@@ -451,3 +455,433 @@ def test_the_fork_server_waits_kills_and_notices_its_parent_leaving(monkeypatch,
     orphan.kill()
     orphan.wait()
     ours.close()
+
+
+# ---- verdicts that cannot be forged: split judging ---------------------------------------------
+
+TOY = {
+    "task_id": "toy/add",
+    "prompt": "import math\n\ndef add(a, b):\n    \"\"\"Return a + b.\"\"\"\n",
+    "test": (
+        "def check(candidate):\n"
+        "    assert candidate(2, 3) == 5\n"
+        "    assert abs(candidate(-1, 1)) == 0\n"
+        "    assert isinstance(candidate(1, 1), int)\n"
+        "    assert math.isclose(candidate(0.5, 0.25), 0.75)\n"
+    ),
+    "entry_point": "add",
+}
+WRONG = "    return a - b\n"
+
+
+def judged(completion: str, problem: dict = TOY):
+    """A HumanEval-style sample judged as evaluate_code judges it."""
+    from pytest_ftmodel.metrics.code import build_job, run_programs
+
+    job = build_job(problem, completion)
+    assert not isinstance(job, str), "the toy problem must split"
+    [result] = run_programs([job], timeout=TIMEOUT * 2, workers=1, isolation="auto")
+    return result
+
+
+def test_split_judging_passes_a_correct_answer_and_fails_a_wrong_one() -> None:
+    right, wrong = judged("    return a + b\n"), judged(WRONG)
+    assert (right.status, right.verdict) == ("passed", "split")
+    assert (wrong.status, wrong.verdict) == ("failed", "split") and "AssertionError" in wrong.stderr
+
+
+HOSTILE_ANSWERS = {
+    # each prints its marker from the candidate's process, then tries to pass while wrong
+    "eq": "    class Yes(int):\n        def __eq__(self, other):\n            return True\n        __hash__ = int.__hash__\n    return Yes(0)\n",
+    "builtins": (
+        "    import builtins, math\n    builtins.abs = lambda x: 0\n    builtins.isinstance = lambda *a: True\n"
+        "    math.isclose = lambda *a, **k: True\n    builtins.AssertionError = type('Nope', (Exception,), {})\n    return a - b\n"
+    ),
+    "check": "    return a - b\n\ndef check(candidate):\n    pass\n",
+    "exit": "    return a - b\n\nimport sys\nsys.exit(0)\n",
+    "atexit": "    return a - b\n\nimport atexit, os\natexit.register(lambda: os._exit(0))\n",
+    "excepthook": (
+        "    return a - b\n\nimport sys, os\n"
+        "def forge(*args):\n    for fd in range(3, 64):\n        try:\n            os.write(fd, b'x' * 16)\n        except OSError:\n            pass\n    os._exit(0)\n"
+        "sys.excepthook = sys.__excepthook__ = forge\n"
+    ),
+    "frames": (
+        "    import sys, gc, os\n    found = []\n    frame = sys._getframe()\n    while frame is not None:\n"
+        "        found += [v for v in frame.f_locals.values() if type(v) is bytes and len(v) == 16]\n        frame = frame.f_back\n"
+        "    found += [o for o in gc.get_objects() if type(o) is bytes and len(o) == 16]\n"
+        "    for fd in range(3, 64):\n        for secret in found:\n            try:\n                os.write(fd, secret)\n            except OSError:\n                pass\n"
+        "    print('found', len(found), flush=True)\n    return a - b\n"
+    ),
+    "generator": "    return (s for s in [a + b])\n",
+    "signal_judge": "    import os, signal\n    for pid in (1, 0, -1):\n        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):\n            try:\n                os.kill(pid, sig)\n            except OSError:\n                pass\n    return a + b if False else a - b\n",
+    "ptrace_judge": (
+        "    import os\n    for path in ('/proc/1/mem', '/proc/1/environ', '/proc/1/fd/3'):\n        try:\n"
+        "            open(path, 'rb').read(16)\n            print('opened', path, flush=True)\n        except OSError as e:\n"
+        "            print('refused', path, e.__class__.__name__, flush=True)\n    return a - b\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(HOSTILE_ANSWERS))
+def test_a_hostile_wrong_answer_fails_under_split_judging(attack: str) -> None:
+    body = HOSTILE_ANSWERS[attack]
+    head = "    return a - b\n\n"
+    if body.startswith(head):  # a module-level attack: marked as the module loads
+        completion = head + f"print('ATTEMPT {attack}', flush=True)\n" + body[len(head):]
+    else:
+        completion = f"    print('ATTEMPT {attack}', flush=True)\n" + body
+    r = judged(completion)
+    assert f"ATTEMPT {attack}" in r.stdout, (r.status, r.stdout, r.stderr)
+    assert (r.status, r.verdict) == ("failed", "split"), (r.stdout, r.stderr)
+    if attack == "eq":
+        assert "returned an object of type Yes" in r.stderr
+    if attack == "generator":
+        assert "returned an object of type generator" in r.stderr
+    if attack == "ptrace_judge":
+        assert "opened" not in r.stdout
+    if attack == "frames":
+        assert "found 0" in r.stdout  # the nonce never was in the candidate's process
+    assert leftover_processes(r) == []
+    assert judged("    return a + b\n").status == "passed"  # the canary holds after the attack
+
+
+def test_plain_data_crosses_both_ways_and_mutations_come_back() -> None:
+    problem = {
+        "task_id": "toy/plain",
+        "prompt": "def echo(x, out):\n    \"\"\"Give x back, and append it to out.\"\"\"\n",
+        "test": (
+            "def check(candidate):\n"
+            "    values = [None, True, 3, -2**100, 1.5, float('inf'), 2j, 'é\\ud800', b'\\x00', (1, [2]), {'k': {3}}, frozenset({4})]\n"
+            "    for v in values:\n"
+            "        out = []\n"
+            "        got = candidate(v, out)\n"
+            "        assert got == v and type(got) is type(v), (got, v)\n"
+            "        assert out == [v]\n"
+            "    try:\n"
+            "        candidate(ValueError, [])\n"
+            "    except ValueError as e:\n"
+            "        assert str(e) == 'boom'\n"
+            "    else:\n"
+            "        raise AssertionError('no exception')\n"
+        ),
+        "entry_point": "echo",
+    }
+    completion = "    if x is ValueError:\n        raise ValueError('boom')\n    out.append(x)\n    return x\n"
+    from pytest_ftmodel.metrics.code import build_job
+
+    job = build_job(problem, completion)
+    # the test passes a class object once: that is not plain data, so this sample fails with the reason
+    r = judged(completion, problem)
+    assert r.status == "failed" and "the tests passed an object of type type to echo" in r.stderr
+    fixed = dict(problem, test=problem["test"].replace("candidate(ValueError, [])", "candidate('raise', [])"))
+    r = judged(completion.replace("x is ValueError", "x == 'raise'"), fixed)
+    assert (r.status, r.verdict) == ("passed", "split"), r.stderr
+    assert job.names == ("echo",)
+
+
+def test_problems_whose_tests_need_the_candidates_objects_run_in_process() -> None:
+    from pytest_ftmodel.metrics.code import build_job
+    from pytest_ftmodel.sandbox.split import plan_short
+
+    short = {"prompt": "Write a class Counter", "test_code": "c = Counter()\nc.up()\nassert c.n == 1"}
+    assert isinstance(build_job(short, "class Counter:\n    n = 0\n    def up(self):\n        self.n += 1"), str)
+    assert plan_short("X = 3", "assert X == 3") == "its tests use X other than by calling"
+    plan = plan_short("def add(a, b):\n    return a + b", "assert add(2, 3) == 5")
+    assert not isinstance(plan, str) and plan.names == ("add",)
+
+
+def test_an_in_process_program_never_holds_the_nonce() -> None:
+    body = (
+        "import gc, sys\nfound = [o for o in gc.get_objects() if type(o) is bytes and len(o) == 16]\n"
+        "frame = sys._getframe()\nwhile frame is not None:\n"
+        "    found += [v for v in frame.f_locals.values() if type(v) is bytes and len(v) == 16]\n    frame = frame.f_back\n"
+        "print('found', len(found), flush=True)\n"
+        "for fd in range(3, 64):\n    for secret in found:\n        try:\n            os.write(fd, secret)\n        except OSError:\n            pass\n"
+        "assert False, 'wrong'\n"
+    )
+    for level in ("auto", "process"):
+        r = run_sandboxed(attempt("nonce", body), isolation=level)
+        assert "ATTEMPT nonce" in r.stdout and "found 0" in r.stdout
+        assert (r.status, r.verdict) == ("failed", "in-process")
+
+
+def test_a_failing_programs_traceback_shows_its_own_frames_only() -> None:
+    r = run_sandboxed("def f():\n    raise ValueError('bad')\n\nf()\n")
+    assert r.status == "failed"
+    lines = [line.strip() for line in r.stderr.splitlines()]
+    assert lines == [
+        "Traceback (most recent call last):",
+        'File "program.py", line 4, in <module>',
+        'File "program.py", line 2, in f',
+        "ValueError: bad",
+    ]
+    assert "harness" not in r.stderr and "pytest_ftmodel" not in r.stderr
+
+
+# ---- nothing shared with the host or other runs ---------------------------------------------------
+
+
+def needs_minimal_root() -> None:
+    if not LEVEL.minimal_root:
+        pytest.skip("the minimal root is part of the namespace level")
+
+
+def test_no_host_file_writable_place_or_socket_is_reachable(contained, tmp_path) -> None:
+    needs_minimal_root()
+    secret = tmp_path / "source.py"
+    secret.write_text("TOKEN = 'abc'\n")
+    secret.chmod(0o644)  # world-readable, as a checkout usually is
+    listener = socket.socket(socket.AF_UNIX)
+    sock_path = tmp_path / "host.sock"
+    listener.bind(str(sock_path))
+    listener.listen(1)
+    listener.settimeout(0.1)
+    body = (
+        "import socket, stat\nwritable, sockets, readable = [], [], []\n"
+        "stack = ['/' + top for top in os.listdir('/') if top not in ('proc', 'tmp')]\n"
+        "while stack:  # every directory and socket of the whole tree the program sees\n"
+        "    path = stack.pop()\n    seen = globals().get('seen', 0) + 1\n"
+        "    if path == '/dev/shm' or os.path.islink(path):\n        continue\n"
+        "    if os.access(path, os.W_OK) and os.path.isdir(path):\n        writable.append(path)\n"
+        "    try:\n        entries = list(os.scandir(path))\n    except OSError:\n        continue\n"
+        "    for entry in entries:\n"
+        "        if entry.is_dir(follow_symlinks=False):\n            stack.append(entry.path)\n"
+        "        elif not entry.is_file(follow_symlinks=False) and not entry.is_symlink():\n"
+        "            if stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):\n                sockets.append(entry.path)\n"
+        f"for path in ({str(secret)!r}, '/etc/passwd', '/etc/hostname', {str(Path.cwd() / 'pyproject.toml')!r}, '/run/lock', '/var/tmp'):\n"
+        "    if os.path.exists(path):\n        readable.append(path)\n"
+        f"s = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect({str(sock_path)!r})\n    s.send(b'hello from the sandbox')\n    print('connected', flush=True)\n"
+        "except OSError as e:\n    print('no socket', e.__class__.__name__, flush=True)\n"
+        "print('writable', writable, 'sockets', sockets, 'readable', readable, 'seen', seen, flush=True)\n"
+    )
+    r = contained(attempt("host", body), "host", timeout=20)
+    got = []
+    try:
+        conn, _ = listener.accept()
+        got.append(conn.recv(64))
+    except OSError:
+        pass
+    listener.close()
+    assert r.status == "passed", r.stderr
+    assert "no socket" in r.stdout and got == []
+    assert "writable [] sockets [] readable []" in r.stdout
+    assert int(r.stdout.split("seen")[1].split()[0]) > 100  # the scan walked the tree it was given
+    assert secret.read_text() == "TOKEN = 'abc'\n"
+
+
+def test_sysv_ipc_and_memfd_are_refused_and_leave_nothing(contained) -> None:
+    needs_minimal_root()
+    before = Path("/proc/sysvipc/shm").read_text() if Path("/proc/sysvipc/shm").exists() else ""
+    body = (
+        "import _ctypes\nfrom ctypes import CDLL, get_errno\nlibc = CDLL(None, use_errno=True)\n"
+        "print('shmget', libc.shmget(0, 64 << 20, 0o1600), get_errno(), flush=True)\n"
+        "print('msgget', libc.msgget(0, 0o1600), get_errno(), flush=True)\n"
+        "try:\n    os.memfd_create('hold')\n    print('memfd made', flush=True)\nexcept OSError as e:\n    print('memfd refused', e.errno, flush=True)\n"
+    )
+    r = contained(attempt("ipc", body), "ipc")
+    assert "shmget -1 1" in r.stdout and "msgget -1 1" in r.stdout and "memfd refused 1" in r.stdout
+    after = Path("/proc/sysvipc/shm").read_text() if Path("/proc/sysvipc/shm").exists() else ""
+    assert after == before
+
+
+def test_mounts_cannot_be_undone_and_no_capability_is_left(contained) -> None:
+    needs_minimal_root()
+    body = (
+        "from ctypes import CDLL, get_errno\nlibc = CDLL(None, use_errno=True)\n"
+        "print('umount', libc.umount2(b'/tmp', 2), get_errno(), flush=True)\n"
+        "print('remount', libc.mount(None, b'/', None, 32 | 4096, None), get_errno(), flush=True)\n"
+        "print('unshare', libc.unshare(0x10000000 | 0x20000), get_errno(), flush=True)\n"
+        "caps = [line for line in open('/proc/self/status') if line.startswith(('CapEff', 'CapPrm', 'NoNewPrivs', 'Seccomp:'))]\n"
+        "print(''.join(caps), flush=True)\n"
+        "open('/usr/pwned', 'w')\n"
+    )
+    r = contained(attempt("mounts", body), "mounts")
+    assert "umount -1" in r.stdout and "remount -1" in r.stdout and "unshare -1" in r.stdout
+    assert "CapEff:\t0000000000000000" in r.stdout and "CapPrm:\t0000000000000000" in r.stdout
+    assert "NoNewPrivs:\t1" in r.stdout
+    if LEVEL.seccomp:
+        assert "Seccomp:\t2" in r.stdout
+    assert r.status == "failed" and "Read-only file system" in r.stderr and not Path("/usr/pwned").exists()
+
+
+# ---- robustness --------------------------------------------------------------------------------
+
+
+def test_program_text_with_a_lone_surrogate_is_an_error_with_the_reason() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        r = run_sandboxed("x = '\ud800'\n")
+        assert r.status == "error" and "surrogates not allowed at position 5" in r.stderr
+    from pytest_ftmodel.sandbox import run_split
+
+    r = run_split("def f():\n    return 1\n", "assert f() == '\udfff'", ["f"])
+    assert r.status == "error" and "the tests is not valid text" in r.stderr
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_control_characters_in_output_are_escaped() -> None:
+    body = (
+        "import sys\nprint('\\x1b[32m1 passed\\x1b[0m\\r', flush=True)\n"
+        "sys.stderr.write('\\x1b]52;c;cHduZWQ=\\x07 \\u202e evil \\x9b\\n')\nassert False, '\\x1b[2J'\n"
+    )
+    r = run_sandboxed(body)
+    for text in (r.stdout, r.stderr):
+        assert not any(c in text for c in "\x1b\r\x07\x9b\u202e")
+    assert "\\x1b[32m1 passed\\x1b[0m\\r" in r.stdout
+    assert "\\x1b]52;c;cHduZWQ=\\x07" in r.stderr and "\\u202e" in r.stderr and "AssertionError: \\x1b[2J" in r.stderr
+
+
+def _children_states() -> list[str]:
+    states = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid():
+            states.append(fields[0].decode())
+    return states
+
+
+def _our_temp_dirs() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("ftmodel-sandbox-*") if _owner(p) in (-1, 0) or _owner(p) >= UID_BASE}
+
+
+RUNS = int(os.environ.get("FTMODEL_SANDBOX_RUNS", "1000"))
+
+
+def test_many_runs_leave_no_descriptor_thread_zombie_or_temporary_directory() -> None:
+    """1,000 runs of six kinds (about 12 s on 2 busy cores; FTMODEL_SANDBOX_RUNS sets another count)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pytest_ftmodel.sandbox import run_split
+
+    run_sandboxed("pass")  # the servers and the probe exist before the count
+    with ThreadPoolExecutor(4) as pool:  # the pool's own threads end with it
+        list(pool.map(lambda _: run_sandboxed("pass"), range(4)))
+    fds, threads, temps = len(os.listdir("/proc/self/fd")), threading.active_count(), _our_temp_dirs()
+    kinds = [
+        lambda: run_sandboxed("print('ok')"),
+        lambda: run_sandboxed("assert False"),
+        lambda: run_sandboxed("x = '\ud800'"),
+        lambda: run_split("def f(x):\n    return x\n", "assert f(2) == 2", ["f"]),
+        lambda: run_split("def f(x):\n    return object()\n", "assert f(2) == 2", ["f"]),
+        lambda: run_sandboxed("import os\nos._exit(0)", isolation="process"),
+    ]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: kinds[i % len(kinds)]().status, range(RUNS)))
+    assert results[: len(kinds)] == ["passed", "failed", "error", "passed", "failed", "failed"]
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert threading.active_count() == threads
+    assert [s for s in _children_states() if s == "Z"] == []
+    assert _our_temp_dirs() == temps
+
+
+# ---- the path users without root get, run as an unprivileged uid -----------------------------------
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def _interpreter_for_nobody() -> str | None:
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        return None
+    probe = "import subprocess, sys\nsubprocess.run([sys.executable, '-I', '-c', 'pass'], check=True)"  # as the sandbox starts it
+    for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
+        if candidate and subprocess.run([*NOBODY, candidate, "-I", "-c", probe], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+UNPRIVILEGED_SCRIPT = r'''
+import os, sys, json
+sys.path[:0] = json.loads(sys.argv[1])
+from pytest_ftmodel.sandbox import probe_isolation, run_sandboxed, run_split, processes_of, alive
+out = {"isolation": str(probe_isolation()), "level": probe_isolation().level, "uid": os.getuid()}
+target, outside = sys.argv[2], sys.argv[3]
+out["canary"] = run_sandboxed("assert sum(range(5)) == 10").status
+out["wrong"] = run_sandboxed("assert sum(range(5)) == 11").status
+attack = f"""
+import os, ctypes, time
+print('ATTEMPT nonroot', flush=True)
+libc = ctypes.CDLL(None, use_errno=True)
+print('umount', libc.umount2(b'/tmp', 2), 'remount', libc.mount(None, b'/', None, 32 | 4096, None), flush=True)
+for path in ({target!r}, {outside!r} + '/pwned'):
+    try:
+        open(path, 'a').write('x')
+        print('wrote', path, flush=True)
+    except OSError as e:
+        print('refused', path, e.__class__.__name__, flush=True)
+os.posix_spawn('/bin/sleep', ['/bin/sleep', '60'], {{}})  # an empty environment: no marker to find it by
+print(open('/proc/self/status').read().split('CapEff:')[1].split()[0], os.getuid(), flush=True)
+"""
+r = run_sandboxed(attack)
+out["attack"] = [r.status, r.stdout, r.stderr[-300:]]
+forged = run_split(
+    "def f(x):\n    import sys, gc\n    found = [o for o in gc.get_objects() if type(o) is bytes and len(o) == 16]\n"
+    "    for fd in range(3, 64):\n        for s in found:\n            try:\n                __import__('os').write(fd, s)\n            except OSError:\n                pass\n    return x + 1\n",
+    "assert f(1) == 3", ["f"])
+out["forged"] = [forged.status, forged.verdict]
+sleepers = [p for p in os.listdir("/proc") if p.isdigit() and alive(int(p))
+            and open(f"/proc/{p}/cmdline", "rb").read().startswith(b"/bin/sleep\0" + b"60")]
+out["sleepers"] = sleepers
+print("RESULT " + json.dumps(out))
+'''
+
+
+@pytest.fixture
+def open_dir():
+    """A directory every user can reach and write (pytest's tmp_path is not: its parents are 0700)."""
+    import shutil
+
+    path = Path(tempfile.mkdtemp(prefix="ftmodel-nobody-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_path_without_root_holds_when_run_as_an_unprivileged_uid(open_dir) -> None:
+    """CI runs as root: this runs the user-namespace path for real, as uid 65534 (setpriv)."""
+    import json
+    import subprocess
+
+    import pytest_ftmodel
+
+    python = _interpreter_for_nobody()
+    if python is None:
+        pytest.skip("needs root (to become uid 65534), setpriv and an interpreter that uid can run")
+    paths = [str(Path(pytest_ftmodel.__file__).resolve().parents[1])]
+    try:
+        import pyseccomp
+
+        paths.append(str(Path(pyseccomp.__file__).parent))
+    except ImportError:
+        pass
+    target = open_dir / "owned-by-nobody.txt"
+    target.write_text("precious\n")
+    os.chown(target, 65534, 65534)  # the user's own file: the program runs with the user's rights
+    outside = open_dir / "open"
+    outside.mkdir()
+    outside.chmod(0o777)
+    done = subprocess.run(
+        [*NOBODY, python, "-I", "-c", UNPRIVILEGED_SCRIPT, json.dumps(paths), str(target), str(outside)],
+        capture_output=True, text=True, timeout=120, cwd="/",
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, done.stderr[-2000:]
+    out = json.loads(lines[0][len("RESULT "):])
+    assert out["uid"] == 65534
+    if out["level"] != "namespaces":
+        pytest.skip(f"no user namespaces for an unprivileged uid here: {out['isolation']}")
+    assert "no capabilities (nested user namespace)" in out["isolation"] and "minimal read-only root" in out["isolation"]
+    assert (out["canary"], out["wrong"]) == ("passed", "failed")
+    status, stdout, stderr = out["attack"]
+    assert "ATTEMPT nonroot" in stdout and status == "passed", stderr
+    assert "umount -1 remount -1" in stdout and "wrote" not in stdout
+    assert "0000000000000000 1000" in stdout  # no capability, an unprivileged id
+    assert target.read_text() == "precious\n" and list(outside.iterdir()) == []
+    assert out["forged"] == ["failed", "split"]
+    assert out["sleepers"] == []  # the exec'd grandchild with an empty environment went with the run

@@ -3,6 +3,10 @@
 Problem formats: HumanEval (``task_id``, ``prompt``, ``test``, ``entry_point``; the program is
 prompt + completion + test + ``check(entry_point)``) and the short form (``prompt``, ``test_code``;
 the program is completion + test_code).
+
+Judging is split wherever the problem allows (``pytest_ftmodel.sandbox.split``): the candidate's
+module runs in its own sandboxed process and the tests in another, calling it with plain data only,
+so no answer can reach or tamper with its tests. Other problems run as one program ("in-process").
 """
 
 from __future__ import annotations
@@ -79,10 +83,23 @@ def extract_code(completion: str) -> str:
 
 
 def build_program(problem: dict[str, Any], completion: str) -> str:
+    """The whole program (candidate and tests in one), as in-process judging runs it."""
     code = extract_code(completion)
     if problem_kind(problem) == "humaneval":
         return f"{problem['prompt']}{code}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
     return f"{code}\n\n{problem['test_code']}\n"
+
+
+def build_job(problem: dict[str, Any], completion: str) -> Any:
+    """How a sample is judged: a split plan where the problem allows one, else the whole program."""
+    from pytest_ftmodel.sandbox.split import plan_humaneval, plan_short
+
+    code = extract_code(completion)
+    if problem_kind(problem) == "humaneval":
+        plan = plan_humaneval(str(problem["prompt"]), code, str(problem["test"]), str(problem["entry_point"]))
+    else:
+        plan = plan_short(code, str(problem["test_code"]))
+    return build_program(problem, completion) if isinstance(plan, str) else plan
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,7 @@ class Sample:
     completion: str
     status: str
     stderr: str
+    verdict: str = "in-process"  # "split" (tests in a process of their own) or "in-process"
 
 
 @dataclass(frozen=True)
@@ -119,13 +137,29 @@ class CodeResult:
     def failing(self) -> list[ProblemResult]:
         return [p for p in self.problems if p.correct < p.n]
 
+    @property
+    def verdicts(self) -> dict[str, int]:
+        """How many samples were judged each way ("split", "in-process")."""
+        counts: dict[str, int] = {}
+        for problem in self.problems:
+            for sample in problem.samples:
+                counts[sample.verdict] = counts.get(sample.verdict, 0) + 1
+        return counts
 
-def run_programs(programs: list[str], *, timeout: float, workers: int | None, isolation: str) -> list[Any]:
-    """Run programs in the sandbox in parallel, one subprocess each, results in input order."""
-    from pytest_ftmodel.sandbox import run_sandboxed
 
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool, progress("running programs", len(programs)) as bar:
-        return list(bar.track(pool.map(lambda prog: run_sandboxed(prog, timeout=timeout, isolation=isolation), programs)))
+def run_programs(programs: Sequence[Any], *, timeout: float, workers: int | None, isolation: str) -> list[Any]:
+    """Run jobs in the sandbox in parallel, results in input order: a program (str) in-process, a
+    split plan (:func:`build_job`) as candidate and judge processes."""
+    from pytest_ftmodel.sandbox import run_sandboxed, run_split
+
+    def run(job: Any) -> Any:
+        if isinstance(job, str):
+            return run_sandboxed(job, timeout=timeout, isolation=isolation)
+        return run_split(job.candidate, job.tests, job.names, preamble=job.preamble, timeout=timeout, isolation=isolation)
+
+    # two per core by default: a split run's two processes mostly wait on each other
+    with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool, progress("running programs", len(programs)) as bar:
+        return list(bar.track(pool.map(run, programs)))
 
 
 def evaluate_code(
@@ -173,12 +207,12 @@ def evaluate_code(
         )
         for i, answer in zip(indices, answers):
             completions[i] = [answer] if n == 1 else list(answer)
-    programs = [build_program(items[i], c) for i in range(len(items)) for c in completions[i]]
+    programs = [build_job(items[i], c) for i in range(len(items)) for c in completions[i]]
     runs = run_programs(programs, timeout=timeout, workers=workers, isolation=isolation)
     results = []
     for i, problem in enumerate(items):
         mine = runs[i * n : (i + 1) * n]
-        samples = tuple(Sample(c, r.status, r.stderr) for c, r in zip(completions[i], mine))
+        samples = tuple(Sample(c, r.status, r.stderr, r.verdict) for c, r in zip(completions[i], mine))
         results.append(ProblemResult(str(problem.get("task_id", f"problem-{i}")), samples))
     pass_at = {kk: sum(pass_at_k(n, p.correct, kk) for p in results) / len(results) for kk in ks}
     correct = [p.correct for p in results]

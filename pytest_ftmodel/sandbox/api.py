@@ -1,0 +1,358 @@
+"""The public API: run one program, or judge a candidate against tests in another process, and
+say how it ended. Orchestrates one run: pipes, start, collect, verdict, sweep."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import secrets
+import selectors
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+from pytest_ftmodel.sandbox import forkserver, isolation
+from pytest_ftmodel.sandbox.isolation import Isolation, SandboxUnavailable
+from pytest_ftmodel.sandbox.plain import encode
+
+UID_BASE = 2_000_000_000  # far above any real account; two fresh uids per concurrent run
+_uid_counter = itertools.count()
+_uid_lock = threading.Lock()
+# how a run that hit the CPU-time limit ends: the signal itself, or `unshare` passing it on
+_CPU_KILLED = (-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL)
+# what could drive a terminal or hide text: C0/C1 controls but newline and tab, DEL, bidi overrides
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters shown as escapes (``\\x1b``), so no output drives a terminal."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    status: str
+    returncode: int | None
+    stdout: str  # control characters escaped (see escape_controls)
+    stderr: str
+    duration: float
+    isolation: Isolation
+    run_id: str = ""  # the marker in the run's environment, to find its processes
+    uid: int | None = None  # the run's own uid, when it had one (the split judge's is uid + 1)
+    verdict: str = "in-process"  # "split": tests in a process of their own; "in-process": one program
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+def _check_isolation(choice: str) -> Isolation:
+    if choice not in ("auto", "strict", "process"):
+        raise ValueError(f"unknown isolation {choice!r}: use 'auto', 'strict' or 'process'")
+    best = isolation.probe_isolation()
+    if choice == "strict" and best.level != "namespaces":
+        raise SandboxUnavailable(
+            f"strict sandbox isolation asked for, but this machine allows only: {best}; "
+            "run where unshare works (root or unprivileged user namespaces), or use --sandbox=auto"
+        )
+    if choice == "process" and best.level != "process":
+        return isolation.process_level(best.uid_dropped, "namespaces not used (isolation='process')")
+    return best
+
+
+def _source_error(text: str, what: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"{what} is not valid text: {exc.reason} at position {exc.start} ({text[exc.start:exc.end]!a}); fix the text or drop the character"
+    return None
+
+
+def run_sandboxed(
+    program: str,
+    *,
+    timeout: float = 10.0,
+    memory_mb: int = 1024,
+    max_processes: int = 32,
+    file_size_mb: int = 16,
+    open_files: int = 256,
+    max_output: int = 64 * 1024,
+    isolation: str = "auto",
+) -> SandboxResult:
+    """Run ``program`` (Python source) in a sandbox and say how it ended.
+
+    ``status``: "passed" (the program ran to its end), "failed" (an exception, an early exit, or a
+    limit on files/processes hit), "timeout" (wall clock or CPU time), "memory" (the address-space
+    limit), "error" (the sandbox itself could not run it, the text is not valid, or a process
+    outlived the run). ``isolation``: "auto" (strongest available), "strict" (refuse to run below
+    namespaces) or "process" (skip the namespace layer). ``verdict`` is "in-process".
+    """
+    level = _check_isolation(isolation)
+    return _run(
+        program, level, mode="inprocess", judge=b"", timeout=timeout, memory_mb=memory_mb,
+        max_processes=max_processes, file_size_mb=file_size_mb, open_files=open_files, max_output=max_output,
+    )
+
+
+def run_split(
+    candidate: str,
+    tests: str,
+    names: Sequence[str],
+    *,
+    preamble: str = "",
+    timeout: float = 10.0,
+    memory_mb: int = 1024,
+    max_processes: int = 32,
+    file_size_mb: int = 16,
+    open_files: int = 256,
+    max_output: int = 64 * 1024,
+    isolation: str = "auto",
+) -> SandboxResult:
+    """Judge ``candidate`` (a module's source) by ``tests`` run in a separate process.
+
+    The tests see each of ``names`` as a function that calls the candidate's function of that name
+    in the candidate's own sandboxed process, with plain data both ways (None, bool, int, float,
+    complex, str, bytes, list, tuple, dict, set, frozenset; builtin exceptions by type and message;
+    mutated list/dict/set arguments copied back). Anything else fails the sample with its reason.
+    ``preamble`` (e.g. a HumanEval prompt, for helpers its tests use) runs before the tests, in
+    the tests' process. ``verdict`` is "split"; statuses as :func:`run_sandboxed`.
+    """
+    level = _check_isolation(isolation)
+    for text, what in ((tests, "the tests"), (preamble, "the preamble"), *((n, "a name") for n in names)):
+        problem = _source_error(text, what)
+        if problem:
+            return SandboxResult("error", None, "", f"[sandbox] {problem}", 0.0, level, verdict="split")
+    judge = encode((tuple(names), preamble, tests))
+    return _run(
+        candidate, level, mode="split", judge=judge, timeout=timeout, memory_mb=memory_mb,
+        max_processes=max_processes, file_size_mb=file_size_mb, open_files=open_files, max_output=max_output,
+    )
+
+
+def _fresh_uid() -> int:
+    with _uid_lock:
+        return UID_BASE + (os.getpid() % 100_000) * 1000 + (next(_uid_counter) % 500) * 2
+
+
+def processes_of(uid: int | None, marker: str) -> list[int]:
+    """Processes left by a run: those with its uids (root mode), or carrying its marker."""
+    found = []
+    needle = f"FTMODEL_SANDBOX_RUN={marker}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if uid is not None:
+                if os.stat(f"/proc/{entry}").st_uid in (uid, uid + 1):
+                    found.append(int(entry))
+            else:
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    if needle in fh.read():
+                        found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True for a running process; a zombie (killed, awaiting its reaper) is not alive."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _sweep(uid: int | None, marker: str, grace: float = 1.0) -> int:
+    """Kill what the teardown left; returns how many processes outlived it (after ``grace`` s)."""
+    until = time.monotonic() + grace
+    while True:
+        left = [p for p in processes_of(uid, marker) if p != os.getpid() and alive(p)]
+        if not left or time.monotonic() >= until:
+            break
+        time.sleep(0.02)  # namespace teardown and parent-death signals land asynchronously
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    until = time.monotonic() + 2.0
+    while any(alive(p) for p in left) and time.monotonic() < until:
+        time.sleep(0.01)  # SIGKILL is delivered asynchronously; return once they are gone
+    return len(left)
+
+
+def _run(
+    program: str,
+    level: Isolation,
+    *,
+    mode: str,
+    judge: bytes,
+    timeout: float,
+    memory_mb: int,
+    max_processes: int,
+    file_size_mb: int,
+    open_files: int,
+    max_output: int,
+) -> SandboxResult:
+    verdict = "split" if mode == "split" else "in-process"
+    uid = _fresh_uid() if level.uid_dropped else None
+    marker = secrets.token_hex(8)
+    problem = _source_error(program, "the program")
+    if problem:
+        return SandboxResult("error", None, "", f"[sandbox] {problem}", 0.0, level, marker, uid, verdict)
+    source = program.encode("utf-8")
+    nonce = secrets.token_bytes(16)
+    from pytest_ftmodel.sandbox.kernel import seccomp_filter
+
+    bpf = seccomp_filter()[0] if level.seccomp else None
+    scratch = None
+    if level.level == "namespaces":
+        workdir = "/tmp"
+        tmpfs_mb = max(file_size_mb * 2, 32)
+    else:
+        scratch = tempfile.mkdtemp(prefix="ftmodel-sandbox-")
+        if uid is not None:
+            os.chown(scratch, uid, uid)
+        workdir = scratch
+        tmpfs_mb = 0
+    config: dict[str, object] = {
+        "namespaces": int(level.level == "namespaces"),
+        "mode": mode,
+        "workdir": workdir,
+        "uid": uid,
+        "tmpfs_mb": tmpfs_mb,
+        "shm_mb": max(min(memory_mb // 8, 64), 1),
+        "cpu_seconds": max(1, int(timeout + 0.999)),
+        "memory_mb": memory_mb,
+        "file_size_mb": file_size_mb,
+        "open_files": open_files,
+        "processes": max_processes,
+        "seccomp": bpf,
+    }
+    pipes = [os.pipe() for _ in range(5)]  # stdout, stderr, program, judge, result
+    (out_r, out_w), (err_r, err_w), (program_r, program_w), (judge_r, judge_w), (result_r, result_w) = pipes
+    ends = (out_w, err_w, program_r, judge_r, result_w)  # the child's
+    start = time.monotonic()
+    child: forkserver.Forked | forkserver.Spawned
+    try:
+        child = forkserver.fork(config, marker, ends) if level.forked else forkserver.spawn(config, marker, ends, workdir)
+    except OSError as exc:
+        for fd in (out_r, err_r, program_w, judge_w, result_r):
+            os.close(fd)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return SandboxResult("error", None, "", f"[sandbox] could not start: {exc}", 0.0, level, marker, uid, verdict)
+    finally:
+        for fd in ends:
+            os.close(fd)
+    _write_all(program_w, source)
+    _write_all(judge_w, nonce + judge)
+
+    out, err, result, timed_out = _collect(child, out_r, err_r, result_r, start + timeout, max_output)
+    child.kill()
+    returncode = child.wait(5.0)
+    child.release()
+    # in a PID namespace the kernel has killed every process of the run before the server saw PID 1
+    # end; a server that ended during the run saw nothing, so then we look
+    survivors = _sweep(uid, marker) if not level.pid_namespace or child.lost else 0
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+    duration = time.monotonic() - start
+
+    stderr = err.decode("utf-8", "replace")
+    if child.lost:
+        status = "error"
+        stderr += "\n[sandbox] the sandbox's fork server ended during the run"
+    elif survivors:
+        status = "error"
+        stderr += f"\n[sandbox] {survivors} process(es) outlived the run and were killed"
+    elif timed_out or (returncode in _CPU_KILLED and result != nonce):
+        status = "timeout"
+    elif result == b"memory":
+        status = "memory"
+    elif result == nonce and returncode == 0:
+        status = "passed"
+    else:
+        status = "failed"
+    return SandboxResult(
+        status, returncode, escape_controls(out.decode("utf-8", "replace")), escape_controls(stderr), duration,
+        level, marker, uid, verdict,
+    )
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Feed a pipe; from a thread when it may not fit the pipe, so a child that never reads cannot block us."""
+    if len(data) <= 4096:  # PIPE_BUF: fits an empty pipe at once
+        try:
+            if data:
+                os.write(fd, data)
+        except OSError:
+            pass  # the child ended before reading: its result says why
+        finally:
+            os.close(fd)
+        return
+
+    def feed() -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    threading.Thread(target=feed, daemon=True).start()
+
+
+def _collect(
+    child: forkserver.Forked | forkserver.Spawned, out_fd: int, err_fd: int, result_fd: int, deadline: float, cap: int
+) -> tuple[bytes, bytes, bytes, bool]:
+    """Read stdout/stderr (the first ``cap`` bytes of each) and the result pipe; closes all three.
+
+    Stops at EOF of all three, at the deadline (then ``timed_out``), or shortly after the process
+    exited: a grandchild that holds the pipes open must not stretch the run to the deadline.
+    """
+    buffers = {out_fd: bytearray(), err_fd: bytearray(), result_fd: bytearray()}
+    limits = {out_fd: cap, err_fd: cap, result_fd: 64}
+    closed: set[int] = set()
+    sel = selectors.DefaultSelector()
+    try:
+        for fd in buffers:
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        timed_out = False
+        stop_at = deadline
+        while sel.get_map():
+            now = time.monotonic()
+            if now >= stop_at:
+                timed_out = stop_at == deadline
+                break
+            if stop_at == deadline and child.finished():
+                stop_at = min(deadline, now + 0.25)
+            for key, _ in sel.select(timeout=min(stop_at - now, 0.05)):
+                fd = key.fd
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    sel.unregister(fd)
+                    continue
+                buffers[fd] += chunk[: max(limits[fd] - len(buffers[fd]), 0)]
+                if len(buffers[fd]) >= limits[fd]:
+                    sel.unregister(fd)
+                    if fd != result_fd:
+                        os.close(fd)  # a flood now gets EPIPE instead of our memory
+                        closed.add(fd)
+    finally:
+        sel.close()
+        for fd in buffers.keys() - closed:
+            os.close(fd)
+    return bytes(buffers[out_fd]), bytes(buffers[err_fd]), bytes(buffers[result_fd]), timed_out
