@@ -429,3 +429,23 @@ def test_a_chosen_port_and_a_server_killed_mid_save_leave_a_whole_sheet(serve, t
     kept = read_sheet(sheet, EVAL_FORMAT)  # whole and valid
     # every save the server acknowledged is on disk
     assert all("ana" in it["reviews"] for it in kept["items"][: min(30, acknowledged)])
+
+
+def test_the_browser_is_opened_on_the_address_unless_told_not_to(tmp_path) -> None:
+    opened = tmp_path / "opened.txt"
+    fake = tmp_path / "fake-browser"
+    fake.write_text(f"#!/bin/sh\necho \"$1\" > {opened}\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "BROWSER": str(fake)}
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_ftmodel", "ab", str(ab_sheet_file(tmp_path / "ab.json", 2)), "--web"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        deadline = time.monotonic() + 20
+        while not opened.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = re.search(r"http://\S+", line)
+        assert url and line.startswith("A/B page for ") and opened.read_text().strip() == url.group()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
