@@ -675,8 +675,9 @@ def serve(sock_fd, own_proc=False):
     """Fork one child per request until the parent closes the socket.
 
     Request: the run's ``key=value`` lines, with its five pipe ends attached. Replies: ``pid N`` (or
-    ``error ...``), then ``exit CODE`` when the child has ended (it stays unreaped, so its pid cannot
-    be reused while the parent may still ask for a ``kill``), then the parent's ``done`` lets it go.
+    ``error ...``), then ``exit CODE CPU`` when the child has ended (it stays unreaped while it runs,
+    so its pid cannot be reused while the parent may still ask for a ``kill``), and the parent's
+    ``done`` makes the server ready for the next run.
     """
     import _socket  # not socket: its Python layer would leave enum, collections and more imported
     import select
@@ -720,11 +721,13 @@ def serve(sock_fd, own_proc=False):
             os.kill(pid, 9)
             os.waitpid(pid, 0)
             return
-        sock.send(b"exit %d" % code)
+        # PID 1 has ended, and with it every process of its namespace (it reaped them): reap it now,
+        # with the CPU the whole run used; a kill that crosses this message is moot and ignored
+        _, _, usage = os.wait4(pid, 0)
+        sock.send(b"exit %d %.4f" % (code, usage.ru_utime + usage.ru_stime))
         message = b"kill"
-        while message == b"kill":  # a kill sent as the child ended is moot
+        while message == b"kill":
             message = sock.recv(64)
-        os.waitpid(pid, 0)
         if message != b"done":
             return
 
