@@ -315,7 +315,7 @@ def test_the_process_level_still_holds_the_core_limits(contained, isolation) -> 
     assert contained(attempt("exit", "sys.exit(0)"), "exit", isolation=isolation).status == "failed"
     assert contained(attempt("alloc", "bytearray(8 << 30)"), "alloc", isolation=isolation, memory_mb=512).status == "memory"
     r = contained(attempt("setsid", "if os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n    os._exit(0)"), "setsid", isolation=isolation)
-    assert r.status == "error" and "outlived the run" in r.stderr
+    assert r.status == "error" and "outlived the program and were killed" in r.stderr
     if r.uid is not None:  # its scratch folder is gone
         assert not [p for p in Path(tempfile.gettempdir()).glob("ftmodel-sandbox-*") if _owner(p) == r.uid]
     assert contained(attempt("canary", "assert sum(range(5)) == 10"), "canary", isolation=isolation).status == "passed"
@@ -901,6 +901,7 @@ def test_a_run_starved_by_a_busy_machine_is_run_again_not_failed() -> None:
     context = multiprocessing.get_context("fork")
 
     def hog(until: float) -> None:
+        os.setsid()  # a session (so a scheduler autogroup) of its own, as the program has
         os.sched_setaffinity(0, {cpu})
         while time.monotonic() < until:
             pass
@@ -918,3 +919,23 @@ def test_a_run_starved_by_a_busy_machine_is_run_again_not_failed() -> None:
         h.join()
     assert (r.status, r.stdout) == ("passed", "done\n"), r.stderr
     assert r.duration > timeout  # the first run ran out of wall clock, starved; the second passed
+
+
+def test_the_process_level_kills_descendants_that_carry_no_marker(contained) -> None:
+    """A double fork that execs with an empty environment: no marker to find it by. The process
+    level's supervisor (a child subreaper) inherits it and kills it when the program ends."""
+    body = (
+        "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        os.execve('/bin/sleep', ['/bin/sleep', '61.5'], {})\n    os._exit(0)\n"
+        "os.wait()\ntime.sleep(0.2)\n"
+    )
+    r = contained(attempt("nomarker", body), "nomarker", isolation="process")
+    assert r.status == "error" and "1 descendant(s) outlived the program and were killed" in r.stderr
+    sleepers = []
+    for entry in os.listdir("/proc"):
+        try:
+            if open(f"/proc/{entry}/cmdline", "rb").read() == b"/bin/sleep\x0061.5\x00" and alive(int(entry)):
+                sleepers.append(entry)
+        except (OSError, ValueError):
+            continue
+    assert sleepers == []

@@ -20,6 +20,8 @@ from pytest_ftmodel.sandbox import forkserver, isolation
 from pytest_ftmodel.sandbox.isolation import Isolation, SandboxUnavailable
 from pytest_ftmodel.sandbox.plain import encode
 
+LEFT_BEHIND = 125  # harness.LEFT_BEHIND: the process level's supervisor killed leftover descendants
+
 UID_BASE = 2_000_000_000  # far above any real account; two fresh uids per concurrent run
 _uid_counter = itertools.count()
 _uid_lock = threading.Lock()
@@ -297,6 +299,8 @@ def _run(
     elif survivors:
         status = "error"
         stderr += f"\n[sandbox] {survivors} process(es) outlived the run and were killed"
+    elif not level.forked and returncode == LEFT_BEHIND:  # the process level's supervisor killed some
+        status = "error"
     elif timed_out or (returncode in _CPU_KILLED and result != nonce):
         status = "timeout"
     elif result == b"memory":

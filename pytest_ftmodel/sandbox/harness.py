@@ -601,6 +601,62 @@ def _run(cfg):
         os._exit(_exit_code(exc) or 1)
 
 
+# ---- the process level's supervisor ------------------------------------------------------------
+
+LEFT_BEHIND = 125  # the supervisor's exit code when it had to kill descendants of the program
+
+
+def _supervise(cfg):
+    """Process level: this process only watches, the run happens in a child. As a child subreaper it
+    inherits every descendant orphaned on the way (double forks, ``setsid`` daemons, programs
+    exec'd with an empty environment), and when the run ends it kills them all: nothing here trusts
+    what a descendant's environment says."""
+    _call("prctl", 36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    pid = os.fork()
+    if pid == 0:
+        _run(cfg)
+        os._exit(1)  # never reached
+    for fd in (cfg["program_fd"], cfg["judge_fd"], cfg["result_fd"]):
+        os.close(fd)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    left = _kill_descendants()
+    if left:
+        os.write(2, b"\n[sandbox] %d descendant(s) outlived the program and were killed\n" % left)
+        os._exit(LEFT_BEHIND)
+    os._exit(1 if code == LEFT_BEHIND else code if code >= 0 else 128 - code)
+
+
+def _kill_descendants():
+    """Kill and reap our children (orphans reparented to us included) until none is left."""
+    me, killed = os.getpid(), 0
+    while True:
+        children = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == me:
+                children.append((int(entry), fields[0] != b"Z"))
+        if not children:
+            return killed
+        for child, running in children:
+            if running:
+                killed += 1
+                try:
+                    os.kill(child, 9)
+                except OSError:
+                    pass
+        for child, _ in children:
+            try:
+                os.waitpid(child, 0)
+            except ChildProcessError:
+                pass
+
+
 # ---- the fork server --------------------------------------------------------------------------
 
 _RUN_FDS = 5  # stdout, stderr, program, judge and result pipes, in that order
@@ -737,8 +793,7 @@ def main():
         cfg = _config(sys.argv[2:])
         serve(int(cfg["socket"]), cfg.get("own_proc") == "1")
         os._exit(0)
-    cfg = _config(sys.argv[1:])
-    _run(cfg)
+    _supervise(_config(sys.argv[1:]))
 
 
 if __name__ == "__main__":
