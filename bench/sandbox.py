@@ -35,7 +35,7 @@ def cpu_report(before: tuple[int, int], after: tuple[int, int], runs: int) -> st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1), help="for both (default: two per core, as evaluate_code)")
     parser.add_argument("--process-level", action="store_true", help="also time isolation='process' (fresh exec per program)")
     parser.add_argument("--split-only", action="store_true", help="skip the in-process timing")
     args = parser.parse_args()

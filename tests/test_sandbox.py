@@ -138,7 +138,7 @@ def test_atexit_exit_after_a_failing_assert_fails(contained) -> None:
 
 def test_infinite_loop_times_out(contained) -> None:
     r = contained(attempt("loop", "end = time.monotonic() + 60\nwhile time.monotonic() < end:\n    pass"), "loop")
-    assert r.status == "timeout" and r.duration < TIMEOUT + 3
+    assert r.status == "timeout" and r.duration < 3 * TIMEOUT + 3  # re-run once if the machine starved it
 
 
 def test_busy_loop_ignoring_sigalrm_times_out(contained) -> None:
@@ -149,7 +149,9 @@ def test_busy_loop_ignoring_sigalrm_times_out(contained) -> None:
 
 def test_sleep_forever_times_out(contained) -> None:
     r = contained(attempt("sleep", "time.sleep(600)"), "sleep")
-    assert r.status == "timeout" and r.duration < TIMEOUT + 3
+    assert r.status == "timeout" and r.duration < 3 * TIMEOUT + 3
+    if r.cpu_seconds is not None:  # judged on its CPU use: it waited, so it had a second chance
+        assert "timed out twice" in r.stderr and "the program waited, or the machine is too busy" in r.stderr
 
 
 def test_fork_bomb_is_stopped_by_the_process_limit(contained) -> None:
@@ -313,7 +315,7 @@ def test_the_process_level_still_holds_the_core_limits(contained, isolation) -> 
     assert contained(attempt("exit", "sys.exit(0)"), "exit", isolation=isolation).status == "failed"
     assert contained(attempt("alloc", "bytearray(8 << 30)"), "alloc", isolation=isolation, memory_mb=512).status == "memory"
     r = contained(attempt("setsid", "if os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n    os._exit(0)"), "setsid", isolation=isolation)
-    assert r.status == "error" and "outlived the run" in r.stderr
+    assert r.status == "error" and "outlived the program and were killed" in r.stderr
     if r.uid is not None:  # its scratch folder is gone
         assert not [p for p in Path(tempfile.gettempdir()).glob("ftmodel-sandbox-*") if _owner(p) == r.uid]
     assert contained(attempt("canary", "assert sum(range(5)) == 10"), "canary", isolation=isolation).status == "passed"
@@ -885,3 +887,55 @@ def test_the_path_without_root_holds_when_run_as_an_unprivileged_uid(open_dir) -
     assert target.read_text() == "precious\n" and list(outside.iterdir()) == []
     assert out["forged"] == ["failed", "split"]
     assert out["sleepers"] == []  # the exec'd grandchild with an empty environment went with the run
+
+
+def test_a_run_starved_by_a_busy_machine_is_run_again_not_failed() -> None:
+    """Busy processes hog the CPU the program is pinned to until just after its time is up: the
+    program gets too little CPU to finish, so it runs again (and then has the CPU to itself)."""
+    import multiprocessing
+
+    if not LEVEL.forked:
+        pytest.skip("the run's CPU use is measured at the namespace level")
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    timeout = 1.5
+    context = multiprocessing.get_context("fork")
+
+    def hog(until: float) -> None:
+        os.setsid()  # a session (so a scheduler autogroup) of its own, as the program has
+        os.sched_setaffinity(0, {cpu})
+        while time.monotonic() < until:
+            pass
+
+    hogs = [context.Process(target=hog, args=(time.monotonic() + 0.3 + timeout * 1.3,)) for _ in range(12)]
+    for h in hogs:
+        h.start()
+    time.sleep(0.3)  # all of them busy on that CPU before the program starts
+    program = (
+        f"import os, time\nos.sched_setaffinity(0, {{{cpu}}})\nstart = time.process_time()\n"
+        "while time.process_time() - start < 0.4:\n    pass\nprint('done', flush=True)\n"
+    )
+    r = run_sandboxed(program, timeout=timeout)
+    for h in hogs:
+        h.join()
+    assert (r.status, r.stdout) == ("passed", "done\n"), r.stderr
+    assert r.duration > timeout  # the first run ran out of wall clock, starved; the second passed
+
+
+def test_the_process_level_kills_descendants_that_carry_no_marker(contained) -> None:
+    """A double fork that execs with an empty environment: no marker to find it by. The process
+    level's supervisor (a child subreaper) inherits it and kills it when the program ends."""
+    body = (
+        "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        os.execve('/bin/sleep', ['/bin/sleep', '61.5'], {})\n    os._exit(0)\n"
+        "os.wait()\ntime.sleep(0.2)\n"
+    )
+    r = contained(attempt("nomarker", body), "nomarker", isolation="process")
+    assert r.status == "error" and "1 descendant(s) outlived the program and were killed" in r.stderr
+    sleepers = []
+    for entry in os.listdir("/proc"):
+        try:
+            if open(f"/proc/{entry}/cmdline", "rb").read() == b"/bin/sleep\x0061.5\x00" and alive(int(entry)):
+                sleepers.append(entry)
+        except (OSError, ValueError):
+            continue
+    assert sleepers == []

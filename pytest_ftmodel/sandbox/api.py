@@ -13,12 +13,14 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
 
 from pytest_ftmodel.sandbox import forkserver, isolation
 from pytest_ftmodel.sandbox.isolation import Isolation, SandboxUnavailable
 from pytest_ftmodel.sandbox.plain import encode
+
+LEFT_BEHIND = 125  # harness.LEFT_BEHIND: the process level's supervisor killed leftover descendants
 
 UID_BASE = 2_000_000_000  # far above any real account; two fresh uids per concurrent run
 _uid_counter = itertools.count()
@@ -45,6 +47,7 @@ class SandboxResult:
     run_id: str = ""  # the marker in the run's environment, to find its processes
     uid: int | None = None  # the run's own uid, when it had one (the split judge's is uid + 1)
     verdict: str = "in-process"  # "split": tests in a process of their own; "in-process": one program
+    cpu_seconds: float | None = None  # CPU the run's processes used, all together (namespace level)
 
     @property
     def passed(self) -> bool:
@@ -93,10 +96,10 @@ def run_sandboxed(
     namespaces) or "process" (skip the namespace layer). ``verdict`` is "in-process".
     """
     level = _check_isolation(isolation)
-    return _run(
-        program, level, mode="inprocess", judge=b"", timeout=timeout, memory_mb=memory_mb,
+    return _judged_on_cpu(lambda wall: _run(
+        program, level, mode="inprocess", judge=b"", timeout=timeout, wall=wall, memory_mb=memory_mb,
         max_processes=max_processes, file_size_mb=file_size_mb, open_files=open_files, max_output=max_output,
-    )
+    ), timeout)
 
 
 def run_split(
@@ -128,10 +131,31 @@ def run_split(
         if problem:
             return SandboxResult("error", None, "", f"[sandbox] {problem}", 0.0, level, verdict="split")
     judge = encode((tuple(names), preamble, tests))
-    return _run(
-        candidate, level, mode="split", judge=judge, timeout=timeout, memory_mb=memory_mb,
+    return _judged_on_cpu(lambda wall: _run(
+        candidate, level, mode="split", judge=judge, timeout=timeout, wall=wall, memory_mb=memory_mb,
         max_processes=max_processes, file_size_mb=file_size_mb, open_files=open_files, max_output=max_output,
-    )
+    ), timeout)
+
+
+STARVED_SHARE = 0.5  # a run that timed out having used less CPU than this share of its time is re-run
+
+
+def _judged_on_cpu(run: Callable[[float], SandboxResult], timeout: float) -> SandboxResult:
+    """A run that ran out of wall-clock time without using its CPU time was starved by a busy
+    machine, or waited: it runs once more with twice the wall clock (the CPU limit unchanged). If it
+    times out again, its result says how little CPU it had."""
+    first = run(timeout)
+    cpu = first.cpu_seconds
+    if first.status != "timeout" or cpu is None or cpu >= STARVED_SHARE * timeout:
+        return first
+    again = run(2 * timeout)
+    if again.status == "timeout" and again.cpu_seconds is not None and again.cpu_seconds < STARVED_SHARE * timeout:
+        note = (
+            f"\n[sandbox] timed out twice ({timeout:g} s, then {2 * timeout:g} s of wall clock) having used only "
+            f"{cpu:.2f} s and {again.cpu_seconds:.2f} s of CPU: the program waited, or the machine is too busy"
+        )
+        return replace(again, stderr=again.stderr + note, duration=first.duration + again.duration)
+    return replace(again, duration=first.duration + again.duration)
 
 
 def _fresh_uid() -> int:
@@ -199,7 +223,10 @@ def _run(
     file_size_mb: int,
     open_files: int,
     max_output: int,
+    wall: float | None = None,
 ) -> SandboxResult:
+    """One run: CPU limit from ``timeout``, wall-clock limit ``wall`` (default ``timeout``)."""
+    wall = timeout if wall is None else wall
     verdict = "split" if mode == "split" else "in-process"
     uid = _fresh_uid() if level.uid_dropped else None
     marker = secrets.token_hex(8)
@@ -254,7 +281,7 @@ def _run(
     _write_all(program_w, source)
     _write_all(judge_w, nonce + judge)
 
-    out, err, result, timed_out = _collect(child, out_r, err_r, result_r, start + timeout, max_output)
+    out, err, result, timed_out = _collect(child, out_r, err_r, result_r, start + wall, max_output)
     child.kill()
     returncode = child.wait(5.0)
     child.release()
@@ -272,6 +299,8 @@ def _run(
     elif survivors:
         status = "error"
         stderr += f"\n[sandbox] {survivors} process(es) outlived the run and were killed"
+    elif not level.forked and returncode == LEFT_BEHIND:  # the process level's supervisor killed some
+        status = "error"
     elif timed_out or (returncode in _CPU_KILLED and result != nonce):
         status = "timeout"
     elif result == b"memory":
@@ -282,7 +311,7 @@ def _run(
         status = "failed"
     return SandboxResult(
         status, returncode, escape_controls(out.decode("utf-8", "replace")), escape_controls(stderr), duration,
-        level, marker, uid, verdict,
+        level, marker, uid, verdict, child.cpu_seconds,
     )
 
 

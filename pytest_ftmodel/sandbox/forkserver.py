@@ -184,6 +184,7 @@ class Forked:
     def __init__(self, zygote: Zygote) -> None:
         self.zygote = zygote
         self.returncode: int | None = None
+        self.cpu_seconds: float | None = None  # the whole run's, every process of it
         self.lost = False  # the server ended during the run
 
     def _take(self, timeout: float) -> None:
@@ -192,7 +193,8 @@ class Forked:
             if message is None:
                 return
             if message.startswith(b"exit "):
-                self.returncode = int(message[5:])
+                code, cpu = message[5:].split()
+                self.returncode, self.cpu_seconds = int(code), float(cpu)
             else:
                 self.lost = True
 
@@ -244,6 +246,7 @@ class Spawned:
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
         self.lost = False
+        self.cpu_seconds: float | None = None  # not measured at the process level
 
     def finished(self) -> bool:
         return self.proc.poll() is not None

@@ -601,6 +601,62 @@ def _run(cfg):
         os._exit(_exit_code(exc) or 1)
 
 
+# ---- the process level's supervisor ------------------------------------------------------------
+
+LEFT_BEHIND = 125  # the supervisor's exit code when it had to kill descendants of the program
+
+
+def _supervise(cfg):
+    """Process level: this process only watches, the run happens in a child. As a child subreaper it
+    inherits every descendant orphaned on the way (double forks, ``setsid`` daemons, programs
+    exec'd with an empty environment), and when the run ends it kills them all: nothing here trusts
+    what a descendant's environment says."""
+    _call("prctl", 36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    pid = os.fork()
+    if pid == 0:
+        _run(cfg)
+        os._exit(1)  # never reached
+    for fd in (cfg["program_fd"], cfg["judge_fd"], cfg["result_fd"]):
+        os.close(fd)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    left = _kill_descendants()
+    if left:
+        os.write(2, b"\n[sandbox] %d descendant(s) outlived the program and were killed\n" % left)
+        os._exit(LEFT_BEHIND)
+    os._exit(1 if code == LEFT_BEHIND else code if code >= 0 else 128 - code)
+
+
+def _kill_descendants():
+    """Kill and reap our children (orphans reparented to us included) until none is left."""
+    me, killed = os.getpid(), 0
+    while True:
+        children = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == me:
+                children.append((int(entry), fields[0] != b"Z"))
+        if not children:
+            return killed
+        for child, running in children:
+            if running:
+                killed += 1
+                try:
+                    os.kill(child, 9)
+                except OSError:
+                    pass
+        for child, _ in children:
+            try:
+                os.waitpid(child, 0)
+            except ChildProcessError:
+                pass
+
+
 # ---- the fork server --------------------------------------------------------------------------
 
 _RUN_FDS = 5  # stdout, stderr, program, judge and result pipes, in that order
@@ -675,8 +731,9 @@ def serve(sock_fd, own_proc=False):
     """Fork one child per request until the parent closes the socket.
 
     Request: the run's ``key=value`` lines, with its five pipe ends attached. Replies: ``pid N`` (or
-    ``error ...``), then ``exit CODE`` when the child has ended (it stays unreaped, so its pid cannot
-    be reused while the parent may still ask for a ``kill``), then the parent's ``done`` lets it go.
+    ``error ...``), then ``exit CODE CPU`` when the child has ended (it stays unreaped while it runs,
+    so its pid cannot be reused while the parent may still ask for a ``kill``), and the parent's
+    ``done`` makes the server ready for the next run.
     """
     import _socket  # not socket: its Python layer would leave enum, collections and more imported
     import select
@@ -720,11 +777,13 @@ def serve(sock_fd, own_proc=False):
             os.kill(pid, 9)
             os.waitpid(pid, 0)
             return
-        sock.send(b"exit %d" % code)
+        # PID 1 has ended, and with it every process of its namespace (it reaped them): reap it now,
+        # with the CPU the whole run used; a kill that crosses this message is moot and ignored
+        _, _, usage = os.wait4(pid, 0)
+        sock.send(b"exit %d %.4f" % (code, usage.ru_utime + usage.ru_stime))
         message = b"kill"
-        while message == b"kill":  # a kill sent as the child ended is moot
+        while message == b"kill":
             message = sock.recv(64)
-        os.waitpid(pid, 0)
         if message != b"done":
             return
 
@@ -734,8 +793,7 @@ def main():
         cfg = _config(sys.argv[2:])
         serve(int(cfg["socket"]), cfg.get("own_proc") == "1")
         os._exit(0)
-    cfg = _config(sys.argv[1:])
-    _run(cfg)
+    _supervise(_config(sys.argv[1:]))
 
 
 if __name__ == "__main__":
