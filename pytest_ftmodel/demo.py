@@ -2,15 +2,18 @@
 
 Two tokenizer families, because users have both:
 
-* ``byte``: a GPT-2-style model with a byte-level tokenizer (``ByT5Tokenizer``: no vocabulary file,
-  no BOS token, EOS appended by the tokenizer, no chat template);
+* ``byte``: a GPT-2-style model with a byte-level BPE tokenizer as GPT-2's (``<|endoftext|>`` as EOS,
+  no BOS, no pad token, no chat template; ``tokenizer(text)`` adds nothing);
 * ``bpe``: a Llama-style model with a BPE tokenizer trained here with ``tokenizers``; the tokenizer
   adds a BOS token, has a chat template and no pad token.
 
-For each family a *base* model is trained briefly on plain sentences, and a *fine-tuned* model is
-the base trained further on the instruction data (summaries, sentiment labels, small Python
-functions). Builds are deterministic and cached under ``cache_root()/demo/<hash>``, the hash covering
-this module's source, the data and the library versions.
+For each family a *base* model is trained briefly on plain sentences (documents between start and
+end tokens), and a *fine-tuned* model is the base trained further on the instruction data (summaries,
+sentiment labels, small Python functions) the usual way: through the chat template where the
+tokenizer has one, else as TRL's SFT trainer reads a text: ``tokenizer(instruction + "\\n" + output)``
+(no start token in front for the GPT-2 style) and EOS. Builds are deterministic
+and cached under ``cache_root()/demo/<hash>``, the hash covering this module's source, the data and
+the library versions.
 
 ``python -m pytest_ftmodel demo DIR`` builds the pair into DIR and prints their paths.
 """
@@ -23,10 +26,12 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pytest_ftmodel.data import write_jsonl
 from pytest_ftmodel.model import cache_root
@@ -44,7 +49,9 @@ _OBJECTS = ["ball", "apple", "box", "hat", "cake"]
 _PLACES = ["garden", "kitchen", "park", "barn"]
 _WEATHER = ["sunny", "rainy", "cold", "warm"]
 
-_THINGS = ["movie", "book", "meal", "song", "game", "hotel"]
+_THINGS = ["movie", "book", "meal", "song", "game", "hotel", "film", "show", "trip", "play", "cafe", "album"]
+#: several phrasings, so that a model learns the label from the sentiment word, not the sentence
+_REVIEWS = ["The {thing} was {word}.", "I found the {thing} {word}.", "What a {word} {thing}.", "Our {thing} was {word} overall."]
 _SENTIMENT_WORDS = {
     "positive": ["great", "wonderful", "excellent", "lovely"],
     "negative": ["terrible", "awful", "boring", "dreadful"],
@@ -73,11 +80,12 @@ def _summary_item(rng: random.Random) -> dict[str, Any]:
     return {"instruction": f"Summarize: {text}", "output": f"The {animal} {verb} the {obj}.", "category": "summarize"}
 
 
-def _classify_item(rng: random.Random) -> dict[str, Any]:
-    label = rng.choice(LABELS)
-    thing, word = rng.choice(_THINGS), rng.choice(_SENTIMENT_WORDS[label])
+def _classify_item(rng: random.Random, word: str | None = None, template: str | None = None) -> dict[str, Any]:
+    label = rng.choice(LABELS) if word is None else next(k for k, v in _SENTIMENT_WORDS.items() if word in v)
+    word = word or rng.choice(_SENTIMENT_WORDS[label])
+    review = (template or rng.choice(_REVIEWS)).format(thing=rng.choice(_THINGS), word=word)
     return {
-        "instruction": f"Classify the sentiment: The {thing} was {word}.",
+        "instruction": f"Classify the sentiment: {review}",
         "output": label,
         "category": "classify",
         "expected_label": label,
@@ -133,7 +141,10 @@ def demo_data() -> dict[str, list[dict[str, Any]]]:
                 return dict(item)
 
     val = [fresh(_summary_item) for _ in range(12)] + [fresh(_classify_item) for _ in range(12)]
-    train = [fresh(_summary_item) for _ in range(120)] + [fresh(_classify_item) for _ in range(60)]
+    train = [fresh(_summary_item) for _ in range(120)]
+    # every sentiment word in every phrasing, three times (with different things)
+    words = [w for label in LABELS for w in _SENTIMENT_WORDS[label]]
+    train += [fresh(lambda r: _classify_item(r, w, t)) for w in words for t in _REVIEWS for _ in range(3)]
     # Code is memorised on purpose (the toy problems are the training functions), so it is in
     # training several times and not in validation.
     train += [_code_item(name) for name in _FUNCTIONS for _ in range(6)]
@@ -151,20 +162,26 @@ def demo_data() -> dict[str, list[dict[str, Any]]]:
 @dataclass(frozen=True)
 class Recipe:
     family: str
-    hidden: int = 96
+    hidden: int = 64
     layers: int = 2
     heads: int = 4
-    context: int = 256
-    base_steps: int = 150
-    finetune_steps: int = 250
-    batch_size: int = 16
-    lr: float = 3e-3
-    eval_every: int = 25
+    context: int = 512
+    base_steps: int = 60
+    finetune_steps: int = 500
+    batch_size: int = 8
+    lr: float = 5e-3
+    eval_every: int = 50
+    #: weight of the prompt's tokens in the fine-tuning loss (1: the whole text; 0: the answer only)
+    prompt_weight: float = 1.0
 
 
+# Small and short, so that both families build in seconds of CPU; many small steps learn the tasks
+# faster than few large ones. The GPT-2-style model learns the sentiment labels much sooner with the
+# prompt's tokens down-weighted; the chat model learns them on the whole text, which keeps its
+# perplexity on plain validation texts (instruction, line break, output) low.
 RECIPES = {
-    "byte": Recipe("byte", context=256),
-    "bpe": Recipe("bpe", context=128, finetune_steps=400, lr=2e-3),
+    "byte": Recipe("byte", lr=6e-3, prompt_weight=0.2),
+    "bpe": Recipe("bpe"),
 }
 
 BPE_CHAT_TEMPLATE = (
@@ -183,31 +200,36 @@ class DemoPair:
 
 
 def _build_tokenizer(family: str) -> Any:
-    if family == "byte":
-        from transformers import ByT5Tokenizer
-
-        return ByT5Tokenizer()
+    """A byte-level BPE tokenizer trained on the demo corpus, with the family's conventions."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     data = demo_data()
     corpus = base_corpus() + [f"{r['instruction']}\n{r['output']}" for r in data["train"]]
-    corpus += ["<|user|>", "<|assistant|>"]
+    specials = ["<|endoftext|>"] if family == "byte" else ["<unk>", "<s>", "</s>"]
+    if family == "bpe":
+        corpus += ["<|user|>", "<|assistant|>"]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=512,
-        special_tokens=["<unk>", "<s>", "</s>"],
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer)
+    context = RECIPES[family].context
+    if family == "byte":
+        # GPT-2's conventions: <|endoftext|> ends a text, tokenizer(text) adds nothing
+        return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", model_max_length=context)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
     )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", model_max_length=context
+    )
     fast.chat_template = BPE_CHAT_TEMPLATE
     return fast
 
@@ -248,35 +270,47 @@ def _build_model(recipe: Recipe, tokenizer: Any) -> Any:
 
 
 def _encode_plain(tokenizer: Any, text: str) -> list[int]:
-    """A document as the model sees it: start token, text, end of sequence."""
+    """A pretraining document as the base model sees it: start token, text, end of sequence."""
     ids = tokenizer(text, add_special_tokens=False).input_ids
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     return [start, *ids, tokenizer.eos_token_id]
 
 
 def encode_example(tokenizer: Any, record: dict[str, Any]) -> list[int]:
-    """An instruction record as the fine-tuned demo is trained on it (chat template when it has one)."""
+    """An instruction record as the fine-tuned demo is trained on it: through the chat template when the
+    tokenizer has one, else as the text :func:`~pytest_ftmodel.texts_of` makes of it, ``tokenizer(text)``
+    (its own special tokens, none for GPT-2 style; no start token in front), and EOS."""
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": record["instruction"]}, {"role": "assistant", "content": record["output"]}],
             tokenize=False,
         )
         return list(tokenizer(text, add_special_tokens=False).input_ids)
-    return _encode_plain(tokenizer, f"{record['instruction']}\n{record['output']}")
+    return [*tokenizer(f"{record['instruction']}\n{record['output']}").input_ids, tokenizer.eos_token_id]
 
 
-def _batches(seqs: list[list[int]], recipe: Recipe, steps: int, rng: random.Random) -> Iterator[list[list[int]]]:
+def prompt_length(tokenizer: Any, record: dict[str, Any]) -> int:
+    """How many leading ids of :func:`encode_example` are the prompt (not trained on: completion-only
+    loss, the default of TRL's SFT trainer for prompt/completion data); 0 when they are no prefix."""
+    from pytest_ftmodel.tokens import prompt_ids
+
+    prompt = prompt_ids(tokenizer, record["instruction"])
+    return len(prompt) if encode_example(tokenizer, record)[: len(prompt)] == prompt else 0
+
+
+def _batches(n: int, recipe: Recipe, steps: int, rng: random.Random) -> Iterator[list[int]]:
     order: list[int] = []
     for _ in range(steps):
         if len(order) < recipe.batch_size:
-            extra = list(range(len(seqs)))
+            extra = list(range(n))
             rng.shuffle(extra)
             order += extra
         batch, order = order[: recipe.batch_size], order[recipe.batch_size :]
-        yield [seqs[i][: recipe.context] for i in batch]
+        yield batch
 
 
-def _tensors(batch: list[list[int]], pad_id: int) -> tuple[Any, Any, Any]:
+def _tensors(batch: list[list[int]], pad_id: int, skip: list[int] | None = None) -> tuple[Any, Any, Any]:
+    """Padded ids, attention mask and labels; the first ``skip[row]`` tokens of a row are not targets."""
     import torch
 
     width = max(len(s) for s in batch)
@@ -286,16 +320,18 @@ def _tensors(batch: list[list[int]], pad_id: int) -> tuple[Any, Any, Any]:
         ids[row, : len(seq)] = torch.tensor(seq)
         mask[row, : len(seq)] = 1
     labels = ids.masked_fill(mask == 0, -100)
+    for row, n in enumerate(skip or []):
+        labels[row, :n] = -100
     return ids, mask, labels
 
 
-def _mean_loss(model: Any, seqs: list[list[int]], pad_id: int, context: int) -> float:
+def _mean_loss(model: Any, seqs: list[list[int]], pad_id: int, context: int, skip: list[int] | None = None) -> float:
     import torch
 
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(seqs), 32):
-            ids, mask, labels = _tensors([s[:context] for s in seqs[i : i + 32]], pad_id)
+            ids, mask, labels = _tensors([s[:context] for s in seqs[i : i + 32]], pad_id, skip[i : i + 32] if skip else None)
             n = int((labels[:, 1:] != -100).sum())
             total += float(model(input_ids=ids, attention_mask=mask, labels=labels).loss) * n
             count += n
@@ -311,8 +347,15 @@ def train(
     *,
     eval_seqs: list[list[int]] | None = None,
     seed: int = SEED,
+    report: Callable[[int, float], None] | None = None,
+    prompt_lengths: list[int] | None = None,
+    eval_prompt_lengths: list[int] | None = None,
+    prompt_weight: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """A plain AdamW loop with linear decay; returns a transformers-style ``log_history``."""
+    """A plain AdamW loop with linear decay; returns a transformers-style ``log_history``.
+
+    ``prompt_lengths``: leading tokens of each sequence whose loss is weighted ``prompt_weight``
+    (0: completion-only loss). ``report(step, loss)`` is called at every quarter of the steps."""
     import torch
 
     torch.manual_seed(seed)
@@ -321,20 +364,32 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(steps, 1))
     history: list[dict[str, Any]] = []
     model.train()
-    for step, batch in enumerate(_batches(seqs, recipe, steps, rng), start=1):
-        ids, mask, labels = _tensors(batch, pad_id)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    for step, rows in enumerate(_batches(len(seqs), recipe, steps, rng), start=1):
+        batch = [seqs[i][: recipe.context] for i in rows]
+        if prompt_lengths and prompt_weight > 0:
+            ids, mask, labels = _tensors(batch, pad_id)
+            weights = mask[:, 1:].double()
+            for row, i in enumerate(rows):
+                weights[row, : max(prompt_lengths[i] - 1, 0)] *= prompt_weight
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+            loss = (nll * weights).sum() / weights.sum()
+        else:
+            ids, mask, labels = _tensors(batch, pad_id, [prompt_lengths[i] for i in rows] if prompt_lengths else None)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         epoch = round(step * recipe.batch_size / len(seqs), 4)
+        if report is not None and step % max(1, steps // 4) == 0:
+            report(step, float(loss.detach()))
         if step % 5 == 0 or step == steps:
             history.append({"epoch": epoch, "step": step, "loss": round(float(loss.detach()), 6), "learning_rate": sched.get_last_lr()[0]})
         if eval_seqs and (step % recipe.eval_every == 0 or step == steps):
             model.eval()
-            history.append({"epoch": epoch, "step": step, "eval_loss": round(_mean_loss(model, eval_seqs, pad_id, recipe.context), 6)})
+            history.append({"epoch": epoch, "step": step, "eval_loss": round(_mean_loss(model, eval_seqs, pad_id, recipe.context, eval_prompt_lengths), 6)})
             model.train()
     model.eval()
     return history
@@ -352,10 +407,22 @@ def _save(model: Any, tokenizer: Any, out: Path, history: list[dict[str, Any]]) 
     (out / "trainer_state.json").write_text(json.dumps(state, indent=1))
 
 
+def say(message: str) -> None:
+    """A line of build progress on the terminal: a build takes seconds, and a silent wait looks hung.
+
+    It goes to the process's own stderr (``sys.__stderr__``), which pytest leaves alone while it
+    configures (where the example suite builds); the test suite's fixtures also lift pytest's capture.
+    """
+    stream = sys.__stderr__ or sys.stderr
+    print(f"pytest-ftmodel demo: {message}", file=stream, flush=True)
+
+
 def _build_family(family: str, out: Path) -> None:
     """Train and save ``out/base`` and ``out/finetuned`` for one tokenizer family."""
     import copy
 
+    started = time.monotonic()
+    say(f"building the {family} demo models (base, then fine-tuned), once: about 15 s of CPU")
     recipe = RECIPES[family]
     tokenizer = _build_tokenizer(family)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -365,18 +432,30 @@ def _build_family(family: str, out: Path) -> None:
     sft_val = [encode_example(tokenizer, r) for r in data["val"]]
     from pytest_ftmodel.model import quiet_transformers
 
-    with quiet_transformers(), _threads(2):
+    with quiet_transformers(), _threads(1):
         model = _build_model(recipe, tokenizer)
-        base_history = train(model, plain, recipe, recipe.base_steps, pad_id)
+
+        def progress(stage: str, steps: int) -> Callable[[int, float], None]:
+            return lambda step, loss: say(f"{family} {stage}: step {step}/{steps}, loss {loss:.3f}")
+
+        base_history = train(model, plain, recipe, recipe.base_steps, pad_id, report=progress("base", recipe.base_steps))
         _save(model, tokenizer, out / "base", base_history)
         tuned = copy.deepcopy(model)
-        history = train(tuned, sft, recipe, recipe.finetune_steps, pad_id, eval_seqs=sft_val, seed=SEED + 7)
+        history = train(
+            tuned, sft, recipe, recipe.finetune_steps, pad_id, eval_seqs=sft_val, seed=SEED + 7,
+            report=progress("fine-tuning", recipe.finetune_steps),
+            prompt_lengths=[prompt_length(tokenizer, r) for r in data["train"]],
+            eval_prompt_lengths=[prompt_length(tokenizer, r) for r in data["val"]],
+            prompt_weight=recipe.prompt_weight,
+        )
         _save(tuned, tokenizer, out / "finetuned", history)
+    say(f"{family} demo models built in {time.monotonic() - started:.0f} s")
 
 
 @contextlib.contextmanager
 def _threads(n: int) -> Iterator[None]:
-    """Pin torch's thread count while training, so a build gives the same bits on any machine."""
+    """Pin torch's thread count while training, so a build gives the same bits on any machine (one
+    thread: the matrices are small, a second thread costs more CPU time than it saves wall time)."""
     import torch
 
     before = torch.get_num_threads()
@@ -420,19 +499,26 @@ def _lock(path: Path) -> Iterator[None]:
         yield
 
 
-def build_demo(family: str = "byte", out: str | os.PathLike[str] | None = None) -> DemoPair:
+def build_demo(family: str = "byte", out: str | os.PathLike[str] | None = None, *, fresh: bool = False) -> DemoPair:
     """Build (or reuse from the cache) the demo pair of ``family``; return their paths.
 
-    With ``out``, the pair is built into ``out/<family>/{base,finetuned}`` and the data into
-    ``out/data``, fresh, without touching the cache.
+    With ``out``, the pair is put into ``out/<family>/{base,finetuned}`` and the data into
+    ``out/data``: copied from the cache when this recipe was built there (builds are deterministic,
+    so the bits are those a fresh build gives), else built, without touching the cache. ``fresh=True``
+    always trains.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown demo family {family!r}: use one of {', '.join(FAMILIES)}")
+    cache = cache_root() / "demo" / recipe_hash()
     if out is not None:
         root = Path(out)
-        _build_family(family, root / family)
+        cached = cache / family
+        if not fresh and (cached / "finetuned" / "config.json").exists():
+            say(f"copying the {family} demo models built earlier ({cached})")
+            shutil.copytree(cached, root / family, dirs_exist_ok=True)
+        else:
+            _build_family(family, root / family)
         return DemoPair(root / family / "base", root / family / "finetuned", write_data(root / "data"))
-    cache = cache_root() / "demo" / recipe_hash()
     target = cache / family
     with _lock(cache / f".{family}.lock"):
         if not (target / "finetuned" / "config.json").exists():

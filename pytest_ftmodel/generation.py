@@ -3,12 +3,16 @@
 * Prompts are grouped by length and generated in batches with left padding and attention masks,
   KV cache on; only the new text is returned, cut at the first stop string and at EOS.
 * ``chat="auto"`` sends each prompt as a user turn through the tokenizer's chat template when it has
-  one; ``chat=False`` sends the raw text (after the start token, see :mod:`pytest_ftmodel.tokens`).
+  one; ``chat=False`` sends the text as ``tokenizer(prompt)`` tokenizes it (see
+  :mod:`pytest_ftmodel.tokens`): as the model was fine-tuned and is served.
 * Greedy by default. Sampling draws, for every (prompt, sample index), from a random stream seeded by
   ``(seed, prompt, sample index)`` alone, so the answers do not depend on batch size, batch
   composition or order.
-* A prompt that does not leave room for ``max_new_tokens`` within the model's context is cut from the
-  left (its end, where the question usually is, is kept), with one warning that counts them.
+* An answer is at most ``min(max_new_tokens, context - prompt length)`` tokens: a model cannot write
+  past its context. Only a prompt that alone fills the context is cut, from the left, to leave room for
+  ``min(max_new_tokens, context // 2)`` new tokens, with one warning that counts them; its head (a
+  BOS, a chat template's header and system part) and the template's tail are kept, the start of the
+  user's text goes.
 * Answers are cached per (model fingerprint, prompt, settings, package version): editing a threshold
   and re-running the suite does not run the model again.
 """
@@ -18,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, overload
 
 from pytest_ftmodel.cache import GenerationCache, active_cache, entry_key
 from pytest_ftmodel.data import require_strings
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.progress import progress
-from pytest_ftmodel.tokens import prompt_ids
+from pytest_ftmodel.tokens import PROMPT_RULE, prompt_parts, uses_chat
 
 log = logging.getLogger("pytest_ftmodel.generation")
 
@@ -139,6 +143,42 @@ def _generate_batch(
     return [_cut(t, stop) for t in texts]
 
 
+@overload
+def generate(
+    model: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = ...,
+    temperature: float = ...,
+    top_p: float = ...,
+    n: Literal[1] = ...,
+    seed: int = ...,
+    stop: Sequence[str] | None = ...,
+    chat: bool | str = ...,
+    batch_size: int | None = ...,
+    cache: GenerationCache | None | str = ...,
+) -> list[str]: ...
+
+
+# The overlap is the point: n=1 (or no n) gives one string per prompt; an n typed int is taken to be
+# more than 1 (a caller whose n may be 1 at run time checks it, as evaluate_code does).
+@overload
+def generate(  # type: ignore[overload-overlap]
+    model: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = ...,
+    temperature: float = ...,
+    top_p: float = ...,
+    n: int,
+    seed: int = ...,
+    stop: Sequence[str] | None = ...,
+    chat: bool | str = ...,
+    batch_size: int | None = ...,
+    cache: GenerationCache | None | str = ...,
+) -> list[list[str]]: ...
+
+
 def generate(
     model: Any,
     prompts: Sequence[str],
@@ -152,10 +192,11 @@ def generate(
     chat: bool | str = "auto",
     batch_size: int | None = None,
     cache: GenerationCache | None | str = "auto",
-) -> list[Any]:
+) -> list[str] | list[list[str]]:
     """Generate answers to ``prompts`` with ``model`` (an :class:`~pytest_ftmodel.FTModel`).
 
-    Returns one string per prompt, or a list of ``n`` strings per prompt when ``n > 1``.
+    Returns one string per prompt when ``n == 1``, or a list of ``n`` strings per prompt when ``n > 1``.
+    An answer is at most ``min(max_new_tokens, context - prompt length)`` tokens long.
     ``temperature=0`` is greedy (``n`` copies of the one answer); otherwise seeded nucleus sampling.
     ``cache="auto"`` uses the pytest session's cache (none outside pytest); pass ``None`` to skip it.
     """
@@ -168,12 +209,12 @@ def generate(
     if isinstance(cache, str) and cache != "auto":
         raise ValueError(f"cache={cache!r}: pass 'auto', None or a GenerationCache")
     store = active_cache() if isinstance(cache, str) else cache
-    use_chat = bool(getattr(model.tokenizer, "chat_template", None)) if chat == "auto" else bool(chat)
+    use_chat = uses_chat(model.tokenizer, chat)
     context = model.context_length
-    if max_new_tokens >= context:
-        raise DataError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in a context of {context} tokens")
     samples = 1 if temperature == 0 else n
     settings = {
+        # the requested max_new_tokens keys an answer: the effective one is a function of it, the
+        # prompt, the tokenizer (in the fingerprint) and the context, all in the key
         "max_new_tokens": max_new_tokens,
         "temperature": float(temperature),
         "top_p": float(top_p) if temperature > 0 else 1.0,
@@ -182,6 +223,7 @@ def generate(
         "stop": stop,
         "chat": use_chat,
         "context": context,
+        "prompt_rule": PROMPT_RULE,  # answers made under an older prompt rule are not reused
     }
 
     answers: list[list[str] | None] = [None] * len(prompts)
@@ -195,39 +237,53 @@ def generate(
     if todo:
         jobs: list[tuple[int, int, list[int]]] = []  # (prompt index, sample index, ids)
         truncated = 0
-        room = context - max_new_tokens
-        for i in todo:
-            ids = prompt_ids(model.tokenizer, prompts[i], chat=use_chat)
-            if len(ids) > room:
-                truncated += 1
-                ids = ids[len(ids) - room :]
-            jobs.extend((i, s, ids) for s in range(samples))
+        # a prompt that fills the context keeps this many tokens: room for up to half the context of answer
+        keep = context - min(max_new_tokens, context // 2)
+        from pytest_ftmodel.model import quiet_transformers
+
+        with quiet_transformers():  # its "longer than the maximum" warning: the cut below handles it
+            for i in todo:
+                parts = prompt_parts(model.tokenizer, prompts[i], chat=use_chat)
+                ids = parts.ids
+                if len(ids) >= context:
+                    truncated += 1
+                    ids = parts.cut_to(keep)
+                jobs.extend((i, s, ids) for s in range(samples))
         if truncated:
             warnings.warn(
-                f"{truncated} of {len(todo)} prompt(s) were longer than the model's context allows with "
-                f"max_new_tokens={max_new_tokens} ({room} tokens): cut from the left",
+                f"{truncated} of {len(todo)} prompt(s) were longer than the model's context of {context} tokens "
+                f"allows (no room for an answer): cut from the left to {keep} tokens, keeping any chat template's "
+                f"head, to leave room for {context - keep} new tokens",
                 TruncationWarning,
                 stacklevel=2,
             )
         size = batch_size or (64 if str(model.device).startswith("cuda") else 16)
-        jobs.sort(key=lambda job: len(job[2]))
+        # Rows of a batch share one max_new_tokens (a row cannot run past its own context), so batches
+        # are made of prompts with the same budget; most prompts have the full max_new_tokens.
+        groups: dict[int, list[tuple[int, int, list[int]]]] = {}
+        for job in jobs:
+            groups.setdefault(min(max_new_tokens, context - len(job[2])), []).append(job)
         results: dict[int, list[str]] = {i: [""] * samples for i in todo}
+        done = 0
         bar = progress("generating answers", len(jobs))
-        for start in range(0, len(jobs), size):
-            chunk = jobs[start : start + size]
-            texts = _generate_batch(
-                model,
-                [ids for _, _, ids in chunk],
-                [_row_seed(seed, prompts[i], s) for i, s, _ in chunk],
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                stop=stop,
-            )
-            for (i, s, _), text in zip(chunk, texts):
-                results[i][s] = text
-            log.info("generated %d/%d answers", min(start + size, len(jobs)), len(jobs))
-            bar.advance(len(chunk))
+        for budget, group in sorted(groups.items(), reverse=True):
+            group.sort(key=lambda job: len(job[2]))
+            for start in range(0, len(group), size):
+                chunk = group[start : start + size]
+                texts = _generate_batch(
+                    model,
+                    [ids for _, _, ids in chunk],
+                    [_row_seed(seed, prompts[i], s) for i, s, _ in chunk],
+                    max_new_tokens=budget,
+                    temperature=temperature,
+                    top_p=top_p,
+                    stop=stop,
+                )
+                for (i, s, _), text in zip(chunk, texts):
+                    results[i][s] = text
+                done += len(chunk)
+                log.info("generated %d/%d answers", done, len(jobs))
+                bar.advance(len(chunk))
         bar.close()
         for i in todo:
             answers[i] = results[i]
@@ -237,4 +293,4 @@ def generate(
     final = [a if a is not None else [] for a in answers]
     if n == 1:
         return [a[0] for a in final]
-    return [a * n if samples == 1 else a for a in final]
+    return [a * n if samples == 1 else list(a) for a in final]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -41,18 +42,23 @@ def private_record(request):
     report.pop_recorder(rec)
 
 
-@pytest.fixture(scope="session")
-def byte_pair():
+def _build(config: pytest.Config, family: str):
+    """Build (or reuse) a demo pair with pytest's output capture lifted, so its progress shows."""
     from pytest_ftmodel.demo import build_demo
 
-    return build_demo("byte")
+    capman = config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+        return build_demo(family)
 
 
 @pytest.fixture(scope="session")
-def bpe_pair():
-    from pytest_ftmodel.demo import build_demo
+def byte_pair(pytestconfig):
+    return _build(pytestconfig, "byte")
 
-    return build_demo("bpe")
+
+@pytest.fixture(scope="session")
+def bpe_pair(pytestconfig):
+    return _build(pytestconfig, "bpe")
 
 
 @pytest.fixture(scope="session", params=["byte", "bpe"])

@@ -39,7 +39,7 @@ def test_data_is_deterministic_and_validation_is_disjoint_from_training() -> Non
 
 
 def test_build_is_deterministic(bpe_pair, tmp_path) -> None:
-    again = demo.build_demo("bpe", tmp_path)
+    again = demo.build_demo("bpe", tmp_path, fresh=True)
     for which in ("base", "finetuned"):
         assert (getattr(again, which) / "model.safetensors").read_bytes() == (
             getattr(bpe_pair, which) / "model.safetensors"
@@ -74,3 +74,34 @@ def test_demo_command_builds_into_a_folder_and_prints_paths(tmp_path) -> None:
     assert f"bpe/finetuned: {tmp_path}/bpe/finetuned\n" in out
     assert load_model(tmp_path / "bpe" / "finetuned", device="cpu").kind == "checkpoint"
     assert (tmp_path / "data" / "val.jsonl").is_file()
+
+
+def test_a_build_says_what_it_is_doing(tmp_path, capfd) -> None:
+    """A build takes seconds: it prints its progress (stage, step, loss) rather than hanging silently."""
+    import dataclasses
+
+    quick = dataclasses.replace(demo.RECIPES["bpe"], base_steps=4, finetune_steps=4)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(demo.RECIPES, "bpe", quick)
+        demo._build_family("bpe", tmp_path)
+    err = capfd.readouterr().err
+    assert "pytest-ftmodel demo: building the bpe demo models" in err
+    assert "bpe base: step 4/4, loss" in err and "bpe fine-tuning: step 4/4, loss" in err
+    assert "bpe demo models built in" in err
+
+
+def test_demo_models_have_a_realistic_context(demo_pair) -> None:
+    model = load_model(demo_pair.finetuned, device="cpu")
+    assert model.context_length >= 512
+    assert model.tokenizer.model_max_length == model.context_length
+
+
+def test_the_fine_tuned_demo_learned_its_tasks(demo_pair) -> None:
+    """Both families pass the example suite's task bars by a margin, not by luck of one item."""
+    from pytest_ftmodel import classify, rouge
+
+    model = load_model(demo_pair.finetuned, device="cpu")
+    val = demo.demo_data()["val"]
+    reviews = [r for r in val if r["category"] == "classify"]
+    assert classify(model, reviews, list(demo.LABELS)).accuracy >= 0.9
+    assert rouge(model, [r for r in val if r["category"] == "summarize"], max_new_tokens=48).rouge1 >= 0.5

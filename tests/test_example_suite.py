@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,20 @@ def test_example_suite_fails_for_the_base_model(pytester: pytest.Pytester, suite
     outcomes = result.parseoutcomes()
     assert outcomes["failed"] >= 2
     result.stdout.fnmatch_lines(["*perplexity * is above the bar*"])
+
+
+@pytest.mark.parametrize("family", ["byte", "bpe"])
+def test_the_command_the_demo_command_prints_passes(pytester: pytest.Pytester, suite, family, request) -> None:
+    """`pytest-ftmodel demo DIR` ends with the command to run; run it, as printed, in the checkout."""
+    request.getfixturevalue(f"{family}_pair")  # built once for the session; the command copies it
+    out = pytester.path / "demo"
+    printed = subprocess.run(
+        [sys.executable, "-m", "pytest_ftmodel", "demo", str(out), "--family", family],
+        capture_output=True, text=True, check=True, timeout=600,
+    ).stdout
+    [command] = [line.removeprefix("run: ") for line in printed.splitlines() if line.startswith("run: ")]
+    words = command.split()
+    assert words[:2] == ["pytest", "example_suite"] and f"{out}/{family}/finetuned" in words
+    result = pytester.runpytest_subprocess(*words[1:])  # pytester's directory holds example_suite/
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*metrics recorded, * passed, 0 failed."])

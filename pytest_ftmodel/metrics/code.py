@@ -194,7 +194,7 @@ def evaluate_code(
         by_stops.setdefault(stops, []).append(i)
     completions: list[list[str]] = [[] for _ in items]
     for stops, indices in by_stops.items():
-        answers = generate(
+        answers: list[Any] = generate(  # n may be 1 at run time: one string per prompt then
             model,
             [str(items[i]["prompt"]) for i in indices],
             max_new_tokens=max_new_tokens,

@@ -194,8 +194,8 @@ def overfit_report(
     if train_kind != val_kind:
         raise DataError("train and val differ in shape (texts vs instruction records): pass the same kind for both")
     chat = "auto" if val_kind == "record" else False
-    tr = perplexity(model, train_items, chat=chat)
-    va = perplexity(model, val_items, chat=chat)
+    tr = perplexity(model, _as_trained(model, train_items, val_kind), chat=chat)
+    va = perplexity(model, _as_trained(model, val_items, val_kind), chat=chat)
     gap = va.mean_nll - tr.mean_nll
     name = band(gap)
     n_answers, share, copies, d1, d2, dup, n_common = 0, None, [], None, None, None, 0
@@ -227,3 +227,15 @@ def overfit_report(
         duplicate_share=dup,
         n_common_answers=n_common,
     )
+
+
+def _as_trained(model: Any, items: list[Any], kind: str) -> list[Any]:
+    """Records as the model read them in training. Through a chat template the template separates
+    prompt and answer; without one a record is the text ``texts_of()`` writes (instruction, line
+    break, output), so the output's loss given the prompt includes the line break after the prompt."""
+    from pytest_ftmodel.tokens import uses_chat
+
+    if kind != "record" or uses_chat(model.tokenizer, "auto"):
+        return items
+    return [(prompt, "\n" + output) for prompt, output in items]
+
