@@ -280,3 +280,28 @@ def test_a_model_that_reads_logits_to_keep_the_old_way_falls_back(demo_model, mo
     assert ppl_module._KEEPS_MASK[type(demo_model.model)] is False
     for a, b in zip(got.per_text, expected.per_text):
         assert a.nll == pytest.approx(b.nll, rel=1e-5)
+
+
+def test_instruction_records_are_scored_as_the_model_was_fine_tuned(demo_model) -> None:
+    """A record is its answer given its prompt: through the chat template when the tokenizer has one,
+    else the SFT text (instruction, line break, output) with the line break scored with the answer."""
+    from pytest_ftmodel.tokens import prompt_ids
+
+    record = {"instruction": "Classify the sentiment: The book was lovely.", "output": "positive"}
+    result = perplexity(_fresh(demo_model), [record], chat="auto")
+    tok = demo_model.tokenizer
+    templated = bool(getattr(tok, "chat_template", None))
+    answer = record["output"] if templated else "\n" + record["output"]
+    ctx = prompt_ids(tok, record["instruction"], chat="auto")
+    cont = tok(answer, add_special_tokens=False).input_ids
+    nlls = _token_nlls(demo_model, ctx + cont)
+    assert result.n_tokens == len(cont)
+    assert result.nll == pytest.approx(float(nlls[-len(cont):].sum()), rel=1e-5, abs=1e-5)  # float32 scoring
+    # the same numbers as the pair written out by hand, and {"text"} records are their text
+    assert perplexity(_fresh(demo_model), [(record["instruction"], answer)], chat="auto").nll == pytest.approx(result.nll)
+    assert perplexity(_fresh(demo_model), [{"text": SHORT[0]}]).nll == pytest.approx(perplexity(_fresh(demo_model), [SHORT[0]]).nll)
+
+
+def test_a_record_of_another_shape_is_one_line(bpe_model) -> None:
+    with pytest.raises(DataError, match=r"text 1 is a record with keys \['prompt'\]: pass instruction records"):
+        perplexity(bpe_model, [{"instruction": "a", "output": "b"}, {"prompt": "x"}])

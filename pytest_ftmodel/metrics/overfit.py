@@ -230,12 +230,10 @@ def overfit_report(
 
 
 def _as_trained(model: Any, items: list[Any], kind: str) -> list[Any]:
-    """Records as the model read them in training. Through a chat template the template separates
-    prompt and answer; without one a record is the text ``texts_of()`` writes (instruction, line
-    break, output), so the output's loss given the prompt includes the line break after the prompt."""
-    from pytest_ftmodel.tokens import uses_chat
+    """Records as the model read them in training (:func:`~pytest_ftmodel.metrics.perplexity.as_trained`)."""
+    from pytest_ftmodel.metrics.perplexity import as_trained
 
-    if kind != "record" or uses_chat(model.tokenizer, "auto"):
+    if kind != "record":
         return items
-    return [(prompt, "\n" + output) for prompt, output in items]
+    return list(as_trained(model.tokenizer, [{"instruction": p, "output": o} for p, o in items], "auto"))
 

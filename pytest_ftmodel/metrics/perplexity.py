@@ -39,7 +39,7 @@ from pytest_ftmodel.data import require_strings
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.metrics.stats import bootstrap_interval
 from pytest_ftmodel.progress import progress
-from pytest_ftmodel.tokens import prompt_ids, start_token_id, token_sequence
+from pytest_ftmodel.tokens import prompt_ids, start_token_id, token_sequence, uses_chat
 
 LN2 = math.log(2.0)
 # float32 log-softmax rows computed at once: bounds the temporary copy of the logits
@@ -100,6 +100,32 @@ Item = Union[str, Tuple[str, str]]
 
 def _check_texts(texts: Sequence[Any]) -> list[Item]:
     return require_strings(texts, "text", "to score", pairs=True)
+
+
+def as_trained(tokenizer: Any, items: Sequence[Any], chat: bool | str) -> Sequence[Any]:
+    """Instruction records (``{"instruction", "output"}``) as ``(prompt, answer)`` pairs formatted as
+    the model was fine-tuned on them: through the chat template when ``chat`` uses it, which separates
+    prompt and answer; without one as the text ``texts_of()`` writes and TRL's SFT trainer reads
+    (instruction, line break, output), the line break scored with the answer. ``{"text"}`` records
+    become their text; strings and pairs pass as they are."""
+    if isinstance(items, (str, bytes)) or not any(isinstance(x, dict) for x in items):
+        return items
+    templated = uses_chat(tokenizer, chat)
+    out: list[Any] = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and "instruction" in item and "output" in item:
+            answer = str(item["output"])
+            out.append((str(item["instruction"]), answer if templated else "\n" + answer))
+        elif isinstance(item, dict) and isinstance(item.get("text"), str):
+            out.append(item["text"])
+        elif isinstance(item, dict):
+            raise DataError(
+                f"text {i} is a record with keys {sorted(item)}: pass instruction records "
+                "(instruction + output), {'text': ...} records, strings or (context, continuation) pairs"
+            )
+        else:
+            out.append(item)
+    return out
 
 
 def _scored_text(item: Item) -> str:
@@ -335,7 +361,7 @@ def score_texts(
     the context is formatted as a generation prompt (through the chat template when ``chat`` says
     so, see :func:`~pytest_ftmodel.tokens.prompt_ids`) and only the continuation's tokens are scored.
     """
-    texts = _check_texts(texts)
+    texts = _check_texts(as_trained(model.tokenizer, texts, chat))
     rule = windows
     _check_rule(rule, stride, texts)
     tokenizer = model.tokenizer
@@ -405,11 +431,12 @@ def perplexity(
     scored with sliding windows of ``max_length`` (default: the model's context) advancing by
     ``stride`` (default: three quarters of the window, see :func:`default_stride`). ``batch_size``
     defaults to a size chosen from memory.
-    Items may also be ``(context, continuation)`` pairs, of which only the continuation is scored.
+    Items may also be ``(context, continuation)`` pairs, of which only the continuation is scored, or
+    instruction records, scored as the model was fine-tuned on them (see :func:`as_trained`).
     ``windows="lm-eval"`` scores texts exactly as lm-evaluation-harness's ``loglikelihood_rolling``
     (HF model, ``add_bos_token=False``) does, and counts words as its wikitext task does.
     """
-    texts = _check_texts(texts)
+    texts = _check_texts(as_trained(model.tokenizer, texts, chat))
     scores = score_texts(
         model, texts, max_length=max_length, stride=stride, batch_size=batch_size, chat=chat, windows=windows
     )
