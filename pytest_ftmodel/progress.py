@@ -100,6 +100,8 @@ class PytestSink:
     def line(self, text: str) -> None:
         def write(reporter: Any) -> None:
             reporter.ensure_newline()
+            if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
+                reporter.write("\n")  # after -q's dots, which leave no file name to end the line
             reporter.write_line(text)
 
         self._write(write)
@@ -108,6 +110,8 @@ class PytestSink:
         def write(reporter: Any) -> None:
             if not self._started:
                 reporter.ensure_newline()
+                if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
+                    reporter.write("\n")
                 self._started = True
             reporter.write("\r" + text.ljust(self._width), flush=True)
             if final:

@@ -77,6 +77,9 @@ PROGRESS_SUITE = """
 import sys, time
 from pytest_ftmodel.progress import progress
 
+def test_first():
+    pass
+
 def test_long_work():
     print("the test's own output")
     with progress("generating answers", 20) as bar:
@@ -95,7 +98,7 @@ def test_progress_reaches_pytest_s_terminal_and_capture_keeps_the_tests_output(p
     monkeypatch.setattr(progress_mod, "DELAY", 0.0)
     pytester.makepyfile(PROGRESS_SUITE)
     result = pytester.runpytest(*args)
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=2, failed=1)
     out = result.stdout.str()
     shown = [line for line in out.splitlines() if line.startswith("ftmodel: generating answers")]
     assert [line.split()[3] for line in shown] == ["1/20", "2/20", "4/20", "6/20", "8/20", "10/20", "12/20", "14/20", "16/20", "18/20", "20/20"]
@@ -107,5 +110,5 @@ def test_progress_reaches_pytest_s_terminal_and_capture_keeps_the_tests_output(p
 def test_progress_under_xdist_stays_silent_and_breaks_nothing(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(PROGRESS_SUITE.replace("from pytest_ftmodel.progress import progress", "from pytest_ftmodel import progress as p\np.DELAY = 0.0\nprogress = p.progress"))
     result = pytester.runpytest_subprocess("-p", "xdist", "-n", "2")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=2, failed=1)
     assert "ftmodel: generating answers" not in result.stdout.str()
