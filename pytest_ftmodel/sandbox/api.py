@@ -143,16 +143,16 @@ STARVED_SHARE = 0.5  # a run that timed out having used less CPU than this share
 def _judged_on_cpu(run: Callable[[float], SandboxResult], timeout: float) -> SandboxResult:
     """A run that ran out of wall-clock time without using its CPU time was starved by a busy
     machine, or waited: it runs once more with twice the wall clock (the CPU limit unchanged). If it
-    times out again, its result says how little CPU it had."""
+    times out again, its stderr says it had too little CPU."""
     first = run(timeout)
     cpu = first.cpu_seconds
     if first.status != "timeout" or cpu is None or cpu >= STARVED_SHARE * timeout:
         return first
     again = run(2 * timeout)
     if again.status == "timeout" and again.cpu_seconds is not None and again.cpu_seconds < STARVED_SHARE * timeout:
-        note = (
-            f"\n[sandbox] timed out twice ({timeout:g} s, then {2 * timeout:g} s of wall clock) having used only "
-            f"{cpu:.2f} s and {again.cpu_seconds:.2f} s of CPU: the program waited, or the machine is too busy"
+        note = (  # no measured figure in it: results stay the same from run to run (r.cpu_seconds has it)
+            f"\n[sandbox] timed out twice ({timeout:g} s, then {2 * timeout:g} s of wall clock) without using half "
+            "that time in CPU: the program waited, or the machine is too busy"
         )
         return replace(again, stderr=again.stderr + note, duration=first.duration + again.duration)
     return replace(again, duration=first.duration + again.duration)
