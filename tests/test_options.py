@@ -110,7 +110,7 @@ def test_options_reach_the_session_and_the_report_header(pytester: pytest.Pytest
         "--model", str(bpe_pair.finetuned), "--base-model", str(bpe_pair.base), "--model-device", "cpu", "--model-dtype", "float16"
     )
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["ftmodel: model=*finetuned base_model=*base device=cpu dtype=float16"])
+    result.stdout.fnmatch_lines(["ftmodel: model=*finetuned base_model=*base device=cpu dtype=float16 sandbox=auto"])
 
 
 def test_ini_twins_set_every_option_and_paths_resolve_against_the_ini_file(pytester: pytest.Pytester, bpe_pair) -> None:
@@ -168,7 +168,7 @@ def test_a_model_path_that_hides_the_ini_file_is_a_usage_error(pytester: pytest.
         ok = pytester.runpytest(*args)
         ok.assert_outcomes(passed=1)
         ok.stdout.fnmatch_lines(["configfile: tox.ini"])
-        ok.stdout.fnmatch_lines(["ftmodel: model=* device=cpu dtype=auto"])
+        ok.stdout.fnmatch_lines(["ftmodel: model=* device=cpu dtype=auto sandbox=*"])
 
 
 # ---- library errors in a test: one line, and the short summary carries the message ---------------
