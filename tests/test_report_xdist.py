@@ -62,11 +62,15 @@ def test_the_table_under_xdist_has_exactly_the_rows_of_a_serial_run(pytester: py
 
 
 def test_the_example_suite_prints_the_same_table_under_xdist(pytester: pytest.Pytester, bpe_pair) -> None:
-    suite = pytester.path / "example_suite"
-    shutil.copytree(Path(__file__).resolve().parent.parent / "example_suite", suite, ignore=shutil.ignore_patterns("__pycache__"))
-    args = (str(suite), "-p", "no:randomly", "--ftmodel-cache-dir", str(pytester.path / "answers"))
-    serial = pytester.runpytest_subprocess(*args)
-    parallel = pytester.runpytest_subprocess(*args, "-p", "xdist", "-n", "2")  # reuses the serial run's answers
+    # two fresh copies of the suite (its review sheets are written beside it, and a sheet that exists
+    # is not generated again), one answer cache: the parallel run reuses the serial run's answers
+    source = Path(__file__).resolve().parent.parent / "example_suite"
+    suites = [pytester.path / run / "example_suite" for run in ("serial", "parallel")]
+    for suite in suites:
+        shutil.copytree(source, suite, ignore=shutil.ignore_patterns("__pycache__", "reviews"))
+    options = ("-p", "no:randomly", "--ftmodel-cache-dir", str(pytester.path / "answers"))
+    serial = pytester.runpytest_subprocess(str(suites[0]), *options)
+    parallel = pytester.runpytest_subprocess(str(suites[1]), *options, "-p", "xdist", "-n", "2")
     assert serial.ret == parallel.ret == 0, parallel.stdout.str()
     table, cache = _section(serial), _section(parallel)
     assert [line for line in table if not line.startswith("generation cache")] == [line for line in cache if not line.startswith("generation cache")]
