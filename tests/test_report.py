@@ -76,8 +76,8 @@ def test_baseline_columns_appear_only_when_a_record_has_a_baseline() -> None:
 
 
 def test_checkpoints_with_the_same_folder_name_are_told_apart() -> None:
-    full = report.ModelName("checkpoint-320", "/work/runs/full/checkpoint-320", "aaaa")
-    lora = report.ModelName("checkpoint-320", "/work/runs/lora/checkpoint-320", "bbbb")
+    full = report.ModelName("checkpoint-320", "/data/runs/full/checkpoint-320", "aaaa")
+    lora = report.ModelName("checkpoint-320", "/data/runs/lora/checkpoint-320", "bbbb")
     other = report.ModelName("base", "/models/base", "cccc")
     report.record_metric("perplexity", 3.0, threshold=5.0, op="<=", n=4, unit="texts", passed=True, model=full)
     report.record_metric("perplexity", 4.0, threshold=5.0, op="<=", n=4, unit="texts", passed=True, model=lora)
