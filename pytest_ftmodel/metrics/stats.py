@@ -56,19 +56,6 @@ def bootstrap_interval(
     return (float(low), float(high))
 
 
-def wilson_interval(successes: int, n: int, *, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95% by default)."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / denom
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return (low, high)
-
-
 def beta_interval(successes: np.ndarray | float, n: np.ndarray | int, *, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
     """Clopper-Pearson's beta quantiles at (possibly fractional) counts ``successes`` of ``n``;
     vectorised over arrays. Lower end 0 at a count of 0, upper end 1 at a count of ``n``."""
@@ -86,13 +73,12 @@ def beta_interval(successes: np.ndarray | float, n: np.ndarray | int, *, level: 
 
 
 def proportion_interval(successes: int, n: int, *, level: float = LEVEL) -> tuple[float, float]:
-    """Clopper-Pearson (exact) interval of a binomial proportion, scipy's ``binomtest``'s; NaNs for n = 0."""
+    """Clopper-Pearson (exact) interval of a binomial proportion (equal to scipy's
+    ``binomtest(...).proportion_ci(method="exact")``); NaNs for n = 0."""
     if n == 0:
         return (float("nan"), float("nan"))
-    from scipy.stats import binomtest
-
-    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="exact")
-    return (float(ci.low), float(ci.high))
+    low, high = beta_interval(int(successes), int(n), level=level)
+    return (float(low), float(high))
 
 
 def bounded_mean_interval(values: Sequence[float], *, level: float = LEVEL) -> tuple[float, float]:
