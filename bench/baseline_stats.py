@@ -29,7 +29,7 @@ from pytest_ftmodel.baseline import compare as cmp  # noqa: E402
 
 
 def _row(label: str, *cells: object, note: str = "") -> None:
-    print(f"{label:<34}" + "".join(f"{c!s:>16}" for c in cells) + (f"   {note}" if note else ""))
+    print(f"{label:<34}" + "".join(f"{c!s:>18}" for c in cells) + (f"   {note}" if note else ""))
 
 
 def main() -> None:

@@ -468,10 +468,11 @@ def test_a_real_drop_is_caught_2000_runs(kind: str) -> None:
 
 
 def test_noninferiority_passes_an_unchanged_model_on_many_items() -> None:
-    rates = gate_rates("binary", 200, n=20000, mode="noninferiority", batch=100)
+    # measured with 200 runs: binary 20,000 items 96% pass, perplexity 1,000 texts 99.5% (500 texts: 86%)
+    rates = gate_rates("binary", 100, n=20000, mode="noninferiority", batch=50)
     assert rates["within noise"] + rates["improved"] >= 0.8, rates
     assert rates["regressed"] == 0.0
-    rates = gate_rates("perplexity", 200, n=1000, mode="noninferiority", replicates=300, batch=100)
+    rates = gate_rates("perplexity", 100, n=1000, mode="noninferiority", replicates=300, batch=50)
     assert rates["within noise"] + rates["improved"] >= 0.8, rates
 
 
@@ -507,7 +508,7 @@ def _as(kind: str, raw: dict[str, int], salt: int) -> dict[str, object]:
     return {k: (float(10 + ((v * 3 + salt) % 17)), 5 + (v + salt) % 7) for k, v in raw.items()}
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(kind=st.sampled_from(KINDS), raw=values, salt=st.integers(0, 6), hib=st.booleans(),
        mode=st.sampled_from(["superiority", "noninferiority"]))
 def test_swapping_the_runs_flips_the_change(kind: str, raw: dict[str, int], salt: int, hib: bool, mode: str) -> None:
@@ -523,10 +524,11 @@ def test_swapping_the_runs_flips_the_change(kind: str, raw: dict[str, int], salt
     else:
         assert there.delta == pytest.approx(-back.delta, abs=1e-12)
     if there.verdict == "regressed":
-        assert back.verdict == "improved"
+        # significantly worse one way is significantly better the other way
+        assert back.verdict in (("improved",) if mode == "superiority" else ("improved", "inconclusive"))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(kind=st.sampled_from(KINDS), raw=values, hib=st.booleans(), margin=st.sampled_from([0.0, 0.01, 0.1]),
        mode=st.sampled_from(["superiority", "noninferiority"]))
 def test_identical_runs_never_regress(kind: str, raw: dict[str, int], hib: bool, margin: float, mode: str) -> None:
@@ -537,13 +539,15 @@ def test_identical_runs_never_regress(kind: str, raw: dict[str, int], hib: bool,
         assert got.p_value == 1.0 and got.delta == 0.0 and got.notes
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(kind=st.sampled_from(KINDS), raw=values, salt=st.integers(0, 6), hib=st.booleans())
 def test_a_regression_verdict_has_its_evidence(kind: str, raw: dict[str, int], salt: int, hib: bool) -> None:
     got = compare(kind, _as(kind, raw, 0), _as(kind, raw, salt), higher_is_better=hib, margin=0.0)
     if got.verdict == "regressed":
         drop = got.delta if (got.relative or not hib) else -got.delta
-        assert got.p_value < ALPHA and drop > 0 and got.worse
+        assert got.p_value < ALPHA and drop > 0
+        # (perplexity: a worse pooled ratio with other token counts need not have a worse text)
+        assert got.worse or kind == "perplexity"
 
 
 def test_no_paired_items_is_inconclusive_never_a_pass_or_a_crash() -> None:

@@ -515,7 +515,7 @@ def compare(
     if not 0 < _number(alpha) < 1:
         raise ValueError(f"alpha must be between 0 and 1, not {alpha!r}")
     notes: list[str] = []
-    shared = sorted(set(baseline) & set(candidate))
+    shared = sorted(set(baseline) & set(candidate), key=str)
     if len(shared) < max(len(baseline), len(candidate)):
         notes.append(f"compared on the {len(shared)} items both runs have (baseline {len(baseline)}, candidate {len(candidate)})")
     convert = _pair if kind == "perplexity" else _number
