@@ -389,6 +389,16 @@ def test_perplexity_p_value_equals_a_hand_written_swap_loop() -> None:
     assert got.p_value == pytest.approx((hits + 1) / (cmp.REPLICATES + 1))
 
 
+def test_ties_are_judged_at_the_scale_of_the_data() -> None:
+    # a metric in tiny units: a clear drop stays a clear drop (no absolute rounding tolerance)
+    rng = np.random.default_rng(19)
+    base = rng.random(200) * 1e-12
+    cand = base - 2e-13 + rng.normal(0, 1e-13, 200)
+    got = compare("continuous", {str(i): v for i, v in enumerate(base)}, {str(i): v for i, v in enumerate(cand)},
+                  higher_is_better=True, margin=0.0)
+    assert got.p_value < 0.001 and got.verdict == "regressed"
+
+
 def test_the_shift_bootstrap_failure_at_tiny_n_does_not_happen_here() -> None:
     # three items, all 0.2 worse: a shift-method bootstrap says p ~ 0; the sign-flip test says 1/8
     got = compare("continuous", {"a": 0.5, "b": 0.6, "c": 0.7}, {"a": 0.3, "b": 0.4, "c": 0.5},

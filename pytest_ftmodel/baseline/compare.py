@@ -243,12 +243,13 @@ def _percentiles(boot: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _randomisation_p(
-    observed: np.ndarray, null: Iterator[np.ndarray], count: int, exact: bool, worse: float
+    observed: np.ndarray, null: Iterator[np.ndarray], count: int, exact: bool, worse: float, scale: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One-sided p-values (worse, better) of ``observed`` (S,) against null draws (chunks of (S, rows))."""
+    """One-sided p-values (worse, better) of ``observed`` (S,) against null draws (chunks of (S, rows));
+    ``scale`` (S,): the size of the per-item changes, so that rounding never breaks a tie."""
     import numpy as np
 
-    tol = 1e-9 * (1.0 + np.abs(observed))
+    tol = 1e-9 * (np.abs(observed) + scale)
     ge = np.zeros(observed.shape[0])
     le = np.zeros(observed.shape[0])
     for draws in null:
@@ -332,12 +333,15 @@ def _no_interval(rows: int) -> tuple[np.ndarray, np.ndarray]:
 def _mean_difference(
     base: np.ndarray, cand: np.ndarray, worse: float, replicates: int, seed: int, interval: bool
 ) -> PairedTest:
+    import numpy as np
+
     n = base.shape[1]
     diff = cand - base
     delta = diff.mean(axis=1)
     low, high = _bootstrap_mean(diff, replicates, seed) if interval else _no_interval(diff.shape[0])
     chunks, count, exact = _sign_chunks(n, replicates, seed)
-    p_worse, p_better = _randomisation_p(delta, (diff @ s.T / n for s in chunks), count, exact, worse)
+    scale = np.abs(diff).mean(axis=1)
+    p_worse, p_better = _randomisation_p(delta, (diff @ s.T / n for s in chunks), count, exact, worse, scale)
     return PairedTest(base.mean(axis=1), cand.mean(axis=1), delta, low, high, p_worse, p_better, n, True)
 
 
@@ -370,7 +374,8 @@ def _perplexity(base: np.ndarray, cand: np.ndarray, replicates: int, seed: int, 
     null = (
         _log_ppl(half_n + dn @ s.T, half_t + dt @ s.T) - _log_ppl(half_n - dn @ s.T, half_t - dt @ s.T) for s in chunks
     )
-    p_worse, p_better = _randomisation_p(log_ratio, null, count, exact, 1.0)
+    scale = np.abs(_log_ppl(cn, ct) - _log_ppl(bn, bt)).mean(axis=1)
+    p_worse, p_better = _randomisation_p(log_ratio, null, count, exact, 1.0, scale)
     return PairedTest(
         np.exp(log_b), np.exp(log_c), np.expm1(log_ratio), np.expm1(low), np.expm1(high), p_worse, p_better, n, True
     )
