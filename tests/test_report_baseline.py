@@ -221,6 +221,9 @@ def test_a_session_shows_the_comparison_in_the_terminal_junit_and_every_report(p
     assert "accuracy regressed against the baseline: 0.9 -> 0.8 (exact McNemar p = 0.0004)" in md  # the test's own diagnosis
     page = (pytester.path / "r.html").read_text()
     assert 'id="baseline"' in page and "&lt;img" in page and "<img" not in page
+    failures = _visible_text(page.split('<section id="failures">', 1)[1])
+    assert "Against the baseline: 0.9 → 0.8, Δ -0.1 [-0.16, -0.04] (95% CI), exact McNemar p = <0.001, margin 0.01" in failures
+    assert "accuracy regressed against the baseline: 0.9 -> 0.8 (exact McNemar p = 0.0004)" in failures
 
 
 # --- Markdown ------------------------------------------------------------------------------------
@@ -295,6 +298,8 @@ def test_html_has_the_baseline_section_with_its_plot_table_and_escaped_worse_ite
     assert "not compared: max_new_tokens is 128 now, 64 in the baseline" in text
     assert "no entry in the baseline file" in text
     assert "items that got worse, worst first: 4 of 4" in text and "items that got worse, worst first: 2 of 2" in text
+    # the items of the failing comparison come first and open, those of a comparison within noise folded away
+    assert section.index("test_summaries</span> <span class=\"vd regressed\">") < section.index('<details class="worse"><summary><b>perplexity')
     shown = EVIL.replace("\x1b", "\\x1b")
     assert shown in text and "<img" not in page and "\x1b" not in page
     assert not re.findall(r'(?:src|href)="(?!#)', page) and "url(http" not in page and "<script" not in page.lower()

@@ -49,7 +49,8 @@ figcaption { font-size: 12.5px; margin-bottom: 4px; } figure svg { display: bloc
 .vd.inconclusive { color: #7d4e00; background: #fff8c5; } .vd.within-noise { color: var(--muted); background: #f6f8fa; }
 .vd.improved { color: var(--pass); background: #dafbe1; } .vd.new { color: #0969da; background: #ddf4ff; }
 .vd-counts .vd { margin-right: 6px; }
-figure.wide { max-width: 980px; }
+figure.wide { max-width: 980px; } table.compare { margin-top: 14px; }
+details.worse { margin: 12px 0 6px; } details.worse summary { cursor: pointer; font-size: 14px; }
 .compare td.reason { color: #6639ba; }
 pre.diagnosis { background: #f6f8fa; border: 1px solid var(--line); border-left: 4px solid var(--fail); padding: 10px; white-space: pre-wrap; overflow-wrap: anywhere; }
 """
@@ -186,7 +187,8 @@ def _against_baseline(records: list[MetricRecord], session: dict[str, Any]) -> s
             f'<td class="num">{_e(paired)}</td><td>{_verdict(b)}</td></tr>'
         )
     parts.append(f'<table class="compare">{head}{"".join(rows)}</table>')
-    for r in records:
+    # the items of failing comparisons first and open; those of passing ones folded away
+    for r in sorted(records, key=lambda r: not versus.baseline_failed(r.baseline)):
         items = (r.baseline or {}).get("worse_items") or []
         if not items:
             continue
@@ -197,12 +199,18 @@ def _against_baseline(records: list[MetricRecord], session: dict[str, Any]) -> s
             for i in items
         )
         worse = len((r.baseline or {}).get("worse") or items)
-        parts.append(
-            f"<h3>{_e(r.name)}{_test_of(r)} {_verdict(r.baseline)} "
-            f'<span class="muted">(items that got worse, worst first: {len(items)} of {worse})</span></h3>\n'
+        title = (
+            f"{_e(r.name)}{_test_of(r)} {_verdict(r.baseline)} "
+            f'<span class="muted">(items that got worse, worst first: {len(items)} of {worse})</span>'
+        )
+        table = (
             '<table class="items"><tr><th class="key">item</th><th>prompt</th><th>expected</th><th>before (baseline)</th>'
             f"<th>after (now)</th></tr>{shown}</table>"
         )
+        if versus.baseline_failed(r.baseline):
+            parts.append(f"<h3>{title}</h3>\n{table}")
+        else:
+            parts.append(f'<details class="worse"><summary><b>{title}</b></summary>\n{table}</details>')
     return "\n".join(parts)
 
 
@@ -278,6 +286,13 @@ def _failures(records: list[MetricRecord]) -> str:
     for r in failed:
         mark = f" {_verdict(r.baseline)}" if versus.baseline_failed(r.baseline) else ""
         parts.append(f"<h3>{_e(r.name)}{_test_of(r, full=True)}{mark}</h3>")
+        if r.diagnosis and versus.baseline_failed(r.baseline) and versus.compared(r.baseline):  # (else explain() says it)
+            b = r.baseline
+            parts.append(
+                f"<p>Against the baseline: {_e(versus.baseline_value_text(b))} → {_e(fmt(b.get('candidate', r.value)))}, "
+                f"Δ {_e(versus.delta_text(b))} (95% CI), {_e(b.get('test') or 'paired test')} p = {_e(versus.p_text(b))}, "
+                f"margin {_e(versus.margin_text(b))}</p>"
+            )
         diagnosis = r.diagnosis or (versus.explain(r) if versus.baseline_failed(r.baseline) else "")
         if diagnosis:
             parts.append(f'<pre class="diagnosis">{_e(diagnosis)}</pre>')

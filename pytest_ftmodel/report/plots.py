@@ -224,7 +224,7 @@ def baseline_deltas(records: list[MetricRecord], prefix: str) -> str | None:
     wide = max(-lo, hi) > 4
     if wide:  # a change of many margins would squeeze the rest against the zero line: linear within 2 margins, log beyond
         ax.set_xscale("symlog", linthresh=2, linscale=1.5)
-        ticks = [t for t in (-1000, -300, -100, -30, -10, -5, -2, -1, 0, 1, 2, 5, 10, 30, 100, 300, 1000) if lo * 1.05 <= t <= hi * 1.05]
+        ticks = [t for t in (-1000, -100, -10, -2, -1, 0, 1, 2, 10, 100, 1000) if lo * 1.05 <= t <= hi * 1.05]
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_xlim(lo * 1.15 if lo < 0 else lo, hi * 1.15 if hi > 0 else hi)
     else:
