@@ -287,7 +287,7 @@ def _failures(records: list[MetricRecord]) -> str:
         mark = f" {_verdict(r.baseline)}" if versus.baseline_failed(r.baseline) else ""
         parts.append(f"<h3>{_e(r.name)}{_test_of(r, full=True)}{mark}</h3>")
         if r.diagnosis and versus.baseline_failed(r.baseline) and versus.compared(r.baseline):  # (else explain() says it)
-            b = r.baseline
+            b = r.baseline or {}
             parts.append(
                 f"<p>Against the baseline: {_e(versus.baseline_value_text(b))} → {_e(fmt(b.get('candidate', r.value)))}, "
                 f"Δ {_e(versus.delta_text(b))} (95% CI), {_e(b.get('test') or 'paired test')} p = {_e(versus.p_text(b))}, "
