@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -340,3 +341,39 @@ def test_the_comparison_round_trips_through_json_and_a_worker_payload(tmp_path: 
     controller = report.Recorder()
     controller.merge(json.loads(json.dumps(worker.payload())))
     assert controller.records == records
+
+
+# --- the page in a real browser ------------------------------------------------------------------
+
+
+def test_the_page_opens_offline_in_chromium_and_shows_the_plot_the_verdicts_and_the_folded_items(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    playwright = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright: pip install 'pytest-ftmodel[test]'")
+    executable = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if executable is None:
+        pytest.skip("browser tests need Chromium and none was found (chromium, chromium-browser, google-chrome): apt-get install chromium")
+    target = tmp_path / "report.html"
+    target.write_text(render_html(every_verdict(), {"baseline": {"path": "ftmodel-baseline.json"}}), encoding="utf-8")
+    with playwright.sync_playwright() as p:
+        try:
+            browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        except Exception as exc:  # a browser that cannot start here: say why
+            pytest.skip(f"Chromium at {executable} did not start: {str(exc).splitlines()[0]}")
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(target.as_uri())
+            assert requests == [target.as_uri()]  # nothing else fetched: no font, script, style or image
+            box = page.locator("#baseline figure svg").bounding_box()
+            assert box is not None and box["width"] > 600 and box["height"] > 200
+            colours = page.eval_on_selector_all(".vd", "els => els.map(e => [e.textContent, getComputedStyle(e).backgroundColor])")
+            background = dict(colours)
+            assert background["regressed"] == "rgb(207, 34, 46)" and background["mismatch"] == "rgb(130, 80, 223)"
+            folded = page.locator("details.worse table")
+            assert folded.count() == 1 and not folded.is_visible()  # within noise: folded away until opened
+            page.locator("details.worse summary").click()
+            assert folded.is_visible()
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280  # no sideways scrolling
+        finally:
+            browser.close()
