@@ -336,6 +336,8 @@ def test_the_comparison_round_trips_through_json_and_a_worker_payload(tmp_path: 
     doc = json.loads(write_json(tmp_path / "r.json", records).read_text())
     assert [report.MetricRecord.from_dict(r) for r in doc["records"]] == records
     assert doc["records"][0]["baseline"]["worse_items"][1]["after"] == EVIL
+    assert [r["outcome"] for r in doc["records"]] == ["fail", "pass", "pass", "pass", "fail", "pass", "fail", "pass"]
+    assert doc["summary"] == {"metrics": 8, "passed": 5, "failed": 3}  # outcomes: the bar and the comparison together
     worker = report.Recorder()
     worker.records.extend(records)
     controller = report.Recorder()
