@@ -66,15 +66,6 @@ def test_summary_counts_passed_and_failed() -> None:
     assert report.summary_lines([]) == []
 
 
-def test_baseline_columns_appear_only_when_a_record_has_a_baseline() -> None:
-    plain = _rec(test="t::a")
-    assert "baseline" not in report.format_table([plain])[0]
-    compared = _rec(test="t::b", baseline={"value": 13.0, "delta": -0.6544, "low": -1.2, "high": -0.1, "verdict": "better"})
-    header, row_a, row_b = report.format_table([plain, compared])
-    assert header.split() == ["test", "metric", "value", "bar", "95%", "CI", "n", "baseline", "Δ", "[95%", "CI]", "vs", "baseline", "result"]
-    assert "-0.6544 [-1.2, -0.1]" in row_b and "better" in row_b and row_a.split()[-4:-1] == ["-", "-", "-"]
-
-
 def test_checkpoints_with_the_same_folder_name_are_told_apart() -> None:
     full = report.ModelName("checkpoint-320", "/data/runs/full/checkpoint-320", "aaaa")
     lora = report.ModelName("checkpoint-320", "/data/runs/lora/checkpoint-320", "bbbb")

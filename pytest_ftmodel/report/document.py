@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pytest_ftmodel.report import versus
 from pytest_ftmodel.report.records import MetricRecord, display_names, json_safe, model_label
 
 SCHEMA_VERSION = 1
@@ -23,7 +24,7 @@ def build_document(records: list[MetricRecord], session: dict[str, Any] | None =
     from pytest_ftmodel import __version__
 
     names = display_names(records)
-    failed = sum(not r.passed for r in records)
+    failed = sum(versus.failed(r) for r in records)
     return json_safe(
         {
             "schema_version": SCHEMA_VERSION,
@@ -32,7 +33,10 @@ def build_document(records: list[MetricRecord], session: dict[str, Any] | None =
             "session": session or {},
             "summary": {"metrics": len(records), "passed": len(records) - failed, "failed": failed},
             "records": [
-                {**r.as_dict(), "model_label": model_label(r, names), "direction": r.direction} for r in records
+                # "passed": the figure against its bar; "outcome": that and the baseline comparison together
+                {**r.as_dict(), "model_label": model_label(r, names), "direction": r.direction,
+                 "outcome": "fail" if versus.failed(r) else "pass"}
+                for r in records
             ],
         }
     )

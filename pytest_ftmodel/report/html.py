@@ -1,8 +1,9 @@
 """The HTML report (``--ftmodel-html PATH``): one self-contained page that opens offline.
 
-Sections: a summary, the metrics table (pass/fail colour), plots (inline SVG; with matplotlib, the
-``report`` extra), the worst items of each gate with prompt, expected and answer, and the failing
-gates' diagnoses. No script, stylesheet, font or image is fetched: everything is in the file. Every
+Sections: a summary, the metrics table (pass/fail colour), the comparison with the baseline when
+there is one (a plot of each metric's change with its interval and the margin, the table of the
+comparisons, the items that got worse), plots (inline SVG; with matplotlib, the ``report`` extra),
+the worst items of each gate with prompt, expected and answer, and the failing gates' diagnoses. No script, stylesheet, font or image is fetched: everything is in the file. Every
 text from the run is HTML-escaped.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from pytest_ftmodel.report import versus
 from pytest_ftmodel.report.records import MetricRecord, display_names, fmt, model_label
 
 WORST = 5
@@ -40,12 +42,35 @@ figcaption { font-size: 12.5px; margin-bottom: 4px; } figure svg { display: bloc
 .note { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 8px 12px; }
 .items td.key, .items th.key { width: 1%; white-space: nowrap; }
 .items td.text { white-space: pre-wrap; overflow-wrap: anywhere; max-width: 380px; font-size: 12.5px; }
+.vd { display: inline-block; padding: 0 7px; border-radius: 10px; font-size: 12px; font-weight: 600; white-space: nowrap;
+      border: 1px solid currentColor; }
+.vd.regressed { color: #fff; background: var(--fail); border-color: var(--fail); }
+.vd.mismatch { color: #fff; background: #8250df; border-color: #8250df; }
+.vd.inconclusive { color: #7d4e00; background: #fff8c5; } .vd.within-noise { color: var(--muted); background: #f6f8fa; }
+.vd.improved { color: var(--pass); background: #dafbe1; } .vd.new { color: #0969da; background: #ddf4ff; }
+.vd-counts .vd { margin-right: 6px; }
+figure.wide { max-width: 980px; } table.compare { margin-top: 14px; }
+details.worse { margin: 12px 0 6px; } details.worse summary { cursor: pointer; font-size: 14px; }
+.compare td.reason { color: #6639ba; }
 pre.diagnosis { background: #f6f8fa; border: 1px solid var(--line); border-left: 4px solid var(--fail); padding: 10px; white-space: pre-wrap; overflow-wrap: anywhere; }
 """
 
 
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """``value`` as HTML text; control characters (terminal escapes) shown as ``\\x1b``, never kept raw."""
+    return html.escape(versus.visible(value), quote=True)
+
+
+def _verdict(b: dict[str, Any] | None) -> str:
+    verdict = versus.verdict_of(b)
+    if not b:
+        return "-"
+    return f'<span class="vd {_e(verdict.replace(" ", "-"))}">{_e(verdict)}</span>'
+
+
+def _baseline_path(session: dict[str, Any]) -> Any:
+    info = session.get("baseline")
+    return info.get("path") if isinstance(info, dict) else info
 
 
 def _bar(r: MetricRecord) -> str:
@@ -59,7 +84,7 @@ def _test_of(r: MetricRecord, *, full: bool = False) -> str:
 
 
 def _session(records: list[MetricRecord], session: dict[str, Any], names: dict[str, str]) -> str:
-    failed = sum(not r.passed for r in records)
+    failed = sum(versus.failed(r) for r in records)
     verdict = "fail" if failed else "pass"
     badge = f'<span class="verdict {verdict}">{len(records) - failed} passed, {failed} failed</span>'
     rows = []
@@ -71,6 +96,8 @@ def _session(records: list[MetricRecord], session: dict[str, Any], names: dict[s
         fps = sorted({f for r in records for p, f in zip(r.model_paths, r.fingerprints) if p == path and f})
         if not any(path == (info or {}).get("path") for info in (session.get("models") or {}).values()):
             rows.append(f"<dt>{_e(short)}</dt><dd class=\"mono\">{_e(path)} {_e(' '.join(fps))}</dd>")
+    if versus.verdict_counts(records):
+        rows.append(f"<dt>baseline</dt><dd>{_e(versus.baseline_source(records, _baseline_path(session))[len('baseline '):] or '-')}</dd>")
     for key in ("device", "dtype", "sandbox", "created", "duration_s"):
         if session.get(key) not in (None, ""):
             rows.append(f"<dt>{_e(key.replace('_s', ' (s)'))}</dt><dd>{_e(session[key])}</dd>")
@@ -78,19 +105,113 @@ def _session(records: list[MetricRecord], session: dict[str, Any], names: dict[s
 
 
 def _table(records: list[MetricRecord], names: dict[str, str]) -> str:
-    head = "<tr><th>test</th><th>metric</th><th>model</th><th>value</th><th>bar</th><th>95% CI</th><th>n</th><th>result</th></tr>"
-    # a place for baseline columns (baseline, delta with interval, verdict) when baselines exist
+    with_baseline = any(r.baseline for r in records)
+    extra = "<th>baseline</th><th>Δ [95% CI]</th><th>vs baseline</th>" if with_baseline else ""
+    head = f"<tr><th>test</th><th>metric</th><th>model</th><th>value</th><th>bar</th><th>95% CI</th><th>n</th>{extra}<th>result</th></tr>"
     body = []
     for r in records:
-        cls = "pass" if r.passed else "fail"
+        failed = versus.failed(r)
+        cls = "fail" if failed else "pass"
         ci = "-" if r.interval is None else f"[{fmt(r.low)}, {fmt(r.high)}]"
+        cells = ""
+        if with_baseline:
+            b = r.baseline
+            cells = (
+                f'<td class="num">{_e(versus.baseline_value_text(b))}</td><td class="num">{_e(versus.delta_text(b))}</td>'
+                f"<td>{_verdict(b)}</td>"
+            )
         body.append(
             f'<tr class="{cls}"><td class="mono" title="{_e(r.test)}">{_e(r.test.rsplit("::", 1)[-1] or "-")}</td>'
             f"<td>{_e(r.name)}</td><td>{_e(model_label(r, names) or '-')}</td><td class=\"num\">{_e(fmt(r.value))}</td>"
             f'<td class="num">{_e(_bar(r))}</td><td class="num">{_e(ci)}</td><td class="num">{r.n} {_e(r.unit)}</td>'
-            f'<td class="result">{"pass" if r.passed else "FAIL"}</td></tr>'
+            f'{cells}<td class="result">{"FAIL" if failed else "pass"}</td></tr>'
         )
     return f'<table class="metrics">\n{head}\n' + "\n".join(body) + "\n</table>"
+
+
+def _against_baseline(records: list[MetricRecord], session: dict[str, Any]) -> str:
+    """The comparison with the baseline: verdict counts, the plot of changes, the table, worse items."""
+    from pytest_ftmodel.report import plots
+
+    counts = versus.verdict_counts(records)
+    source = versus.baseline_source(records, _baseline_path(session))
+    parts = [
+        f'<p class="vd-counts">Compared with {_e(source)}: '
+        + "".join(f'<span class="vd {_e(v.replace(" ", "-"))}">{n} {_e(v)}</span>' for v, n in counts.items())
+        + "</p>"
+    ]
+    if any(versus.compared(r.baseline) for r in records):
+        if not plots.available():
+            parts.append(f'<p class="note">The plot of the changes needs matplotlib: <code>{_e(plots.INSTALL_HINT)}</code>. The table below is complete without it.</p>')
+        else:
+            try:
+                svg = plots.baseline_deltas(records, "bl")
+            except Exception as exc:  # noqa: BLE001 - a plot that fails leaves its note, never a failed run
+                svg, parts = None, parts + [f'<p class="note">plot failed ({_e(type(exc).__name__)}: {_e(exc)})</p>']
+            unplotted = [r.name for r in records if versus.compared(r.baseline) and not float((r.baseline or {}).get("margin") or 0) > 0]
+            if unplotted:
+                parts.append(f'<p class="muted">Not plotted (no margin to scale by): {_e(", ".join(unplotted))}.</p>')
+            if svg:
+                caption = (
+                    "Each metric's change against the baseline, <b>in units of its own margin</b> (so absolute changes and "
+                    "relative ones, such as perplexity's, share the axis), turned so that <b>better is to the right</b>. "
+                    "Bars: 95% intervals. Dashed line: the margin; a change is a regression when it is significantly "
+                    "worse and beyond it. At the right: the change in the metric's own units (relative ones in %)."
+                )
+                parts.append(f'<figure class="wide"><figcaption>{caption}</figcaption>{svg}</figure>')
+    head = (
+        "<tr><th>test</th><th>metric</th><th>baseline</th><th>now</th><th>Δ [95% CI]</th><th>p (worse)</th>"
+        "<th>margin</th><th>test used</th><th>paired</th><th>verdict</th></tr>"
+    )
+    rows = []
+    for r in records:
+        b = r.baseline
+        if not b:
+            continue
+        test = f'<td class="mono" title="{_e(r.test)}">{_e(r.test.rsplit("::", 1)[-1] or "-")}</td><td>{_e(r.name)}</td>'
+        if not versus.compared(b):
+            note = (
+                f"not compared: {b.get('reason') or 'the settings differ'}" if versus.verdict_of(b) == "mismatch"
+                else "no entry in the baseline file: the update option adds it" if versus.verdict_of(b) == "new"
+                else "not compared"
+            )
+            rows.append(f'<tr>{test}<td colspan="7" class="reason">{_e(note)}</td><td>{_verdict(b)}</td></tr>')
+            continue
+        paired = f"{b['n_paired']}" + (f" of {b['baseline_n']}" if isinstance(b.get("baseline_n"), int) else "") if isinstance(b.get("n_paired"), int) else "-"
+        rows.append(
+            f'<tr>{test}<td class="num">{_e(versus.baseline_value_text(b))}</td>'
+            f'<td class="num">{_e(fmt(b["candidate"]) if isinstance(b.get("candidate"), (int, float)) else "-")}</td>'
+            f'<td class="num">{_e(versus.delta_text(b))}</td><td class="num">{_e(versus.p_text(b))}</td>'
+            f'<td class="num">{_e(versus.margin_text(b))}{" (relative)" if b.get("relative") else ""}</td>'
+            f'<td>{_e(b.get("test") or "-")}{_e(" · " + str(b["mode"])) if b.get("mode") == "noninferiority" else ""}</td>'
+            f'<td class="num">{_e(paired)}</td><td>{_verdict(b)}</td></tr>'
+        )
+    parts.append(f'<table class="compare">{head}{"".join(rows)}</table>')
+    # the items of failing comparisons first and open; those of passing ones folded away
+    for r in sorted(records, key=lambda r: not versus.baseline_failed(r.baseline)):
+        items = (r.baseline or {}).get("worse_items") or []
+        if not items:
+            continue
+        shown = "".join(
+            f'<tr><td class="key mono">{_e(i.get("id"))}</td>'
+            + "".join(f'<td class="text">{_e(i.get(k))}</td>' for k in ("prompt", "expected", "before", "after"))
+            + "</tr>"
+            for i in items
+        )
+        worse = len((r.baseline or {}).get("worse") or items)
+        title = (
+            f"{_e(r.name)}{_test_of(r)} {_verdict(r.baseline)} "
+            f'<span class="muted">(items that got worse, worst first: {len(items)} of {worse})</span>'
+        )
+        table = (
+            '<table class="items"><tr><th class="key">item</th><th>prompt</th><th>expected</th><th>before (baseline)</th>'
+            f"<th>after (now)</th></tr>{shown}</table>"
+        )
+        if versus.baseline_failed(r.baseline):
+            parts.append(f"<h3>{title}</h3>\n{table}")
+        else:
+            parts.append(f'<details class="worse"><summary><b>{title}</b></summary>\n{table}</details>')
+    return "\n".join(parts)
 
 
 def _plots(records: list[MetricRecord]) -> str:
@@ -158,14 +279,23 @@ def _worst(records: list[MetricRecord]) -> str:
 
 
 def _failures(records: list[MetricRecord]) -> str:
-    failed = [r for r in records if not r.passed]
+    failed = [r for r in records if versus.failed(r)]
     if not failed:
         return '<p class="muted">Every gate passed.</p>'
     parts = []
     for r in failed:
-        parts.append(f"<h3>{_e(r.name)}{_test_of(r, full=True)}</h3>")
-        if r.diagnosis:
-            parts.append(f'<pre class="diagnosis">{_e(r.diagnosis)}</pre>')
+        mark = f" {_verdict(r.baseline)}" if versus.baseline_failed(r.baseline) else ""
+        parts.append(f"<h3>{_e(r.name)}{_test_of(r, full=True)}{mark}</h3>")
+        if r.diagnosis and versus.baseline_failed(r.baseline) and versus.compared(r.baseline):  # (else explain() says it)
+            b = r.baseline or {}
+            parts.append(
+                f"<p>Against the baseline: {_e(versus.baseline_value_text(b))} → {_e(fmt(b.get('candidate', r.value)))}, "
+                f"Δ {_e(versus.delta_text(b))} (95% CI), {_e(b.get('test') or 'paired test')} p = {_e(versus.p_text(b))}, "
+                f"margin {_e(versus.margin_text(b))}</p>"
+            )
+        diagnosis = r.diagnosis or (versus.explain(r) if versus.baseline_failed(r.baseline) else "")
+        if diagnosis:
+            parts.append(f'<pre class="diagnosis">{_e(diagnosis)}</pre>')
     return "\n".join(parts)
 
 
@@ -176,6 +306,8 @@ def render_html(records: list[MetricRecord], session: dict[str, Any] | None = No
         f"<h1>{_e(title)}</h1>",
         f'<section id="summary">{_session(records, session, names)}</section>',
         f'<section id="metrics"><h2>Metrics</h2>{_table(records, names) if records else "<p>No metrics were recorded.</p>"}</section>',
+        *([f'<section id="baseline"><h2>Against the baseline</h2>{_against_baseline(records, session)}</section>']
+          if any(r.baseline for r in records) else []),
         f'<section id="plots"><h2>Plots</h2>{_plots(records)}</section>',
         f'<section id="worst-items"><h2>Worst items</h2>{_worst(records)}</section>',
         f'<section id="failures"><h2>Failing gates</h2>{_failures(records)}</section>',

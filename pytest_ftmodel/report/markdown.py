@@ -12,6 +12,7 @@ import html
 import re
 from typing import Any
 
+from pytest_ftmodel.report import versus
 from pytest_ftmodel.report.records import MetricRecord, display_names, fmt, model_label
 
 # inline Markdown punctuation, and ":" so that no URL in a model's answer becomes a live link
@@ -20,7 +21,7 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>:])")
 
 def md_text(text: str) -> str:
     """``text`` as literal inline Markdown: one line, HTML-escaped, Markdown punctuation escaped."""
-    flat = " ".join(str(text).split())
+    flat = " ".join(versus.visible(text).split())
     escaped = _MD_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
     return re.sub(r"(?i)\b(www)\.", r"\1\\.", escaped)  # nor a bare www. address
 
@@ -38,33 +39,64 @@ def _bar(r: MetricRecord) -> str:
     return ("≥ " if r.op == ">=" else "≤ ") + fmt(r.threshold)
 
 
+_VERDICT_MARK = {"regressed": "🔻", "mismatch": "⚠️", "inconclusive": "❔", "within noise": "➖", "improved": "🔺", "new": "🆕"}
+
+
+def _verdict(b: dict[str, Any] | None) -> str:
+    verdict = versus.verdict_of(b)
+    text = f"{_VERDICT_MARK.get(verdict, '')} {md_text(verdict)}".strip()
+    return f"**{text}**" if versus.baseline_failed(b) else text
+
+
+def _baseline_source(records: list[MetricRecord], session: dict[str, Any]) -> Any:
+    info = session.get("baseline")
+    return info.get("path") if isinstance(info, dict) else info
+
+
 def render_markdown(records: list[MetricRecord], session: dict[str, Any] | None = None, *, title: str = "ftmodel metrics") -> str:
+    session = session or {}
     names = display_names(records)
-    failed = [r for r in records if not r.passed]
+    failed = [r for r in records if versus.failed(r)]
     lines = [f"## {md_text(title)}", ""]
     if not records:
         return "\n".join(lines + ["No metrics were recorded.", ""])
     verdict = "❌" if failed else "✅"
     lines.append(f"{verdict} **{len(records)} metrics: {len(records) - len(failed)} passed, {len(failed)} failed**")
-    models = (session or {}).get("models") or {}
+    models = session.get("models") or {}
     described = [f"{md_text(role)}: {md_text(v.get('path') or '-')}" for role, v in models.items() if v]
     if described:
         lines.append("")
         lines.append("Models: " + ", ".join(described))
-    lines += ["", "| test | metric | model | value | bar | 95% CI | n | result |", "|---|---|---|--:|--:|--:|--:|---|"]
+    counted = versus.summary_line(records, _baseline_source(records, session))
+    if counted:
+        lines += ["", md_text(counted[0].upper() + counted[1:])]
+    with_baseline = counted is not None
+    head = ["test", "metric", "model", "value", "bar", "95% CI", "n"] + (["baseline", "Δ [95% CI]", "vs baseline"] if with_baseline else []) + ["result"]
+    align = ["---", "---", "---", "--:", "--:", "--:", "--:"] + (["--:", "--:", "---"] if with_baseline else []) + ["---"]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for r in records:
         ci = "-" if r.interval is None else f"[{fmt(r.low)}, {fmt(r.high)}]"
         cells = [
             md_text(r.test.rsplit("::", 1)[-1] or "-"), md_text(r.name), md_text(model_label(r, names) or "-"),
-            fmt(r.value), _bar(r), ci, f"{r.n} {md_text(r.unit)}", "✅ pass" if r.passed else "❌ **FAIL**",
+            fmt(r.value), _bar(r), ci, f"{r.n} {md_text(r.unit)}",
         ]
+        if with_baseline:
+            b = r.baseline
+            cells += [versus.baseline_value_text(b), versus.delta_text(b), _verdict(b) if b else "-"]
+        cells.append("❌ **FAIL**" if versus.failed(r) else "✅ pass")
         lines.append("| " + " | ".join(cells) + " |")
-    # a place for baseline columns (value, delta with interval, verdict) when baselines exist
     if failed:
         lines += ["", "### Failing gates"]
         for r in failed:
-            lines += ["", f"**{md_text(r.name)}** in {md_text(r.test or '-')}: {fmt(r.value)}, bar {_bar(r)}"]
-            if r.diagnosis:
-                lines += ["", md_code_block(r.diagnosis)]
+            b = r.baseline
+            why = f"{fmt(r.value)}, bar {_bar(r)}"
+            if versus.baseline_failed(b):
+                why += f"; against the baseline: {md_text(versus.verdict_of(b))}"
+                if versus.compared(b):
+                    why += f", Δ {versus.delta_text(b)} (95% CI), p {md_text(versus.p_text(b))}, margin {versus.margin_text(b)}"
+            lines += ["", f"**{md_text(r.name)}** in {md_text(r.test or '-')}: {why}"]
+            diagnosis = r.diagnosis or (versus.explain(r) if versus.baseline_failed(b) else "")
+            if diagnosis:
+                lines += ["", md_code_block(versus.visible(diagnosis))]
     lines.append("")
     return "\n".join(lines)

@@ -183,3 +183,91 @@ def plot_record(record: MetricRecord, prefix: str) -> str | None:
     if kind == "A/B":
         return ab(record, prefix)
     return None
+
+
+#: verdict -> colour, shared by the plot and the page's verdict labels
+VERDICT_COLOURS = {
+    "regressed": _FAIL, "mismatch": "#8250df", "inconclusive": _BASE, "within noise": _GREY, "improved": _PASS, "new": _MODEL,
+}
+
+
+def baseline_deltas(records: list[MetricRecord], prefix: str) -> str | None:
+    """One row per compared metric: its change against the baseline with the 95% interval, in units
+    of its own margin and turned so that better is to the right. Absolute changes (accuracy, ROUGE)
+    and relative ones (perplexity) then share one axis honestly; each row's change in the metric's
+    own units is written at the right. None when no record has a change to plot."""
+    from pytest_ftmodel.report import versus
+
+    points = baseline_points(records)
+    if not points:
+        return None
+    rows = [p[0] for p in points]
+    fig = _figure(8.6, 0.95 + 0.42 * len(rows))
+    ax = fig.add_subplot()
+    _style(ax)
+    ax.grid(axis="y", visible=False)
+    ax.grid(axis="x", color="#d0d7de", linewidth=0.6)
+    spans = [-1.5, 1.5]
+    for y, (r, x, ends) in enumerate(points):
+        colour = VERDICT_COLOURS.get(versus.verdict_of(r.baseline), _GREY)
+        if ends is not None:
+            lo, hi = ends
+            ax.errorbar([x], [y], xerr=[[max(x - lo, 0)], [max(hi - x, 0)]], color=colour, marker="o", markersize=6,
+                        capsize=4, linewidth=1.6)
+            spans += [lo, hi]
+        else:
+            ax.plot([x], [y], marker="o", markersize=6, color=colour)
+        spans.append(x)
+    ax.axvline(0, color="#1f2328", linewidth=0.9)
+    ax.axvline(-1, color=_FAIL, linestyle="--", linewidth=1.1)
+    lo, hi = min(spans), max(spans)
+    wide = max(-lo, hi) > 4
+    if wide:  # a change of many margins would squeeze the rest against the zero line: linear within 2 margins, log beyond
+        ax.set_xscale("symlog", linthresh=2, linscale=1.5)
+        ticks = [t for t in (-1000, -100, -10, -2, -1, 0, 1, 2, 10, 100, 1000) if lo * 1.05 <= t <= hi * 1.05]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xlim(lo * 1.15 if lo < 0 else lo, hi * 1.15 if hi > 0 else hi)
+    else:
+        pad = 0.06 * (hi - lo)
+        ax.set_xlim(lo - pad, hi + pad)
+    ax.text(-1, 1.0, " margin ", transform=ax.get_xaxis_transform(), ha="right", va="bottom", fontsize=7, color=_FAIL)
+    ax.text(0, 1.0, " no change", transform=ax.get_xaxis_transform(), ha="left", va="bottom", fontsize=7, color="#1f2328")
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([_row_label(r) for r in rows], fontsize=8)
+    right = ax.twinx()
+    right.set_ylim(ax.get_ylim())
+    right.set_yticks(range(len(rows)))
+    right.set_yticklabels([f"{versus.delta_text(r.baseline)}  {versus.verdict_of(r.baseline)}" for r in rows], fontsize=8)
+    for label, r in zip(right.get_yticklabels(), rows):
+        label.set_color(VERDICT_COLOURS.get(versus.verdict_of(r.baseline), _GREY))
+    right.tick_params(length=0)
+    for side in ("top", "right", "left"):
+        right.spines[side].set_visible(False)
+    scale = "; log scale beyond ±2" if wide else ""
+    ax.set_xlabel(f"← worse   change against the baseline, in margins (95% CI; -1 = the margin{scale})   better →", fontsize=8)
+    return _svg(fig, prefix)
+
+
+def baseline_points(records: list[MetricRecord]) -> list[tuple[MetricRecord, float, tuple[float, float] | None]]:
+    """Each compared record's change and 95% interval in units of its own margin, positive = better."""
+    from pytest_ftmodel.report import versus
+
+    points = []
+    for r in records:
+        b = r.baseline or {}
+        if not versus.compared(b) or not isinstance(b.get("margin"), (int, float)) or float(b["margin"]) <= 0:
+            continue
+        turn = (-1.0 if versus.worse_is_higher(r) else 1.0) / float(b["margin"])
+        ends = [turn * float(b[k]) for k in ("low", "high") if isinstance(b.get(k), (int, float))]
+        points.append((r, turn * float(b["delta"]), (min(ends), max(ends)) if len(ends) == 2 else None))
+    return points
+
+
+def _row_label(record: MetricRecord, limit: int = 42) -> str:
+    from pytest_ftmodel.report.terminal import cut_middle
+    from pytest_ftmodel.report.versus import visible
+
+    test = record.test.rsplit("::", 1)[-1]
+    label = cut_middle(visible(f"{record.name} · {test}" if test else record.name), limit)
+    return label.replace("$", r"\$")  # matplotlib would read text between dollars as mathematics

@@ -147,14 +147,30 @@ class Recorder:
 
 
 def junit_properties(record: MetricRecord) -> list[tuple[str, str]]:
-    """``ftmodel.<metric>`` (the value) and its bar, direction, interval, size and verdict."""
+    """``ftmodel.<metric>`` (the value) and its bar, direction, interval, size and verdict; with a
+    baseline, its ``.baseline`` figure, ``.delta`` and ``.delta_interval`` (in percent when relative),
+    ``.baseline_verdict``, ``.p_value`` and ``.margin``."""
+    from pytest_ftmodel.report import versus
+
     key = f"ftmodel.{record.name}"
     props = [(key, fmt(record.value))]
     if record.threshold is not None:
         props += [(f"{key}.bar", fmt(record.threshold)), (f"{key}.direction", record.op)]
     if record.interval is not None:
         props.append((f"{key}.interval", f"[{fmt(record.low)}, {fmt(record.high)}]"))
-    props += [(f"{key}.n", f"{record.n} {record.unit}"), (f"{key}.verdict", "pass" if record.passed else "fail")]
+    props += [(f"{key}.n", f"{record.n} {record.unit}"), (f"{key}.verdict", "fail" if versus.failed(record) else "pass")]
+    b = record.baseline
+    if b:
+        if versus.compared(b):
+            rel = bool(b.get("relative"))
+            props += [
+                (f"{key}.baseline", versus.baseline_value_text(b)), (f"{key}.delta", versus.fmt_change(b["delta"], rel)),
+                (f"{key}.delta_interval", f"[{versus.fmt_change(b.get('low'), rel)}, {versus.fmt_change(b.get('high'), rel)}]"),
+                (f"{key}.p_value", versus.p_text(b, floor=False)), (f"{key}.margin", versus.margin_text(b)),
+            ]
+        props.append((f"{key}.baseline_verdict", versus.verdict_of(b)))
+        if b.get("reason"):
+            props.append((f"{key}.baseline_reason", versus.visible(b["reason"])))
     return props
 
 

@@ -3,14 +3,21 @@
 Numbers have 4 significant digits. The compact table shows the test's own name (not its file), the
 sample size without its unit, a model column only when the run measured more than one model (else
 one ``model:`` line above the table), and cuts the longest names in the middle until the table
-fits; ``-v`` shows full node ids, units, names and the model column. Baseline columns appear only
-when some record has a baseline.
+fits; ``-v`` shows full node ids, units, names and the model column.
+
+When some record was compared with a baseline, a line counts the verdicts. The compact view then
+shows the comparison as a second table (baseline, Δ with its 95% interval, verdict) under the
+metrics table, one row per compared metric: the absolute figures (value, bar, interval, n, result)
+and the comparison together take about 100 columns before any name, so one table would leave the
+test and metric names a few letters each. ``-v`` shows one full table with every column, the
+p-value and the margin included.
 """
 
 from __future__ import annotations
 
 import textwrap
 
+from pytest_ftmodel.report import versus
 from pytest_ftmodel.report.records import MetricRecord, display_names, fmt, model_label
 
 WIDTH = 100
@@ -28,16 +35,6 @@ def cut_middle(text: str, width: int) -> str:
     head = (width - 1 + 1) // 2
     tail = width - 1 - head
     return text[:head] + "…" + (text[-tail:] if tail else "")
-
-
-def _baseline_cells(r: MetricRecord) -> tuple[str, str, str]:
-    b = r.baseline or {}
-    if not b:
-        return "-", "-", "-"
-    delta = b.get("delta")
-    low, high = b.get("low"), b.get("high")
-    ci = "" if low is None or high is None else f" [{fmt(low)}, {fmt(high)}]"
-    return fmt(b.get("value")), ("-" if delta is None else f"{delta:+.4g}") + ci, str(b.get("verdict", "-"))
 
 
 def _primary_models(records: list[MetricRecord], names: dict[str, str]) -> list[str]:
@@ -64,16 +61,33 @@ def table_rows(records: list[MetricRecord], *, verbose: bool = False) -> list[di
         row["bar"] = "-" if r.threshold is None else f"{r.op} {fmt(r.threshold)}"
         row["95% CI"] = "-" if r.interval is None else f"[{fmt(r.low)}, {fmt(r.high)}]"
         row["n"] = f"{r.n} {r.unit}" if verbose else str(r.n)
-        if show_baseline:
-            row["baseline"], row["Δ [95% CI]"], row["vs baseline"] = _baseline_cells(r)
-        row["result"] = "pass" if r.passed else "FAIL"
+        if verbose and show_baseline:
+            b = r.baseline
+            row["baseline"], row["Δ [95% CI]"] = versus.baseline_value_text(b), versus.delta_text(b)
+            row["p"], row["margin"], row["vs baseline"] = versus.p_text(b), versus.margin_text(b), versus.verdict_of(b)
+        row["result"] = "FAIL" if versus.failed(r) else "pass"
         rows.append(row)
     return rows
 
 
+def baseline_rows(records: list[MetricRecord]) -> list[dict[str, str]]:
+    """The compact view's comparison table: one row per record that has a baseline entry."""
+    return [
+        {
+            "test": r.test.rsplit("::", 1)[-1] or "-", "metric": r.name, "baseline": versus.baseline_value_text(r.baseline),
+            "Δ [95% CI]": versus.delta_text(r.baseline), "vs baseline": versus.verdict_of(r.baseline),
+        }
+        for r in records
+        if r.baseline
+    ]
+
+
 def format_table(records: list[MetricRecord], *, verbose: bool = False, width: int = WIDTH) -> list[str]:
     """Rows of an aligned text table, header first."""
-    rows = table_rows(records, verbose=verbose)
+    return _aligned(table_rows(records, verbose=verbose), verbose=verbose, width=width)
+
+
+def _aligned(rows: list[dict[str, str]], *, verbose: bool, width: int) -> list[str]:
     if not rows:
         return []
     columns = list(rows[0])
@@ -91,16 +105,31 @@ def format_table(records: list[MetricRecord], *, verbose: bool = False, width: i
     return lines
 
 
-def summary_lines(records: list[MetricRecord], *, verbose: bool = False) -> list[str]:
+def summary_lines(records: list[MetricRecord], *, verbose: bool = False, baseline_path: str | None = None) -> list[str]:
+    """The terminal summary: the table, the counts and, when there were comparisons, the baseline's
+    verdicts (``baseline_path``: the baseline file, named in that line)."""
     if not records:
         return []
-    failed = sum(not r.passed for r in records)
+    failed = sum(versus.failed(r) for r in records)
     lines = format_table(records, verbose=verbose)
     models = _primary_models(records, display_names(records))
     if not verbose and len(models) == 1:
         lines.insert(0, f"model: {models[0]}")
     lines.append(f"{len(records)} metrics recorded, {len(records) - failed} passed, {failed} failed.")
+    counted = versus.summary_line(records, baseline_path)
+    if counted:
+        lines.extend(_wrap(counted))
+        if not verbose:
+            lines.extend(_aligned(baseline_rows(records), verbose=False, width=WIDTH))
+        for r in records:
+            if versus.verdict_of(r.baseline) == "mismatch":
+                what = f"{r.test.rsplit('::', 1)[-1] if not verbose else r.test} {r.name}"
+                lines.extend(_wrap(f"mismatch: {what}: {versus.visible((r.baseline or {}).get('reason') or 'not compared')}"))
     return lines
+
+
+def _wrap(text: str) -> list[str]:
+    return textwrap.wrap(text, WIDTH, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False) or [""]
 
 
 def sandbox_line(records: list[MetricRecord], asked: str) -> str | None:

@@ -1,0 +1,162 @@
+"""How every report shows a record's comparison with the baseline (``MetricRecord.baseline``).
+
+The dict is filled by the baseline comparison: always a ``verdict``; when compared, the baseline's
+figure (``value``), ``delta`` with its 95% interval (``low``, ``high``), ``p_value``, ``margin``,
+``relative`` (delta and margin are relative changes, as for perplexity), the test used, and up to
+five ``worse_items``; for a ``mismatch``, the ``reason``. The renderers share the wording and the
+number formats defined here, so the terminal, Markdown, HTML and JUnit say the same thing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable
+
+from pytest_ftmodel.report.records import MetricRecord, fmt
+
+#: the order verdicts are counted and listed in: what needs attention first
+VERDICTS = ("regressed", "mismatch", "inconclusive", "within noise", "improved", "new")
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: Any) -> str:
+    """``text`` with its control characters (terminal escapes included) shown as ``\\x1b``, never obeyed."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", "" if text is None else str(text))
+
+
+def baseline_failed(b: dict[str, Any] | None) -> bool:
+    """Whether the comparison fails the test: a regression, a stopped comparison, or (in
+    noninferiority mode) a comparison that could not show the candidate is not worse."""
+    if not b:
+        return False
+    verdict = b.get("verdict")
+    return verdict in ("regressed", "mismatch") or (verdict == "inconclusive" and b.get("mode") == "noninferiority")
+
+
+def failed(record: MetricRecord) -> bool:
+    """The record failed its bar or its baseline comparison."""
+    return not record.passed or baseline_failed(record.baseline)
+
+
+def compared(b: dict[str, Any] | None) -> bool:
+    """The comparison ran and has a delta (not ``new``, not ``mismatch``)."""
+    return b is not None and isinstance(b.get("delta"), (int, float)) and b.get("verdict") not in ("new", "mismatch")
+
+
+def fmt_change(value: Any, relative: bool, *, sign: bool = True) -> str:
+    """A change in the metric's units (``+0.0123``) or, when relative, in percent (``+1.94%``)."""
+    if not isinstance(value, (int, float)):
+        return "-"
+    if relative:
+        pct = float(value) * 100
+        text = f"{pct:.0f}" if abs(pct) >= 1000 else f"{pct:.3g}"
+        text = "0" if text in ("0", "-0") else text
+        return ("+" if sign and text[0] != "-" and text != "0" else "") + text + "%"
+    text = fmt(float(value) + 0.0)  # -0.0 + 0.0 is 0.0
+    return ("+" if sign and text[0] != "-" and text not in ("0", "nan") else "") + text  # no sign on 0 or nan
+
+
+def delta_text(b: dict[str, Any] | None) -> str:
+    """``Δ [low, high]``: the change and its 95% interval (``-`` when nothing was compared)."""
+    if not compared(b):
+        return "-"
+    assert b is not None
+    rel = bool(b.get("relative"))
+    text = fmt_change(b["delta"], rel)
+    if isinstance(b.get("low"), (int, float)) and isinstance(b.get("high"), (int, float)):
+        text += f" [{fmt_change(b['low'], rel)}, {fmt_change(b['high'], rel)}]"
+    return text
+
+
+def margin_text(b: dict[str, Any] | None) -> str:
+    if not b or not isinstance(b.get("margin"), (int, float)):
+        return "-"
+    return fmt_change(b["margin"], bool(b.get("relative")), sign=False)
+
+
+def baseline_value_text(b: dict[str, Any] | None) -> str:
+    if not b or not isinstance(b.get("value"), (int, float)):
+        return "-"
+    return fmt(float(b["value"]))
+
+
+def p_text(b: dict[str, Any] | None, *, floor: bool = True) -> str:
+    """The one-sided p-value to 3 digits (``<0.001`` below that, unless ``floor`` is false)."""
+    if not b or not isinstance(b.get("p_value"), (int, float)):
+        return "-"
+    p = float(b["p_value"])
+    return "<0.001" if floor and p < 0.001 else f"{p:.3g}"
+
+
+def verdict_of(b: dict[str, Any] | None) -> str:
+    return str((b or {}).get("verdict") or "-")
+
+
+def worse_is_higher(record: MetricRecord) -> bool:
+    """Which way a change hurts: up for relative (perplexity) comparisons and lower-is-better
+    metrics, down for higher-is-better ones."""
+    b = record.baseline or {}
+    if isinstance(b.get("higher_is_better"), bool):
+        return not b["higher_is_better"]
+    if b.get("relative"):
+        return True
+    return record.op != ">="
+
+
+def verdict_counts(records: Iterable[MetricRecord]) -> dict[str, int]:
+    """Verdict -> how many records have it, in :data:`VERDICTS` order (unknown verdicts last)."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r.baseline:
+            v = verdict_of(r.baseline)
+            counts[v] = counts.get(v, 0) + 1
+    known = {v: counts[v] for v in VERDICTS if v in counts}
+    return {**known, **{v: n for v, n in counts.items() if v not in known}}
+
+
+def baseline_source(records: Iterable[MetricRecord], path: Any = None) -> str:
+    """``baseline PATH (model fingerprint)``: which baseline the records were compared with."""
+    text = "baseline" + (f" {visible(path)}" if path else "")
+    for r in records:
+        b = r.baseline or {}
+        model, fp = b.get("baseline_model"), b.get("baseline_fingerprint")
+        if model or fp:
+            who = " ".join(visible(x) for x in (model, str(fp)[:8] if fp else "") if x)
+            return f"{text} ({who})"
+    return text
+
+
+def summary_line(records: list[MetricRecord], path: Any = None) -> str | None:
+    """``baseline ftmodel-baseline.json (finetuned 4aa8dc33): 1 regressed, 5 within noise, 1 new``."""
+    counts = verdict_counts(records)
+    if not counts:
+        return None
+    return baseline_source(records, path) + ": " + ", ".join(f"{n} {visible(v)}" for v, n in counts.items())
+
+
+def explain(record: MetricRecord) -> str:
+    """A diagnosis from the comparison alone, for a record whose test left no message of its own."""
+    b = record.baseline or {}
+    verdict = verdict_of(b)
+    if verdict == "mismatch":
+        return f"{record.name}: not compared with the baseline: {visible(b.get('reason') or 'the settings differ')}"
+    if not compared(b):
+        return f"{record.name}: {verdict}"
+    lines = [
+        f"{record.name} {verdict} against the baseline: {baseline_value_text(b)} -> {fmt(b.get('candidate', record.value))}, "
+        f"Δ {delta_text(b)} (95% CI), {visible(b.get('test') or 'paired test')} p = {p_text(b)}, margin {margin_text(b)}"
+        + (f", {b['n_paired']} paired items" if isinstance(b.get("n_paired"), int) else "")
+    ]
+    for item in b.get("worse_items") or []:
+        lines.append(
+            f"  {visible(item.get('id'))}: {_quoted(item.get('prompt'))} expected {_quoted(item.get('expected'))}: "
+            f"before {_quoted(item.get('before'))}, now {_quoted(item.get('after'))}"
+        )
+    return "\n".join(lines)
+
+
+def _quoted(text: Any, limit: int = 120) -> str:
+    """A short quoted form of an item's text; ``repr`` shows its control characters escaped."""
+    text = "" if text is None else str(text)
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
