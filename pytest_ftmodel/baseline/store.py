@@ -187,6 +187,7 @@ def write(path: Path, entries: Mapping[str, Any]) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
+        os.chmod(tmp, _mode_of(path))  # mkstemp's 0600 would hide a committed file from the team
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -194,6 +195,16 @@ def write(path: Path, entries: Mapping[str, Any]) -> None:
         except OSError:
             pass
         raise
+
+
+def _mode_of(path: Path) -> int:
+    """The existing file's permissions, else what the umask gives a new file."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def unused_entries(
