@@ -2,13 +2,31 @@
 
 With ``--model`` / ``--base-model`` (or their ini entries) the suite evaluates your checkpoints;
 without them it builds the embedded demo pair (a tiny base model and its fine-tuned version).
+
+A model of the demo is compared with the committed baseline of the demo's fine-tuned model of its
+family (``ftmodel-baseline.<family>.json`` here), unless ``--ftmodel-baseline`` or the ini names
+another file. Your own project keeps one ``ftmodel-baseline.json`` in its rootdir instead, written
+by ``pytest --model=RELEASED_CHECKPOINT --ftmodel-update-baseline`` and committed.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pytest_ftmodel import load_jsonl
+
+HERE = Path(__file__).resolve().parent
+
+
+def _demo_family(model: str | None) -> str | None:
+    """"bpe" or "byte" for a checkpoint of the demo (``<dir>/<family>/finetuned`` and its siblings)."""
+    if not model:
+        return None
+    path = Path(model)
+    family = path.parent.name
+    return family if family in ("byte", "bpe") and (path.parent / "finetuned").is_dir() else None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -25,6 +43,9 @@ def pytest_configure(config: pytest.Config) -> None:
             config.option.ftmodel_model = str(pair.finetuned)
         if want_base:
             config.option.ftmodel_base_model = str(pair.base)
+    family = _demo_family(config.getoption("ftmodel_model"))
+    if family and not (config.getoption("ftmodel_baseline") or config.getini("ftmodel_baseline")):
+        config.option.ftmodel_baseline = str(HERE / f"ftmodel-baseline.{family}.json")
 
 
 @pytest.fixture(scope="session")

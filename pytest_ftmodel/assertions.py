@@ -5,9 +5,58 @@ They decide only; the numbers come from :mod:`pytest_ftmodel.metrics`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import functools
+from typing import Any, Callable, Mapping, ParamSpec, Sequence, TypeVar, Union
 
-from pytest_ftmodel.report import model_name, record_metric
+from pytest_ftmodel.baseline.gate import reset_helper_margin, set_helper_margin
+from pytest_ftmodel.baseline.store import effective_settings
+from pytest_ftmodel.report import model_name, record_metric, recorder
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: ``margin=`` of every helper: the largest drop against the baseline file that is not a regression,
+#: for every metric the helper judges (a number) or per metric ({"accuracy": 0.02}); relative for
+#: perplexity (0.05 = 5%). It takes precedence over ``--ftmodel-margin`` and the per-kind defaults.
+Margin = Union[float, Mapping[str, float], None]
+
+
+def _baseline_failures(start: int) -> list[Any]:
+    rec = recorder()
+    gate = rec.gate
+    if gate is None:
+        return []
+    return [(gate, r) for r in rec.records[start:] if r.baseline and not r.passed and r.baseline.get("verdict") != "new"]
+
+
+def _gated(func: Callable[P, R]) -> Callable[P, R]:
+    """Fail the test when a figure the helper recorded regressed against the baseline file (or does
+    not match its entry), even when the absolute bar holds; ``margin=`` applies to those figures."""
+
+    @functools.wraps(func)
+    def gated(*args: P.args, **kwargs: P.kwargs) -> R:
+        __tracebackhide__ = True
+        start = len(recorder().records)
+        token = set_helper_margin(kwargs.get("margin"))
+        try:
+            result = func(*args, **kwargs)
+        except AssertionError as exc:
+            failures = _baseline_failures(start)
+            if failures:
+                raise AssertionError("\n".join([str(exc), *(g.failure_message(r) for g, r in failures)])) from None
+            raise
+        finally:
+            reset_helper_margin(token)
+        failures = _baseline_failures(start)
+        if failures:
+            import pytest
+
+            if all(r.baseline.get("verdict") == "mismatch" for _, r in failures):
+                pytest.fail("\n".join(g.failure_message(r) for g, r in failures), pytrace=False)
+            raise AssertionError("\n".join(g.failure_message(r) for g, r in failures))
+        return result
+
+    return gated
 
 
 def _judged(
@@ -56,6 +105,7 @@ def _ppl_summary(result: Any) -> str:
     )
 
 
+@_gated
 def assert_perplexity_below(
     model: Any,
     texts: Sequence[Any],
@@ -66,6 +116,7 @@ def assert_perplexity_below(
     max_length: int | None = None,
     chat: bool | str = False,
     windows: str = "sliding",
+    margin: Margin = None,
 ) -> Any:
     """Fail unless the corpus perplexity of ``model`` on ``texts`` is at most ``max_perplexity``.
 
@@ -78,9 +129,10 @@ def assert_perplexity_below(
     result = perplexity(
         model, texts, stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows
     )
+    settings = effective_settings(dict(stride=stride, max_length=max_length, chat=chat, windows=windows))
     passed = _judged(
         "perplexity", result.perplexity, max_perplexity, "<=",
-        n=result.n_texts, unit="texts", model=_name(model), interval=result.interval, result=result,
+        n=result.n_texts, unit="texts", model=_name(model), interval=result.interval, result=result, settings=settings,
     )
     if not passed:
         raise AssertionError(
@@ -90,6 +142,7 @@ def assert_perplexity_below(
     return result
 
 
+@_gated
 def assert_perplexity_improves(
     model: Any,
     base: Any,
@@ -101,6 +154,7 @@ def assert_perplexity_improves(
     max_length: int | None = None,
     chat: bool | str = False,
     windows: str = "sliding",
+    margin: Margin = None,
 ) -> Any:
     """Fail unless ``1 - ppl(model) / ppl(base)`` on ``texts`` is at least ``min_improvement``.
 
@@ -114,9 +168,11 @@ def assert_perplexity_improves(
     result = perplexity_improvement(
         model, base, texts, stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows
     )
+    settings = effective_settings(dict(stride=stride, max_length=max_length, chat=chat, windows=windows))
     passed = _judged(
         "perplexity improvement", result.improvement, min_improvement, ">=",
         n=result.model.n_texts, unit="texts", model=(_name(model), _name(base)), interval=result.interval, result=result,
+        settings=settings,
     )
     if not passed:
         low, high = result.interval
@@ -136,6 +192,7 @@ def _require_a_bar(**bars: float | None) -> dict[str, float]:
     return given
 
 
+@_gated
 def assert_rouge_above(
     model: Any,
     data: Sequence[dict[str, Any]],
@@ -143,6 +200,7 @@ def assert_rouge_above(
     rouge1: float | None = None,
     rouge2: float | None = None,
     rougeL: float | None = None,  # noqa: N803 - the metric's own name
+    margin: Margin = None,
     **kwargs: Any,
 ) -> Any:
     """Fail unless each given mean ROUGE F-measure reaches its bar; returns the RougeResult.
@@ -151,14 +209,16 @@ def assert_rouge_above(
     ``max_new_tokens``, generation settings).
     """
     __tracebackhide__ = True
+    from pytest_ftmodel.generation import generate
     from pytest_ftmodel.metrics.text import rouge
 
     bars = _require_a_bar(rouge1=rouge1, rouge2=rouge2, rougeL=rougeL)
     result = rouge(model, data, **kwargs)
+    settings = effective_settings(kwargs, rouge, generate)
     failed = []
     for metric, bar in bars.items():
         value = getattr(result, metric)
-        if not _judged(metric, value, bar, ">=", n=result.n, unit="items", model=_name(model), interval=result.intervals[metric], result=result, settings=kwargs):
+        if not _judged(metric, value, bar, ">=", n=result.n, unit="items", model=_name(model), interval=result.intervals[metric], result=result, settings=settings):
             low, high = result.intervals[metric]
             failed.append(f"{metric} {value:.3f} is below the bar {bar:.3f} (95% CI [{low:.3f}, {high:.3f}])")
     if failed:
@@ -174,6 +234,7 @@ def assert_rouge_above(
     return result
 
 
+@_gated
 def assert_classification(
     model: Any,
     data: Sequence[dict[str, Any]],
@@ -181,6 +242,7 @@ def assert_classification(
     *,
     min_accuracy: float | None = None,
     min_macro_f1: float | None = None,
+    margin: Margin = None,
     **kwargs: Any,
 ) -> Any:
     """Fail unless accuracy and/or macro-F1 reach their bars; returns the ClassificationResult.
@@ -188,16 +250,18 @@ def assert_classification(
     ``kwargs`` go to :func:`~pytest_ftmodel.metrics.text.classify` (``label_key``, ``prompt_key``, ...).
     """
     __tracebackhide__ = True
+    from pytest_ftmodel.generation import generate
     from pytest_ftmodel.metrics.text import classify
 
     bars = _require_a_bar(min_accuracy=min_accuracy, min_macro_f1=min_macro_f1)
     result = classify(model, data, labels, **kwargs)
+    settings = effective_settings(kwargs, classify, generate, labels=list(labels))
     failed = []
     for key, bar in bars.items():
         metric = key.removeprefix("min_")
         value = getattr(result, metric)
         interval = result.accuracy_interval if metric == "accuracy" else None
-        if not _judged(metric, value, bar, ">=", n=result.n, unit="items", model=_name(model), interval=interval, result=result, settings=kwargs):
+        if not _judged(metric, value, bar, ">=", n=result.n, unit="items", model=_name(model), interval=interval, result=result, settings=settings):
             failed.append(f"{metric} {value:.3f} is below the bar {bar:.3f}")
     if failed:
         low, high = result.accuracy_interval
@@ -215,6 +279,7 @@ def assert_classification(
     return result
 
 
+@_gated
 def assert_passk(
     model: Any,
     problems: Sequence[dict[str, Any]],
@@ -222,6 +287,7 @@ def assert_passk(
     at_least: float = 0.0,
     *,
     n: int | None = None,
+    margin: Margin = None,
     **kwargs: Any,
 ) -> Any:
     """Fail unless pass@k of ``model`` on ``problems`` reaches ``at_least``; returns the CodeResult.
@@ -230,14 +296,20 @@ def assert_passk(
     ``kwargs`` go to :func:`~pytest_ftmodel.metrics.code.evaluate_code`.
     """
     __tracebackhide__ = True
+    from pytest_ftmodel.generation import generate
     from pytest_ftmodel.metrics.code import evaluate_code
+    from pytest_ftmodel.sandbox import default_isolation
 
     n = k if n is None else n
     result = evaluate_code(model, problems, n=n, k=(k,), **kwargs)
     value = result.pass_at[k]
+    # the sandbox level asked for (not the one reached, which varies by machine) shapes the verdicts
+    settings = effective_settings(
+        {"n": n, **kwargs}, evaluate_code, generate, k=k, isolation=kwargs.get("isolation") or default_isolation()
+    )
     passed = _judged(
         f"pass@{k}", value, at_least, ">=", n=len(result.problems), unit="problems", model=_name(model), interval=result.intervals[k],
-        result=result, settings={"n": n, **kwargs},
+        result=result, settings=settings,
     )
     if not passed:
         low, high = result.intervals[k]
@@ -256,6 +328,7 @@ def assert_passk(
     return result
 
 
+@_gated
 def assert_no_overfit(
     model: Any,
     train: Sequence[Any],
@@ -264,6 +337,7 @@ def assert_no_overfit(
     max_gap: float = 0.2,
     max_memorised: float | None = None,
     min_distinct2: float | None = None,
+    margin: Margin = None,
     **kwargs: Any,
 ) -> Any:
     """Fail when validation loss exceeds training loss by more than ``max_gap`` nats/token, or (for
@@ -306,7 +380,8 @@ def assert_no_overfit(
     return result
 
 
-def assert_training_converged(path: Any, *, patience: int = 3, tolerance: float = 0.05) -> Any:
+@_gated
+def assert_training_converged(path: Any, *, patience: int = 3, tolerance: float = 0.05, margin: Margin = None) -> Any:
     """Fail when training loss did not fall, or when eval loss turned up after its best while
     training loss kept falling: no improvement for ``patience`` evaluations, a final eval loss more
     than ``tolerance`` (relative) above the best, and an upward Theil-Sen trend since the best (see
@@ -336,7 +411,8 @@ def assert_training_converged(path: Any, *, patience: int = 3, tolerance: float 
     return curve
 
 
-def assert_no_leakage(train: Sequence[Any], val: Sequence[Any]) -> list[Any]:
+@_gated
+def assert_no_leakage(train: Sequence[Any], val: Sequence[Any], *, margin: Margin = None) -> list[Any]:
     """Fail when a validation item also appears in training, exactly or after normalisation."""
     __tracebackhide__ = True
     from pytest_ftmodel.splits import find_leakage
@@ -351,12 +427,14 @@ def assert_no_leakage(train: Sequence[Any], val: Sequence[Any]) -> list[Any]:
     return leaks
 
 
+@_gated
 def assert_human_scores(
     sheet: Any,
     *,
     min_mean: dict[str, float] | None = None,
     min_scored: int = 20,
     model: Any = None,
+    margin: Margin = None,
 ) -> Any:
     """Fail when a criterion's mean human score is below its bar. While fewer than ``min_scored``
     items are scored the test is skipped with the command to run (a distinct, visible outcome,
@@ -407,6 +485,7 @@ def _human_agreement(result: Any) -> str:
     return f"agreement between {len(result.reviewers)} reviewers on {result.n_multi} items reviewed by several ({result.agreement_kind}): {shown}"
 
 
+@_gated
 def assert_ab_win_rate(
     sheet_or_result: Any,
     *,
@@ -416,6 +495,7 @@ def assert_ab_win_rate(
     judge: str | None = None,
     min_human_agreement: float = 0.6,
     min_overlap: int = 20,
+    margin: Margin = None,
 ) -> Any:
     """Fail when the fine-tuned model's win rate over decided A/B comparisons is below ``at_least``
     or, with ``significant=True``, when its advantage is not significant (two-sided sign test).
@@ -465,7 +545,7 @@ def assert_ab_win_rate(
     ok = result.win_rate >= at_least and (not significant or (result.p_value < alpha and result.win_rate > 0.5))
     record_metric(
         "A/B win rate", result.win_rate, threshold=at_least, op=">=", n=result.decided, unit="decided", passed=ok,
-        interval=result.interval, result=result,
+        interval=result.interval, result=result, settings={"judge": judge},
     )
     if result.win_rate < at_least:
         raise AssertionError(f"A/B win rate {result.win_rate:.1%} is below the bar {at_least:.1%}: {summary}")

@@ -340,6 +340,8 @@ class HumanScores:
     n_multi: int = 0  # scored items with two or more complete reviews
     agreement: dict[str, float | None] | None = None  # Krippendorff's alpha (ordinal) per criterion
     agreement_kind: str | None = None
+    #: every scored item, as in ``lowest`` (with "expected"), in the sheet's order
+    items: tuple[dict[str, Any], ...] = ()
 
 
 def krippendorff_alpha_ordinal(matrix: Sequence[Sequence[float | None]]) -> float | None:
@@ -374,7 +376,10 @@ def human_scores(path: str | os.PathLike[str], *, model: Any = None) -> HumanSco
         if done:
             item_means = {c: sum(r["scores"][c] for r in done.values()) / len(done) for c in criteria}
             notes = "; ".join(r["notes"] for r in done.values() if r["notes"])
-            per_item.append({"id": item["id"], "prompt": item["prompt"], "scores": item_means, "notes": notes, "n_reviews": len(done)})
+            per_item.append({
+                "id": item["id"], "prompt": item["prompt"], "expected": item.get("expected"), "generated": item.get("generated"),
+                "scores": item_means, "notes": notes, "n_reviews": len(done),
+            })
     means = {c: sum(it["scores"][c] for it in per_item) / len(per_item) for c in criteria} if per_item else {}
     lowest = tuple(sorted(per_item, key=lambda it: (sum(it["scores"].values()), it["id"]))[:3])
     reviewers = tuple(sorted({name for item in sheet["items"] for name in complete_reviews(item, criteria)}))
@@ -390,6 +395,7 @@ def human_scores(path: str | os.PathLike[str], *, model: Any = None) -> HumanSco
         Path(path), fp, len(sheet["items"]), len(per_item), means, lowest,
         reviewers=reviewers, n_multi=n_multi, agreement=agreement,
         agreement_kind="Krippendorff's alpha (ordinal)" if agreement is not None else None,
+        items=tuple(per_item),
     )
 
 
@@ -597,6 +603,8 @@ class ABResult:
     judge: str | None = None  # whose verdicts the counts are; None: every judge's
     calibration: tuple[JudgeAgreement, ...] = ()  # one per automated judge
     humans: tuple[str, ...] = ()
+    #: per sheet item: {"id", "prompt", "expected", "model", "base", "tie"} (the counted verdicts)
+    items: tuple[dict[str, Any], ...] = ()
 
     @property
     def decided(self) -> int:
@@ -653,14 +661,18 @@ def ab_result(path: str | os.PathLike[str], *, judge: str | None = None) -> ABRe
     outcome: dict[str, dict[str, str]] = {}
     automated: set[str] = set()
     counts = {"model": 0, "base": 0, "tie": 0}
+    per_item: list[dict[str, Any]] = []
     for item in sheet["items"]:
         side_a = a_is.get(item["id"])
         if side_a is None:
             raise DataError(f"{p}: item {item['id']!r} is not in the key {key_path.name}; rebuild with ab_sheet()")
+        mine = {"id": item["id"], "prompt": item.get("prompt"), "expected": item.get("expected"), "model": 0, "base": 0, "tie": 0}
+        per_item.append(mine)
         for j in item["judgements"]:
             who = "tie" if j["choice"] == "tie" else (side_a if j["choice"] == "A" else ("base" if side_a == "model" else "model"))
             if judge is None or j["judge"] == judge:
                 counts[who] += 1
+                mine[who] += 1
             outcome.setdefault(j["judge"], {})[item["id"]] = who
             if j.get("kind") == "auto":
                 automated.add(j["judge"])
@@ -703,6 +715,7 @@ def ab_result(path: str | os.PathLike[str], *, judge: str | None = None) -> ABRe
         judge=judge,
         calibration=tuple(calibration),
         humans=humans,
+        items=tuple(per_item),
     )
 
 

@@ -15,8 +15,10 @@ from typing import Any, Callable, Generator
 
 import pytest
 
+from pytest_ftmodel import __version__, progress, report
 from pytest_ftmodel import cache as gen_cache
-from pytest_ftmodel import progress, report
+from pytest_ftmodel.baseline.gate import BaselineSession, parse_margin
+from pytest_ftmodel.baseline.store import BaselineFileError
 from pytest_ftmodel.errors import FTModelError, ModelPathError
 from pytest_ftmodel.model import DEVICE_CHOICES, DTYPE_CHOICES, check_model_path, parse_device, parse_dtype
 
@@ -43,6 +45,25 @@ _REPORT_OPTIONS = (
     ("--ftmodel-markdown", "ftmodel_markdown", "a Markdown summary (the GitHub job summary's text)"),
     ("--ftmodel-html", "ftmodel_html", "a self-contained HTML report with plots"),
 )
+
+
+BASELINE_FILE = "ftmodel-baseline.json"
+BASELINE_MODES = ("superiority", "noninferiority")
+
+
+def parse_baseline_mode(value: str) -> str:
+    mode = str(value).strip().lower()
+    if mode not in BASELINE_MODES:
+        raise ModelPathError(f"unknown baseline mode {value!r}: use one of {' | '.join(BASELINE_MODES)}")
+    return mode
+
+
+def _margin_option(value: str) -> str:
+    try:
+        parse_margin(value)
+    except ValueError as exc:
+        raise ModelPathError(str(exc)) from None
+    return value
 
 
 def _argparse_type(parse: Callable[[str], str]) -> Callable[[str], str]:
@@ -116,6 +137,44 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for flag, dest, what in _REPORT_OPTIONS:
         group.addoption(flag, dest=dest, metavar="PATH", default=None, help=f"write {what} to PATH (default: ini {dest}, else none)")
         parser.addini(dest, help=f"write {what} to this path; relative to the ini file (default: none)", default=None)
+    group.addoption(
+        "--ftmodel-baseline",
+        dest="ftmodel_baseline",
+        metavar="PATH",
+        default=None,
+        help=f"baseline file to compare each figure with, item by item; comparison is on when it exists "
+        f"(default: ini ftmodel_baseline, else {BASELINE_FILE} in the rootdir)",
+    )
+    parser.addini("ftmodel_baseline", help=f"baseline file; relative to the ini file (default: {BASELINE_FILE} in the rootdir)", default=None)
+    group.addoption(
+        "--ftmodel-update-baseline",
+        dest="ftmodel_update_baseline",
+        action="store_true",
+        default=False,
+        help="record the figures of the tests that run into the baseline file instead of comparing; remove entries "
+        "those tests no longer produce (default: false)",
+    )
+    group.addoption(
+        "--ftmodel-margin",
+        dest="ftmodel_margins",
+        metavar="NAME=VALUE",
+        action="append",
+        default=None,
+        type=_argparse_type(_margin_option),
+        help="largest drop of metric NAME that is not a regression (accuracy=0.02; perplexity=0.05 is relative); "
+        "repeatable (default: ini ftmodel_margins, else 0.01 for scores, 2%% for perplexity, 0.1 for human scores)",
+    )
+    parser.addini("ftmodel_margins", type="linelist", help="regression margins, one NAME=VALUE a line (default: per kind)", default=[])
+    group.addoption(
+        "--ftmodel-baseline-mode",
+        dest="ftmodel_baseline_mode",
+        metavar="MODE",
+        default=None,
+        type=_argparse_type(parse_baseline_mode),
+        help="superiority: fail when significantly worse beyond the margin | noninferiority: fail unless shown to be "
+        "within the margin (default: ini ftmodel_baseline_mode, else superiority)",
+    )
+    parser.addini("ftmodel_baseline_mode", help="superiority | noninferiority (default: superiority)", default=None)
 
 
 class FTModelSession:
@@ -137,6 +196,7 @@ class FTModelSession:
         self.started = time.monotonic()
         self.progress_sink: Any = None
         self.cache = self._cache(config)
+        self.baseline = self._baseline(config)
         self._loaded: dict[str, Any] = {}
         self._failed: dict[str, str] = {}
 
@@ -168,6 +228,24 @@ class FTModelSession:
             provider = getattr(config, "cache", None)
             path = provider.mkdir("ftmodel") if provider is not None else config.rootpath / ".pytest_cache" / "ftmodel"
         return gen_cache.GenerationCache(Path(path))
+
+    def _baseline(self, config: pytest.Config) -> BaselineSession | None:
+        """The baseline gate: on when updating, or when the baseline file exists (so a project without
+        one runs exactly as before)."""
+        update = bool(config.getoption("ftmodel_update_baseline"))
+        path = self._path(config, "ftmodel_baseline") or config.rootpath / BASELINE_FILE
+        if not update and not path.exists():
+            return None
+        margins = dict(parse_margin(line) for line in [*(config.getini("ftmodel_margins") or []), *(config.getoption("ftmodel_margins") or [])])
+        mode = parse_baseline_mode(self._value(config, "ftmodel_baseline_mode") or "superiority")
+        given = [
+            f"{flag}={value}" for flag, dest in (("--model", "ftmodel_model"), ("--base-model", "ftmodel_base_model"), ("--ftmodel-baseline", "ftmodel_baseline"))
+            if (value := config.getoption(dest))
+        ]
+        try:
+            return BaselineSession(path, update=update, mode=mode, margins=margins, command_options=given, version=__version__)
+        except BaselineFileError as exc:
+            raise ModelPathError(str(exc)) from None
 
     def check_paths(self) -> None:
         for role, path in self.paths.items():
@@ -264,11 +342,12 @@ def pytest_configure(config: pytest.Config) -> None:
     _check_ini_was_found(config)
     try:
         session = FTModelSession(config)
-    except ModelPathError as exc:  # a bad ini value: the CLI ones were checked by argparse
+    except (ModelPathError, ValueError) as exc:  # a bad ini value: the CLI ones were checked by argparse
         raise pytest.UsageError(str(exc)) from None
     session.check_paths()
     session.check_device()
     session.recorder = report.push_recorder()
+    session.recorder.gate = session.baseline
     gen_cache.push_cache(session.cache)
     # progress lines go to pytest's terminal; a pytest-xdist worker's output never reaches it
     session.progress_sink = progress.push_sink(progress.Silent() if _is_xdist_worker(config) else progress.PytestSink(config))
@@ -310,6 +389,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     ftsession = config_session(session.config)
     if ftsession is not None:
         ftsession.recorder.order = {item.nodeid: i for i, item in enumerate(session.items)}
+        if ftsession.baseline is not None:
+            ftsession.baseline.known.update(item.nodeid for item in session.items)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if not items:
+        return
+    ftsession = config_session(items[0].config)
+    if ftsession is not None and ftsession.baseline is not None:
+        ftsession.baseline.known.update(item.nodeid for item in items)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -326,6 +415,9 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     """Bad input found by the library reads as its one line (what, where, the fix), not a traceback."""
     report_ = yield
+    baseline = session_of(item.config).baseline
+    if baseline is not None and report_.when == "call" and report_.passed:
+        baseline.passed.add(item.nodeid)
     excinfo = call.excinfo
     if excinfo is not None and report_.failed:
         session_of(item.config).recorder.attach_diagnosis(item.nodeid, report.diagnosis_of(excinfo.value))
@@ -343,6 +435,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if workeroutput is not None:  # a pytest-xdist worker: the controller reports
         workeroutput["ftmodel"] = _worker_payload(ftsession)
         return
+    if ftsession.baseline is not None:
+        ftsession.baseline.finish(ftsession.recorder.ordered())
     ftsession.written = report.write_reports(
         ftsession.recorder.ordered(), _report_session(ftsession, session), ftsession.reports, os.environ.get("GITHUB_STEP_SUMMARY")
     )
@@ -352,6 +446,8 @@ def _worker_payload(session: FTModelSession) -> dict[str, Any]:
     payload = session.recorder.payload()
     if session.cache is not None:
         payload["cache"] = {"hits": session.cache.hits, "misses": session.cache.misses, "rebuilt": session.cache.rebuilt}
+    if session.baseline is not None:
+        payload["baseline"] = session.baseline.payload()
     return payload
 
 
@@ -366,6 +462,8 @@ class _XdistMerge:
         if not payload:
             return
         self.session.recorder.merge(payload)
+        if self.session.baseline is not None and payload.get("baseline"):
+            self.session.baseline.merge(payload["baseline"])
         counts, cache = payload.get("cache"), self.session.cache
         if counts and cache is not None:
             cache.hits += counts.get("hits", 0)
@@ -423,6 +521,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         lines.append(sandbox)
     if session.cache is not None and session.cache.hits + session.cache.misses:
         lines.append(session.cache.summary())
+    if session.baseline is not None:
+        lines.extend(session.baseline.outcome)
     lines.extend(session.written)
     if not lines:
         return

@@ -114,6 +114,8 @@ class Sample:
 class ProblemResult:
     task_id: str
     samples: tuple[Sample, ...]
+    prompt: str = ""
+    test: str = ""  # the problem's test code: with task_id and prompt, its identity for baselines
 
     @property
     def n(self) -> int:
@@ -213,7 +215,8 @@ def evaluate_code(
     for i, problem in enumerate(items):
         mine = runs[i * n : (i + 1) * n]
         samples = tuple(Sample(c, r.status, r.stderr, r.verdict) for c, r in zip(completions[i], mine))
-        results.append(ProblemResult(str(problem.get("task_id", f"problem-{i}")), samples))
+        test = problem.get("test", problem.get("test_code", ""))
+        results.append(ProblemResult(str(problem.get("task_id", f"problem-{i}")), samples, str(problem["prompt"]), str(test)))
     pass_at = {kk: sum(pass_at_k(n, p.correct, kk) for p in results) / len(results) for kk in ks}
     correct = [p.correct for p in results]
     intervals = {kk: passk_interval(correct, n, kk) for kk in ks}

@@ -73,6 +73,9 @@ class PerplexityResult:
     word_perplexity: float
     interval: tuple[float, float]
     texts: tuple[str, ...] = ()
+    #: the context of each ``(context, continuation)`` item ("" for a plain text): with ``texts``, an
+    #: item's identity for baselines
+    contexts: tuple[str, ...] = ()
 
     @property
     def mean_nll(self) -> float:
@@ -455,6 +458,7 @@ def perplexity(
         word_perplexity=math.exp(nll / n_words) if n_words else float("nan"),
         interval=interval,
         texts=tuple(_scored_text(t) for t in texts),
+        contexts=tuple("" if isinstance(t, str) else t[0] for t in texts),
     )
 
 

@@ -264,7 +264,7 @@ def _worst(records: list[MetricRecord]) -> str:
         head = '<tr><th class="key">item</th><th class="key">value</th>' + "".join(f"<th>{_e(c[0])}</th>" for c in columns) + "</tr>"
         rows = []
         for i in shown:
-            label = i.get("task_id") or i.get("id") or i.get("index")
+            label = i.get("task_id") or i.get("sheet_id") or i.get("index")
             cells = [f'<td class="key mono">{_e(label)}</td>', f'<td class="key num">{_e(fmt(float(i.get("value") or 0.0)))}</td>']
             for _, keys, cls in columns:
                 cells.append(f'<td class="{cls}">{_e(next((i[k] for k in keys if i.get(k)), ""))}</td>')

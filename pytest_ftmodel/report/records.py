@@ -11,6 +11,8 @@ is also attached to the test report's ``user_properties`` (which JUnit XML expor
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -108,6 +110,9 @@ class Recorder:
     def __init__(self) -> None:
         self.records: list[MetricRecord] = []
         self.current_item: Any = None
+        #: the session's baseline gate (``pytest_ftmodel.baseline.gate``): fills ``record.baseline``
+        #: before the record is kept and exported; None when no baseline file is in use
+        self.gate: Callable[[MetricRecord], MetricRecord] | None = None
         #: node id -> position in the collection, so records come out in the order of a serial run
         self.order: dict[str, int] = {}
 
@@ -115,6 +120,8 @@ class Recorder:
         item = self.current_item
         if item is not None and not record.test:
             record = replace(record, test=item.nodeid)
+        if self.gate is not None:
+            record = self.gate(record)
         self.records.append(record)
         if item is not None:
             item.user_properties.extend(junit_properties(record))
@@ -282,6 +289,20 @@ def _text(value: Any) -> str:
     return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
 
 
+def item_ids(identities: Iterable[Any]) -> list[str]:
+    """A content hash (16 hex digits) per item from its identity (the FULL prompt/text and reference,
+    never the cut ones), with the occurrence index among equal items appended, so that reordering or
+    extending the data keeps every item's id and duplicates stay apart."""
+    seen: dict[str, int] = {}
+    out = []
+    for identity in identities:
+        key = json.dumps(identity, sort_keys=True, ensure_ascii=False, default=str)
+        count = seen.get(key, 0)
+        seen[key] = count + 1
+        out.append(hashlib.sha256(f"{key}\x00{count}".encode()).hexdigest()[:16])
+    return out
+
+
 # --- per-item values and plot data from the result objects the helpers judge --------------------
 # Duck-typed on attribute names, so a metric module can grow without this file knowing; a result it
 # does not understand contributes nothing rather than failing a gate.
@@ -291,14 +312,25 @@ Described = tuple[tuple[dict[str, Any], ...], dict[str, Any]]
 
 def _perplexity_items(result: Any) -> list[dict[str, Any]]:
     texts = tuple(getattr(result, "texts", ()) or ())
+    contexts = tuple(getattr(result, "contexts", ()) or ())
+    ids = item_ids(
+        [contexts[i] if i < len(contexts) else "", texts[i] if i < len(texts) else str(i)] for i in range(len(result.per_text))
+    )
     return [
-        {"index": i, "value": s.per_token, "n_tokens": s.n_tokens, **({"text": _text(texts[i])} if i < len(texts) else {})}
+        {
+            "index": i, "id": ids[i], "value": s.per_token, "nll": s.nll, "n_tokens": s.n_tokens,
+            **({"text": _text(texts[i])} if i < len(texts) else {}),
+            **({"prompt": _text(contexts[i])} if i < len(contexts) and contexts[i] else {}),
+        }
         for i, s in enumerate(result.per_text)
     ]
 
 
 def _perplexity(result: Any, name: str) -> Described:
-    details = {"kind": "per-text NLL", "item_value": "NLL per token (nats)", "better": "lower", "n_tokens": result.n_tokens}
+    details = {
+        "kind": "per-text NLL", "item_value": "NLL per token (nats)", "better": "lower", "n_tokens": result.n_tokens,
+        "compare_kind": "perplexity",
+    }
     return tuple(_perplexity_items(result)), details
 
 
@@ -307,47 +339,59 @@ def _improvement(result: Any, name: str) -> Described:
     for item, base in zip(items, result.base.per_text):
         item["model"], item["base"] = item["value"], base.per_token
         item["value"] = item["model"] - item["base"]  # the texts it improved least come first
+    # against a baseline, the fine-tuned side is compared ("nll" is the model's): the base model is
+    # the same in both runs, so a worse improvement is a worse perplexity of the model on these texts
     details = {
         "kind": "per-text NLL", "item_value": "NLL per token minus the base model's (nats)", "better": "lower", "compare": "base",
         "model_perplexity": result.model.perplexity, "base_perplexity": result.base.perplexity,
+        "compare_kind": "perplexity", "compare_note": "the fine-tuned model's perplexity on these texts (the base model's side is not compared)",
     }
     return tuple(items), details
 
 
 def _rouge(result: Any, name: str) -> Described:
     metric = name if name in ("rouge1", "rouge2", "rougeL") else "rougeL"
+    ids = item_ids([it.prompt, it.reference] for it in result.items)
     items = [
-        {"index": it.index, "value": getattr(it, metric), "prompt": _text(it.prompt), "expected": _text(it.reference), "answer": _text(it.generated)}
-        for it in result.items
+        {"index": it.index, "id": i, "value": getattr(it, metric), "prompt": _text(it.prompt), "expected": _text(it.reference), "answer": _text(it.generated)}
+        for i, it in zip(ids, result.items)
     ]
-    return tuple(items), {"kind": "per-item score", "item_value": f"{metric} F-measure", "better": "higher"}
+    return tuple(items), {"kind": "per-item score", "item_value": f"{metric} F-measure", "better": "higher", "compare_kind": "continuous"}
 
 
 def _classification(result: Any, name: str) -> Described:
+    ids = item_ids([it.prompt, it.expected] for it in result.items)
     items = [
         {
-            "index": it.index, "value": float(it.predicted == it.expected), "prompt": _text(it.prompt),
+            "index": it.index, "id": i, "value": float(it.predicted == it.expected), "prompt": _text(it.prompt),
             "expected": _text(it.expected), "answer": _text(it.generated), "predicted": it.predicted,
         }
-        for it in result.items
+        for i, it in zip(ids, result.items)
     ]
     details = {
         "kind": "classification", "item_value": "correct", "better": "higher", "perfect": 1.0,
         "labels": list(result.confusion_labels), "confusion": [list(r) for r in result.confusion],
         "per_label_f1": {k: v.f1 for k, v in result.per_label.items()},
     }
+    # accuracy is a mean of per-item 0/1; macro-F1 is not a per-item mean, so it is not compared
+    if name == "accuracy":
+        details["compare_kind"] = "binary"
     return tuple(items), details
 
 
 def _code(result: Any, name: str) -> Described:
     from pytest_ftmodel.metrics.code import pass_at_k
 
+    k = int(name.removeprefix("pass@")) if name.startswith("pass@") and name[5:].isdigit() else 1
+    ids = item_ids([p.task_id, getattr(p, "prompt", ""), getattr(p, "test", "")] for p in result.problems)
     items = []
     for i, p in enumerate(result.problems):
         shown = next((s for s in p.samples if s.status != "passed"), p.samples[0] if p.samples else None)
         items.append(
             {
-                "index": i, "task_id": p.task_id, "value": p.correct / p.n if p.n else 0.0, "correct": p.correct, "n": p.n,
+                "index": i, "id": ids[i], "task_id": p.task_id, "value": p.correct / p.n if p.n else 0.0, "correct": p.correct, "n": p.n,
+                **({"compare": pass_at_k(p.n, p.correct, k)} if k > 1 and p.n >= k else {}),
+                **({"prompt": _text(p.prompt)} if getattr(p, "prompt", "") else {}),
                 **({"status": shown.status, "answer": _text(shown.completion), "stderr": _text(shown.stderr[-TEXT_LIMIT:])} if shown else {}),
             }
         )
@@ -359,6 +403,9 @@ def _code(result: Any, name: str) -> Described:
     details = {
         "kind": "pass@k", "item_value": "share of samples passing", "better": "higher", "perfect": 1.0, "samples": n,
         "pass_at": by_k, "isolation": str(result.isolation) if result.isolation is not None else "",
+        # pass@1 of one greedy sample per problem is 0/1 per problem; otherwise each problem's
+        # unbiased pass@k estimate (item "compare") is a score in [0, 1]
+        "compare_kind": "binary" if n == 1 and k == 1 else "continuous",
     }
     return tuple(items), details
 
@@ -374,10 +421,13 @@ def _overfit(result: Any, name: str) -> Described:
     if name != "loss gap":
         return (), {}
     items = _perplexity_items(result.val)
+    # the gap is a difference of two losses: against a baseline the validation side is compared (a
+    # higher validation loss on the same items is the regression; the absolute bar keeps the gap)
     details = {
         "kind": "per-text NLL", "item_value": "NLL per token (nats)", "better": "lower", "band": result.band,
         "train_loss": result.train_loss, "val_loss": result.val_loss,
         "train_values": [s.per_token for s in result.train.per_text],
+        "compare_kind": "perplexity", "compare_note": "validation perplexity (the training side is not compared)",
     }
     return tuple(items), details
 
@@ -397,20 +447,43 @@ def _ab(result: Any, name: str) -> Described:
     details = {
         "kind": "A/B", "model_wins": result.model_wins, "base_wins": result.base_wins, "ties": result.ties,
         "interval": list(result.interval), "p_value": result.p_value, "judges": list(result.judges),
-        "agreement": result.agreement, "agreement_kind": result.agreement_kind,
+        "agreement": result.agreement, "agreement_kind": result.agreement_kind, "better": "higher",
     }
-    return (), details
+    per_item = tuple(getattr(result, "items", ()) or ())
+    # per item: the share of its decided judgements the fine-tuned model won (items only tied are left out)
+    decided = [it for it in per_item if it.get("model", 0) + it.get("base", 0)]
+    ids = item_ids([it.get("prompt", ""), it.get("expected")] for it in decided)
+    items = [
+        {"index": i, "id": ids[i], "value": it["model"] / (it["model"] + it["base"]), "model": it["model"], "base": it["base"],
+         "ties": it.get("tie", 0), "prompt": _text(it.get("prompt")), "sheet_id": str(it.get("id", ""))}
+        for i, it in enumerate(decided)
+    ]
+    if items:
+        details["compare_kind"] = "continuous"
+        details["item_value"] = "share of the item's decided judgements won by the fine-tuned model"
+    return tuple(items), details
 
 
 def _human(result: Any, name: str) -> Described:
+    criterion = name.removeprefix("human ")
+    every = tuple(getattr(result, "items", ()) or ())
+    source = every or result.lowest
+    ids = item_ids([it.get("prompt"), it.get("expected")] for it in source)
     items = []
-    for i, it in enumerate(result.lowest):
-        scores = [v for v in (it.get("scores") or {}).values() if isinstance(v, (int, float))]
+    for i, it in enumerate(source):
+        given = it.get("scores") or {}
+        scores = [v for v in given.values() if isinstance(v, (int, float))]
+        value = given.get(criterion) if isinstance(given.get(criterion), (int, float)) else (sum(scores) / len(scores) if scores else 0.0)
         items.append(
-            {"index": i, "value": sum(scores) / len(scores) if scores else 0.0, "id": str(it.get("id", i)),
-             "prompt": _text(it.get("prompt")), "answer": _text(it.get("generated")), "notes": _text(it.get("notes"))}
+            {"index": i, "value": value, "id": ids[i], "sheet_id": str(it.get("id", i)),
+             "prompt": _text(it.get("prompt")), "expected": _text(it.get("expected")), "answer": _text(it.get("generated")),
+             "notes": _text(it.get("notes"))}
         )
     details = {"kind": "human", "means": dict(result.means), "n_items": result.n_items, "better": "higher", "item_value": "mean score"}
+    if every and criterion in result.means:
+        # every scored item's mean score (over its reviewers) on this criterion: an ordinal paired comparison
+        details["compare_kind"] = "ordinal"
+        details["item_value"] = f"mean {criterion} score"
     return tuple(items), details
 
 

@@ -1,0 +1,333 @@
+"""The session's baseline gate: compare each judged figure with its entry, say why it failed.
+
+One :class:`BaselineSession` per pytest session (per pytest-xdist worker; the controller merges what
+the workers saw and writes the file once). It is the recorder's ``gate``: every record passes
+through :meth:`BaselineSession.__call__` before it is kept and exported, which fills
+``record.baseline`` (see the shared spec: verdict, the comparison's figures, the baseline's model
+and the items that got worse). The ``assert_*`` helpers then fail a test whose figure regressed,
+even when its absolute bar holds. Standard library only at import.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import shlex
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from pytest_ftmodel.baseline import store
+
+#: margins used when compare.py does not define DEFAULT_MARGINS (absolute, perplexity relative)
+FALLBACK_MARGINS = {"binary": 0.01, "continuous": 0.01, "perplexity": 0.02, "ordinal": 0.1}
+
+#: verdicts that fail the test that recorded the figure (inconclusive only in noninferiority mode)
+FAILING = ("regressed", "mismatch")
+
+#: a helper's ``margin=``: a number for every metric it judges, or {metric: number}
+_helper_margin: contextvars.ContextVar[Any] = contextvars.ContextVar("ftmodel_helper_margin", default=None)
+
+#: items shown in a diagnosis
+SHOWN = 3
+#: items kept in ``record.baseline["worse_items"]``
+KEPT = 5
+
+
+def set_helper_margin(margin: Any) -> contextvars.Token[Any]:
+    return _helper_margin.set(margin)
+
+
+def reset_helper_margin(token: contextvars.Token[Any]) -> None:
+    _helper_margin.reset(token)
+
+
+def parse_margin(text: str) -> tuple[str, float]:
+    """``NAME=VALUE`` (``accuracy=0.02``, ``perplexity=0.05``) as a pair; ValueError with the fix."""
+    name, sep, value = str(text).rpartition("=")
+    name = name.strip()
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not sep or not name or not math.isfinite(number) or number < 0:
+        raise ValueError(
+            f"bad margin {text!r}: write NAME=VALUE with the metric's name and a non-negative number, "
+            "e.g. accuracy=0.02 or perplexity=0.05"
+        )
+    return name, number
+
+
+def default_margins() -> dict[str, float]:
+    from pytest_ftmodel.baseline import compare
+
+    margins = dict(FALLBACK_MARGINS)
+    margins.update(getattr(compare, "DEFAULT_MARGINS", {}) or {})
+    return margins
+
+
+def _shown(text: Any, width: int = 60) -> str:
+    """Untrusted text for a terminal: whitespace runs folded, cut, and quoted by repr, so control
+    characters read as escapes (``\\x1b``) and never act."""
+    flat = " ".join(str(text or "").split())
+    return repr(flat if len(flat) <= width else flat[: width - 3] + "...")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    return f"{value:.4g}"
+
+
+def _fmt_delta(value: float, relative: bool) -> str:
+    return f"{value:+.1%}" if relative else f"{value:+.4g}"
+
+
+class BaselineSession:
+    """Baseline options read once, the file's entries, and what this session did with them."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        update: bool,
+        mode: str = "superiority",
+        margins: Mapping[str, float] | None = None,
+        alpha: float = 0.05,
+        command: str = "pytest",
+        command_options: Iterable[str] = (),
+        version: str = "",
+    ) -> None:
+        self.path = path
+        self.update = update
+        self.mode = mode
+        self.margins = dict(margins or {})
+        self.alpha = alpha
+        self.command = command
+        self.command_options = list(command_options)
+        self.version = version
+        self.entries: dict[str, dict[str, Any]] = store.load(path)
+        #: tests whose call phase passed, and every test collected or deselected (for unused entries)
+        self.passed: set[str] = set()
+        self.known: set[str] = set()
+        self._seen: dict[tuple[str, str], int] = {}
+        #: what the controller wrote at the end (for the summary)
+        self.outcome: list[str] = []
+
+    # -- the gate ---------------------------------------------------------------------------------
+
+    def __call__(self, record: Any) -> Any:
+        """``record`` with ``baseline`` filled (and ``passed`` False when the comparison fails it)."""
+        if not record.test:
+            return record
+        count = self._seen.get((record.test, record.name), 0) + 1
+        self._seen[(record.test, record.name)] = count
+        if self.update:
+            return record  # the figures are recorded, not compared
+        kind = (record.details or {}).get("compare_kind")
+        if not kind:
+            return record
+        key = f"{record.test}::{record.name}" + (f"#{count}" if count > 1 else "")
+        entry = self.entries.get(key)
+        if entry is None:
+            return replace(record, baseline={"verdict": "new"})
+        problem, remedy = self._mismatch(record, kind, entry)
+        if problem:
+            reason = f"{record.name}: {problem}: {remedy}re-record the baseline with {self.update_command(record.test)}"
+            return replace(record, baseline={"verdict": "mismatch", "reason": reason}, passed=False)
+        baseline = self._compare(record, kind, entry)
+        failed = baseline["verdict"] in FAILING or (baseline["verdict"] == "inconclusive" and self.mode == "noninferiority")
+        return replace(record, baseline=baseline, passed=record.passed and not failed)
+
+    def margin_for(self, name: str, kind: str) -> float:
+        helper = _helper_margin.get()
+        if isinstance(helper, Mapping):
+            if name in helper:
+                return float(helper[name])
+        elif helper is not None:
+            return float(helper)
+        if name in self.margins:
+            return self.margins[name]
+        return float(default_margins().get(kind, 0.01))
+
+    def _mismatch(self, record: Any, kind: str, entry: Mapping[str, Any]) -> tuple[str, str]:
+        """Why this record cannot be compared with ``entry`` (empty when it can), and what would let it."""
+        rule = store.scoring_rule(str((record.details or {}).get("kind", "")))
+        if entry.get("scoring_rule") != rule:
+            return (
+                f"the scoring rule changed ({entry.get('scoring_rule')} in the baseline, written by pytest-ftmodel "
+                f"{entry.get('package_version') or '?'}; {rule} now), so the figures do not compare", "",
+            )
+        if entry.get("compare_kind") != kind:
+            return f"the baseline compares it as {entry.get('compare_kind')}, this run as {kind}", ""
+        then, now = entry.get("settings") or {}, store.stable(record.settings or {})
+        differ = sorted(k for k in set(then) | set(now) if then.get(k, "<unset>") != now.get(k, "<unset>"))
+        if differ:
+            shown = ", ".join(f"{k}={json_text(then.get(k, '<unset>'))} in the baseline, {json_text(now.get(k, '<unset>'))} now" for k in differ[:3])
+            more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+            return f"settings differ from the baseline's ({shown}{more})", "restore the setting" + ("s" if len(differ) > 1 else "") + ", or "
+        ids = {str(it["id"]) for it in record.items if "id" in it}
+        base_ids = set(entry.get("items") or {})
+        if not base_ids:
+            return "the baseline entry has no per-item values to compare with", ""
+        shared = len(ids & base_ids)
+        if 2 * shared < len(base_ids):
+            return f"only {shared} of the baseline's {len(base_ids)} items are in this run (fewer than half: the data changed)", "restore the data, or "
+        return "", ""
+
+    def update_command(self, test: str) -> str:
+        return " ".join([self.command, shlex.quote(test), *map(shlex.quote, self.command_options), "--ftmodel-update-baseline"])
+
+    def _compare(self, record: Any, kind: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+        from pytest_ftmodel.baseline.compare import compare
+
+        base_items: Mapping[str, Any] = entry.get("items") or {}
+        cand = {str(it["id"]): it for it in record.items if "id" in it}
+        result = compare(
+            kind,
+            {i: v["value"] for i, v in base_items.items()},
+            # rounded as the file rounds them, so an unchanged item compares equal to its entry
+            {i: store.stable(store.compare_value(kind, it)) for i, it in cand.items()},
+            higher_is_better=record.op == ">=",
+            margin=self.margin_for(record.name, kind),
+            alpha=self.alpha,
+            mode=self.mode,
+        )
+        out: dict[str, Any] = dict(result.as_dict())
+        notes = list(out.get("notes") or [])
+        if entry.get("data_hash") and store.entry_of(record, version="").get("data_hash") != entry.get("data_hash"):
+            notes.append(f"the data changed: {result.n_paired} items paired of {len(base_items)} in the baseline and {len(cand)} now")
+        note = (record.details or {}).get("compare_note")
+        if note:
+            notes.append(f"compared: {note}")
+        out["notes"] = notes
+        out.update(
+            verdict=result.verdict,
+            baseline_model=entry.get("model", ""),
+            baseline_fingerprint=entry.get("fingerprint", ""),
+            baseline_n=len(base_items),
+            worse_items=[self._worse_item(kind, i, base_items.get(i, {}), cand.get(i, {})) for i in list(result.worse)[:KEPT]],
+            update_command=self.update_command(record.test),
+        )
+        return store.stable(out)
+
+    @staticmethod
+    def _worse_item(kind: str, item_id: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+        def said(side: Mapping[str, Any], value: Any) -> str:
+            if kind == "perplexity":
+                nll, tokens = value
+                figure = f"{nll / tokens:.3f} nats/token" if tokens else "-"
+            else:
+                figure = _fmt(value)
+            text = side.get("answer") or ""
+            return f"{figure} {str(text)[: store.TEXT_CHARS]}".rstrip() if text else figure
+
+        return {
+            "id": item_id,
+            "prompt": str(after.get("prompt") or before.get("prompt") or after.get("text") or before.get("text") or "")[: store.TEXT_CHARS],
+            "expected": str(after.get("expected") or before.get("expected") or "")[: store.TEXT_CHARS],
+            "before": said(before, before.get("value")) if before else "",
+            "after": said(after, store.compare_value(kind, after)) if after else "",
+        }
+
+    # -- what a failing test says -----------------------------------------------------------------
+
+    def failure_message(self, record: Any) -> str:
+        """The diagnosis of a record whose baseline comparison fails its test."""
+        b = record.baseline or {}
+        if b.get("verdict") == "mismatch":
+            return f"baseline mismatch for {b.get('reason', record.name)}"
+        relative = bool(b.get("relative"))
+        unit = "relative change" if relative else "change"
+        n = b.get("n_paired", 0)
+        head = (
+            f"{record.name} {b.get('verdict')} against the baseline: {_fmt(b.get('value'))} in the baseline "
+            f"(model {b.get('baseline_model') or '?'}) -> {_fmt(b.get('candidate'))} now, "
+            f"{unit} {_fmt_delta(float(b.get('delta') or 0.0), relative)} "
+            f"(95% CI [{_fmt_delta(float(b.get('low') or 0.0), relative)}, {_fmt_delta(float(b.get('high') or 0.0), relative)}]) "
+            f"on {n} paired {record.unit}; {b.get('test')}, one-sided p = {float(b.get('p_value') or 0.0):.3g} "
+            f"(alpha {b.get('alpha')}), margin {_fmt_delta(float(b.get('margin') or 0.0), relative).lstrip('+')} "
+            f"({b.get('mode')} mode; {record.direction})."
+        )
+        if b.get("verdict") == "inconclusive":
+            head += " In noninferiority mode the data must show the drop is within the margin; it cannot yet (more items narrow the interval)."
+        lines = [head]
+        for note in b.get("notes") or []:
+            lines.append(f"  note: {note}")
+        worse = b.get("worse_items") or []
+        if worse:
+            total = len(b.get("worse") or [])
+            lines.append(f"  items that got worse ({min(SHOWN, len(worse))} of {total}{'+' if total >= 20 else ''} shown, worst first):")
+            for it in worse[:SHOWN]:
+                lines.append(
+                    f"    {_shown(it.get('prompt'), 50)}" + (f" expected {_shown(it.get('expected'), 30)}" if it.get("expected") else "")
+                    + f"\n      before {_shown(it.get('before'))}\n      after  {_shown(it.get('after'))}"
+                )
+        lines.append(f"  if the change is intended, update the baseline ({self.path}): {b.get('update_command') or self.update_command(record.test)}")
+        return "\n".join(lines)
+
+    # -- the end of the session -------------------------------------------------------------------
+
+    def merge(self, payload: Mapping[str, Any]) -> None:
+        """What a pytest-xdist worker saw (see :meth:`payload`)."""
+        self.passed.update(payload.get("passed", ()))
+        self.known.update(payload.get("known", ()))
+
+    def payload(self) -> dict[str, Any]:
+        return {"passed": sorted(self.passed), "known": sorted(self.known)}
+
+    def finish(self, records: list[Any]) -> None:
+        """Update mode: write the file (the controller only). Otherwise: note unused entries."""
+        keyed = [(k, r) for k, r in zip(store.entry_keys([r for r in records if r.test]), [r for r in records if r.test])]
+        produced = {k: r for k, r in keyed}
+        unused = store.unused_entries(self.entries, produced, self.passed, self.known)
+        if not self.update:
+            counts: dict[str, int] = {}
+            for r in records:
+                if r.baseline:
+                    counts[r.baseline.get("verdict", "?")] = counts.get(r.baseline["verdict"], 0) + 1
+            if not counts and not unused:
+                return
+            order = ("regressed", "mismatch", "inconclusive", "within noise", "improved", "new")
+            shown = ", ".join(f"{counts[v]} {v}" for v in order if v in counts) or "nothing compared"
+            self.outcome.append(f"baseline {self.path}: {shown}.")
+            new = [k for k, r in keyed if r.baseline and r.baseline.get("verdict") == "new"]
+            if new:
+                self.outcome.append(f"  new (no baseline entry; --ftmodel-update-baseline records them): {', '.join(new[:5])}" + (f" and {len(new) - 5} more" if len(new) > 5 else ""))
+            if unused:
+                self.outcome.append(
+                    f"  {len(unused)} unused baseline entr{'y' if len(unused) == 1 else 'ies'} (no test produced them): "
+                    + ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
+                    + "; --ftmodel-update-baseline removes them"
+                )
+            return
+        entries = {k: v for k, v in self.entries.items() if k not in unused}
+        written = {k: store.entry_of(r, version=self.version) for k, r in produced.items()}
+        added = sum(k not in self.entries for k in written)
+        changed = sum(k in self.entries and self.entries[k] != v for k, v in written.items())
+        entries.update(written)
+        if not entries and not self.path.exists():
+            self.outcome.append(f"baseline {self.path}: nothing recorded (no test judged a figure), so no file was written.")
+            return
+        try:
+            before = self.path.read_text(encoding="utf-8")
+        except OSError:
+            before = None
+        if before != store.dumps(entries):
+            store.write(self.path, entries)
+        kept = len(entries) - len(written)
+        self.outcome.append(
+            f"baseline {self.path}: {len(written)} entr{'y' if len(written) == 1 else 'ies'} recorded "
+            f"({added} new, {changed} changed, {len(written) - added - changed} unchanged), {kept} kept, {len(unused)} removed (unused)."
+        )
+        if unused:
+            self.outcome.append("  removed: " + ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else ""))
+
+
+def json_text(value: Any) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
