@@ -349,3 +349,11 @@ def test_xdist_writes_one_file_with_the_bytes_of_a_serial_run(pytester: pytest.P
     assert not list(pytester.path.glob(".*.tmp"))
     compared = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "xdist", "-n", "2", "--ftmodel-baseline=serial.json")
     compared.stdout.fnmatch_lines(["baseline serial.json: 3 within noise."])
+
+
+def test_the_file_names_tests_relative_to_its_own_folder(tmp_path: Path) -> None:
+    """pytest's rootdir moves with the paths on the command line when there is no ini file; the keys don't."""
+    root = tmp_path
+    assert store.relative_test("suite/test_a.py::test_x[1]", root, root / "suite") == "test_a.py::test_x[1]"
+    assert store.relative_test("suite/test_a.py::test_x", root / "", root) == "suite/test_a.py::test_x"
+    assert store.relative_test("proj/suite/test_a.py::t", root.parent if False else root, root / "proj/suite") == "test_a.py::t"
