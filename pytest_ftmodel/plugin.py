@@ -243,7 +243,9 @@ class FTModelSession:
             if (value := config.getoption(dest))
         ]
         try:
-            return BaselineSession(path, update=update, mode=mode, margins=margins, command_options=given, version=__version__)
+            return BaselineSession(
+                path, update=update, mode=mode, margins=margins, command_options=given, version=__version__, rootdir=config.rootpath
+            )
         except BaselineFileError as exc:
             raise ModelPathError(str(exc)) from None
 

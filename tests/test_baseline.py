@@ -152,7 +152,7 @@ def test_a_worse_model_fails_as_a_regression_although_its_bar_holds(bpe_model, b
     message = str(info.value)
     first = message.splitlines()[0]
     assert first.startswith("perplexity regressed against the baseline: ") and "in the baseline (model finetuned)" in first
-    assert "paired" in first and "p = " in first and "margin 2.0%" in first and "95% CI [" in first
+    assert f"{record.baseline['test']}, one-sided p = " in first and "margin 2.0%" in first and "95% CI [" in first
     assert "items that got worse (3 of" in message and "before '" in message and "after  '" in message
     assert message.splitlines()[-1].endswith(f"pytest {record.test} --ftmodel-update-baseline")
     worse = record.baseline["worse_items"]
@@ -349,3 +349,11 @@ def test_xdist_writes_one_file_with_the_bytes_of_a_serial_run(pytester: pytest.P
     assert not list(pytester.path.glob(".*.tmp"))
     compared = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "xdist", "-n", "2", "--ftmodel-baseline=serial.json")
     compared.stdout.fnmatch_lines(["baseline serial.json: 3 within noise."])
+
+
+def test_the_file_names_tests_relative_to_its_own_folder(tmp_path: Path) -> None:
+    """pytest's rootdir moves with the paths on the command line when there is no ini file; the keys don't."""
+    root = tmp_path
+    assert store.relative_test("suite/test_a.py::test_x[1]", root, root / "suite") == "test_a.py::test_x[1]"
+    assert store.relative_test("suite/test_a.py::test_x", root / "", root) == "suite/test_a.py::test_x"
+    assert store.relative_test("test_a.py::t", root / "proj", root) == "proj/test_a.py::t"

@@ -100,8 +100,11 @@ class BaselineSession:
         command: str = "pytest",
         command_options: Iterable[str] = (),
         version: str = "",
+        rootdir: Path | None = None,
     ) -> None:
         self.path = path
+        #: pytest's rootdir: node ids are relative to it, the file's test names to the file's folder
+        self.rootdir = rootdir
         self.update = update
         self.mode = mode
         self.margins = dict(margins or {})
@@ -130,7 +133,7 @@ class BaselineSession:
         kind = (record.details or {}).get("compare_kind")
         if not kind:
             return record
-        key = f"{record.test}::{record.name}" + (f"#{count}" if count > 1 else "")
+        key = f"{self.test_key(record.test)}::{record.name}" + (f"#{count}" if count > 1 else "")
         entry = self.entries.get(key)
         if entry is None:
             return replace(record, baseline={"verdict": "new"})
@@ -141,6 +144,10 @@ class BaselineSession:
         baseline = self._compare(record, kind, entry)
         failed = baseline["verdict"] in FAILING or (baseline["verdict"] == "inconclusive" and self.mode == "noninferiority")
         return replace(record, baseline=baseline, passed=record.passed and not failed)
+
+    def test_key(self, nodeid: str) -> str:
+        """The test's name in the file: its node id with the file relative to the baseline's folder."""
+        return nodeid if self.rootdir is None else store.relative_test(nodeid, self.rootdir, self.path.parent)
 
     def margin_for(self, name: str, kind: str) -> float:
         helper = _helper_margin.get()
@@ -281,9 +288,12 @@ class BaselineSession:
 
     def finish(self, records: list[Any]) -> None:
         """Update mode: write the file (the controller only). Otherwise: note unused entries."""
-        keyed = [(k, r) for k, r in zip(store.entry_keys([r for r in records if r.test]), [r for r in records if r.test])]
+        tested = [r for r in records if r.test]
+        keyed = list(zip(store.entry_keys(tested, self.test_key), tested))
         produced = {k: r for k, r in keyed}
-        unused = store.unused_entries(self.entries, produced, self.passed, self.known)
+        unused = store.unused_entries(
+            self.entries, produced, [self.test_key(t) for t in self.passed], [self.test_key(t) for t in self.known]
+        )
         if not self.update:
             counts: dict[str, int] = {}
             for r in records:
@@ -305,7 +315,7 @@ class BaselineSession:
                 )
             return
         entries = {k: v for k, v in self.entries.items() if k not in unused}
-        written = {k: store.entry_of(r, version=self.version) for k, r in produced.items()}
+        written = {k: store.entry_of(r, version=self.version, test=self.test_key(r.test)) for k, r in produced.items()}
         added = sum(k not in self.entries for k in written)
         changed = sum(k in self.entries and self.entries[k] != v for k, v in written.items())
         entries.update(written)

@@ -106,19 +106,32 @@ def compare_value(kind: str, item: Mapping[str, Any]) -> Any:
     return float(item.get("compare", item["value"]))
 
 
-def entry_keys(records: Iterable[Any]) -> list[str]:
+def entry_keys(records: Iterable[Any], test_key: Callable[[str], str] = str) -> list[str]:
     """The entry key of each record: ``"<test>::<metric>"``, then ``#2``, ``#3`` for a test that judges
-    the same metric more than once (in the order it judged them)."""
+    the same metric more than once (in the order it judged them). ``test_key`` turns a node id into
+    the test's name in the file (see :func:`relative_test`)."""
     seen: dict[tuple[str, str], int] = {}
     keys = []
     for r in records:
         count = seen.get((r.test, r.name), 0) + 1
         seen[(r.test, r.name)] = count
-        keys.append(f"{r.test}::{r.name}" + (f"#{count}" if count > 1 else ""))
+        keys.append(f"{test_key(r.test)}::{r.name}" + (f"#{count}" if count > 1 else ""))
     return keys
 
 
-def entry_of(record: Any, *, version: str) -> dict[str, Any]:
+def relative_test(nodeid: str, rootdir: Path, folder: Path) -> str:
+    """A test's node id with its file relative to ``folder`` (the baseline file's) instead of pytest's
+    rootdir, so that the keys stay the same whichever rootdir pytest picks (it moves with the paths
+    given on the command line when there is no ini file)."""
+    file, sep, rest = nodeid.partition("::")
+    try:
+        rel = os.path.relpath(os.path.abspath(rootdir / file), os.path.abspath(folder))
+    except ValueError:  # another drive (Windows)
+        return nodeid
+    return rel.replace(os.sep, "/") + sep + rest
+
+
+def entry_of(record: Any, *, version: str, test: str | None = None) -> dict[str, Any]:
     """A record as a baseline entry (JSON data, floats as :func:`stable` writes them)."""
     details = record.details or {}
     kind = details.get("compare_kind")
@@ -131,7 +144,7 @@ def entry_of(record: Any, *, version: str) -> dict[str, Any]:
             items[str(it["id"])] = {"value": compare_value(kind, it), **shown}
     data_hash = hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:16] if items else ""
     entry = {
-        "test": record.test,
+        "test": record.test if test is None else test,
         "metric": record.name,
         "value": record.value,
         "n": record.n,
