@@ -469,6 +469,9 @@ def _report_session(session: FTModelSession, pytest_session: pytest.Session) -> 
         if path is not None:
             fingerprint = getattr(loaded.get(role), "fingerprint", "") or report.fingerprint_of(session.recorder.records, path)
             models[role] = {"path": path if isinstance(path, str) else os.path.abspath(path), "fingerprint": fingerprint}
+            if isinstance(getattr(loaded.get(role), "determinism", None), str):  # a served model
+                served = loaded[role]
+                models[role]["served"] = {"model_id": served.model_id, "fingerprint_source": "/v1/models", "determinism": served.determinism}
     return {
         "models": models,
         "device": session.device,
