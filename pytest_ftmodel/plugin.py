@@ -158,8 +158,8 @@ class FTModelSession:
 
     def __init__(self, config: pytest.Config) -> None:
         self.paths: dict[str, Path | str | None] = {
-            "model": self._path(config, "ftmodel_model"),
-            "base_model": self._path(config, "ftmodel_base_model"),
+            "model": self._model_location(config, "ftmodel_model"),
+            "base_model": self._model_location(config, "ftmodel_base_model"),
         }
         self.device = parse_device(self._value(config, "ftmodel_device") or "auto")
         self.dtype = parse_dtype(self._value(config, "ftmodel_dtype") or "auto")
@@ -212,18 +212,22 @@ class FTModelSession:
             "timeout": float(o["model_timeout"] or 300.0),
         }
 
-    @staticmethod
-    def _path(config: pytest.Config, dest: str) -> Path | str | None:
+    @classmethod
+    def _model_location(cls, config: pytest.Config, dest: str) -> Path | str | None:
+        """A model's directory, or a served model's URL (kept as it is: Path would fold its //)."""
         from pytest_ftmodel.served.client import is_url
 
+        value = config.getoption(dest) or config.getini(dest)
+        return str(value) if is_url(value) else cls._path(config, dest)
+
+    @staticmethod
+    def _path(config: pytest.Config, dest: str) -> Path | None:
         cli = config.getoption(dest)
         if cli:
-            return str(cli) if is_url(cli) else Path(cli)
+            return Path(cli)
         ini = config.getini(dest)
         if not ini:
             return None
-        if is_url(ini):
-            return str(ini)
         path = Path(ini)
         if not path.is_absolute() and config.inipath is not None:
             path = config.inipath.parent / path
