@@ -31,6 +31,8 @@ def _demo_family(model: str | None) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_logprobs: the test scores texts (perplexity, loss); see below")
+    config.addinivalue_line("markers", "needs_checkpoint: the test reads the checkpoint folder; see below")
     if config.option.help:
         return
     want_model = not (config.getoption("ftmodel_model") or config.getini("ftmodel_model"))
@@ -80,3 +82,25 @@ def problems(data_dir):
     from pytest_ftmodel import load_problems
 
     return load_problems(data_dir / "problems.jsonl")
+
+
+
+# A served model (--model http://host:8000/v1) runs every gate that needs only generated answers.
+# Two kinds of test need more, and are marked: perplexity and loss gates (`needs_logprobs`) need the
+# server's prompt log-probabilities (vLLM and llama.cpp's server return them; transformers serve does
+# not) and a local tokenizer (--tokenizer); the training-curve gate (`needs_checkpoint`) reads
+# trainer_state.json from the checkpoint folder. Against a server that lacks them these tests are
+# skipped with one line saying why (`pytest -rs` lists it): never passed on nothing.
+@pytest.fixture(autouse=True)
+def _served_model_limits(request):
+    if not any(request.node.get_closest_marker(m) for m in ("needs_logprobs", "needs_checkpoint")):
+        return
+    from pytest_ftmodel.served import is_served, prompt_logprobs_missing
+
+    models = [request.getfixturevalue(f) for f in ("ftmodel", "base_model") if f in request.fixturenames]
+    for model in models:
+        if is_served(model) and request.node.get_closest_marker("needs_checkpoint"):
+            pytest.skip(f"needs a checkpoint folder; the model is served at {model.url}")
+        missing = prompt_logprobs_missing(model) if request.node.get_closest_marker("needs_logprobs") else None
+        if missing:
+            pytest.skip(f"needs prompt log-probabilities: {missing}")

@@ -2,8 +2,9 @@
 
 
 def test_model_loads(ftmodel):
-    assert not ftmodel.model.training
     assert len(ftmodel.fingerprint) == 16
+    if ftmodel.kind != "served":  # a served model's weights live on the server
+        assert not ftmodel.model.training
 
 
 def test_base_model_is_another_checkpoint(ftmodel, base_model):

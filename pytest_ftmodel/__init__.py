@@ -18,6 +18,7 @@ _EXPORTS = {
     "ModelPathError": "pytest_ftmodel.errors",
     "FTModel": "pytest_ftmodel.model",
     "load_model": "pytest_ftmodel.model",
+    "ServedModel": "pytest_ftmodel.served",
     "load_jsonl": "pytest_ftmodel.data",
     "texts_of": "pytest_ftmodel.data",
     "MetricRecord": "pytest_ftmodel.report",
@@ -111,6 +112,7 @@ if TYPE_CHECKING:
         perplexity_improvement,
     )
     from pytest_ftmodel.model import FTModel, load_model
+    from pytest_ftmodel.served import ServedModel
     from pytest_ftmodel.report import MetricRecord, record_metric
 
 

@@ -28,6 +28,7 @@ from pytest_ftmodel.cache import GenerationCache, active_cache, entry_key
 from pytest_ftmodel.data import require_strings
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.progress import progress
+from pytest_ftmodel.served import is_served
 from pytest_ftmodel.tokens import PROMPT_RULE, prompt_parts, uses_chat
 
 log = logging.getLogger("pytest_ftmodel.generation")
@@ -209,7 +210,8 @@ def generate(
     if isinstance(cache, str) and cache != "auto":
         raise ValueError(f"cache={cache!r}: pass 'auto', None or a GenerationCache")
     store = active_cache() if isinstance(cache, str) else cache
-    use_chat = uses_chat(model.tokenizer, chat)
+    served = is_served(model)
+    use_chat = model.uses_chat(chat) if served else uses_chat(model.tokenizer, chat)
     context = model.context_length
     samples = 1 if temperature == 0 else n
     settings = {
@@ -234,6 +236,23 @@ def generate(
             answers[i] = store.get(keys[-1])
 
     todo = [i for i, a in enumerate(answers) if a is None]
+    if todo and served:  # a served model: the same requests, answered over HTTP
+        from pytest_ftmodel.served.model import complete
+
+        jobs_served = [(i, s) for i in todo for s in range(samples)]
+        bar = progress("generating answers", len(jobs_served))
+        texts = complete(
+            model,
+            [(prompts[i], _row_seed(seed, prompts[i], s)) for i, s in jobs_served],
+            chat=use_chat, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop,
+            on_done=lambda: bar.advance(1),
+        )
+        bar.close()
+        for k, i in enumerate(todo):
+            answers[i] = texts[k * samples : (k + 1) * samples]
+            if store is not None:
+                store.put(keys[i], texts[k * samples : (k + 1) * samples])
+        todo = []
     if todo:
         jobs: list[tuple[int, int, list[int]]] = []  # (prompt index, sample index, ids)
         truncated = 0

@@ -319,13 +319,37 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     base: str | os.PathLike[str] | None = None,
-) -> FTModel:
-    """Load a transformers checkpoint directory, or a PEFT adapter directory on its base model.
+    tokenizer: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    api_key_env: str | None = None,
+    concurrency: int = 16,
+    revision: str | None = None,
+    timeout: float = 300.0,
+) -> Any:
+    """Load a transformers checkpoint directory, or a PEFT adapter directory on its base model, or
+    connect to a served model when ``path`` is a URL (``http://host:8000/v1``).
 
     ``device``: auto | cpu | cuda | cuda:N | mps. ``dtype``: auto | float32 | bfloat16 | float16
     (auto is float32 on CPU, else the checkpoint's own dtype). ``base``: the base model directory of
     an adapter whose ``base_model_name_or_path`` is not a local directory.
+
+    Served models only (see :func:`pytest_ftmodel.served.load_served`): ``tokenizer`` (a local
+    tokenizer directory), ``name`` (the served model's id), ``api_key_env`` (the environment variable
+    holding the key), ``concurrency`` (requests in flight), ``revision`` (enters the fingerprint),
+    ``timeout`` (seconds per request). Returns an :class:`FTModel`, or a
+    :class:`~pytest_ftmodel.served.ServedModel` for a URL.
     """
+    from pytest_ftmodel.served.client import is_url
+
+    if is_url(path):
+        from pytest_ftmodel.served import load_served
+
+        return load_served(
+            str(path), name=name, tokenizer=tokenizer, api_key_env=api_key_env, concurrency=concurrency,
+            revision=revision, timeout=timeout,
+        )
+    if tokenizer is not None or name is not None or api_key_env is not None or revision is not None:
+        raise ModelPathError(f"tokenizer, name, api_key_env and revision apply to served models (a URL), not to {str(path)!r}")
     root = Path(path)
     kind = check_model_path(root)
     parse_dtype(dtype)
@@ -336,7 +360,7 @@ def load_model(
             check_model_path(base_path, what="base model")
             torch_dtype = _resolve_dtype(dtype, resolved_device, base_path / "config.json")
             _check_config(base_path)
-            tokenizer = _load_tokenizer(root, fallback=base_path)
+            loaded_tokenizer = _load_tokenizer(root, fallback=base_path)
             model = _load_causal_lm(base_path, torch_dtype)
             try:
                 from peft import PeftModel
@@ -356,7 +380,7 @@ def load_model(
             base_path = None
             torch_dtype = _resolve_dtype(dtype, resolved_device, root / "config.json")
             _check_config(root)
-            tokenizer = _load_tokenizer(root)
+            loaded_tokenizer = _load_tokenizer(root)
             model = _load_causal_lm(root, torch_dtype)
             content_id = fingerprint(root)
     try:
@@ -365,10 +389,10 @@ def load_model(
         raise ModelLoadError(f"moving {str(root)!r} to {resolved_device!r} failed: {_one_line(exc)}") from exc
     model.eval()
     if getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
+        model.config.pad_token_id = loaded_tokenizer.pad_token_id
     return FTModel(
         model=model,
-        tokenizer=tokenizer,
+        tokenizer=loaded_tokenizer,
         path=root,
         device=resolved_device,
         dtype=str(torch_dtype).replace("torch.", ""),

@@ -35,9 +35,41 @@ _SESSION_KEY = pytest.StashKey["FTModelSession"]()
 
 # (flag, dest and ini name, metavar, help)
 _PATH_OPTIONS = (
-    ("--model", "ftmodel_model", "PATH", "fine-tuned checkpoint or PEFT adapter directory for the `ftmodel` fixture"),
-    ("--base-model", "ftmodel_base_model", "PATH", "base model directory for the `base_model` fixture and for adapters"),
+    ("--model", "ftmodel_model", "PATH", "fine-tuned checkpoint or PEFT adapter directory, or a served model's URL (http://host:8000/v1), for the `ftmodel` fixture"),
+    ("--base-model", "ftmodel_base_model", "PATH", "base model directory (or URL) for the `base_model` fixture and for adapters"),
 )
+
+# served models (--model URL): (flag, dest and ini name, metavar, help, default shown)
+_SERVED_OPTIONS = (
+    ("--model-name", "ftmodel_model_name", "NAME", "the served model to use for --model (as /v1/models lists it)", "the only one listed"),
+    ("--base-model-name", "ftmodel_base_model_name", "NAME", "the served model to use for --base-model", "the only one listed"),
+    ("--tokenizer", "ftmodel_tokenizer", "PATH", "local tokenizer directory of the served --model (prompt counting, chat formatting, perplexity)", "none"),
+    ("--base-tokenizer", "ftmodel_base_tokenizer", "PATH", "local tokenizer directory of the served --base-model", "none"),
+    ("--model-api-key-env", "ftmodel_model_api_key_env", "VAR", "environment variable holding the served model's API key (never printed)", "no key"),
+    ("--model-concurrency", "ftmodel_model_concurrency", "N", "requests in flight to a served model", "16"),
+    ("--model-revision", "ftmodel_model_revision", "REV", "revision label of the served model; enters its fingerprint (cache, baselines, sheets)", "none"),
+    ("--model-timeout", "ftmodel_model_timeout", "SECONDS", "timeout of one request to a served model", "300"),
+)
+
+
+def _positive(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    def convert(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or number <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive number, not {value!r}")
+        return number
+
+    convert.__name__ = what
+    return convert
+
+
+_SERVED_TYPES: dict[str, Callable[[str], Any]] = {
+    "ftmodel_model_concurrency": _positive(int, "model concurrency"),
+    "ftmodel_model_timeout": _positive(float, "model timeout"),
+}
 
 
 _REPORT_OPTIONS = (
@@ -134,6 +166,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="fail (not skip) human-score gates whose sheet is not reviewed yet (default: ini ftmodel_require_human, else false)",
     )
     parser.addini("ftmodel_require_human", type="bool", help="fail human-score gates on unfinished review (default: false)", default=False)
+    for flag, dest, metavar, text, shown in _SERVED_OPTIONS:
+        group.addoption(flag, dest=dest, metavar=metavar, default=None, type=_SERVED_TYPES.get(dest), help=f"{text} (default: ini {dest}, else {shown})")
+        parser.addini(dest, help=f"{text} (default: {shown})", default=None)
     for flag, dest, what in _REPORT_OPTIONS:
         group.addoption(flag, dest=dest, metavar="PATH", default=None, help=f"write {what} to PATH (default: ini {dest}, else none)")
         parser.addini(dest, help=f"write {what} to this path; relative to the ini file (default: none)", default=None)
@@ -181,9 +216,9 @@ class FTModelSession:
     """Options read once, and the models of this process, loaded lazily and at most once each."""
 
     def __init__(self, config: pytest.Config) -> None:
-        self.paths: dict[str, Path | None] = {
-            "model": self._path(config, "ftmodel_model"),
-            "base_model": self._path(config, "ftmodel_base_model"),
+        self.paths: dict[str, Path | str | None] = {
+            "model": self._model_location(config, "ftmodel_model"),
+            "base_model": self._model_location(config, "ftmodel_base_model"),
         }
         self.device = parse_device(self._value(config, "ftmodel_device") or "auto")
         self.dtype = parse_dtype(self._value(config, "ftmodel_dtype") or "auto")
@@ -197,6 +232,7 @@ class FTModelSession:
         self.progress_sink: Any = None
         self.cache = self._cache(config)
         self.baseline = self._baseline(config)
+        self.served = self._served(config)
         self._loaded: dict[str, Any] = {}
         self._failed: dict[str, str] = {}
 
@@ -206,6 +242,43 @@ class FTModelSession:
         if value is None:
             value = config.getini(dest) or None
         return value
+
+    def _served(self, config: pytest.Config) -> dict[str, Any]:
+        """The served-model options, plain values (pytest-xdist workers receive them); a bad ini value
+        is a usage error like a bad flag."""
+        out: dict[str, Any] = {}
+        for _, dest, _, _, _ in _SERVED_OPTIONS:
+            value = self._value(config, dest)
+            if isinstance(value, str) and dest in _SERVED_TYPES:
+                try:
+                    value = _SERVED_TYPES[dest](value)
+                except argparse.ArgumentTypeError as exc:
+                    raise ModelPathError(f"ini {dest}: {exc}") from None
+            if dest.endswith("tokenizer") and value is not None:
+                value = str(self._path(config, dest))
+            out[dest.removeprefix("ftmodel_")] = value
+        return out
+
+    def served_options(self, role: str) -> dict[str, Any]:
+        """load_model's served-model keywords for ``role`` ("model" or "base_model")."""
+        o = self.served
+        base = role == "base_model"
+        return {
+            "name": o["base_model_name"] if base else o["model_name"],
+            "tokenizer": o["base_tokenizer"] if base else o["tokenizer"],
+            "api_key_env": o["model_api_key_env"],
+            "concurrency": int(o["model_concurrency"] or 16),
+            "revision": None if base else o["model_revision"],
+            "timeout": float(o["model_timeout"] or 300.0),
+        }
+
+    @classmethod
+    def _model_location(cls, config: pytest.Config, dest: str) -> Path | str | None:
+        """A model's directory, or a served model's URL (kept as it is: Path would fold its //)."""
+        from pytest_ftmodel.served.client import is_url
+
+        value = config.getoption(dest) or config.getini(dest)
+        return str(value) if is_url(value) else cls._path(config, dest)
 
     @staticmethod
     def _path(config: pytest.Config, dest: str) -> Path | None:
@@ -251,17 +324,29 @@ class FTModelSession:
 
     def check_paths(self) -> None:
         for role, path in self.paths.items():
-            if path is not None:
+            if isinstance(path, str):  # a served model: ask it now, so a dead server stops the run at once
+                self.check_served(role, path)
+            elif path is not None:
                 flag = "--model" if role == "model" else "--base-model"
                 try:
                     check_model_path(path, what=flag)
                 except ModelPathError as exc:
                     raise pytest.UsageError(str(exc)) from None
 
+    def check_served(self, role: str, url: str) -> None:
+        from pytest_ftmodel.served import check_served
+
+        options = self.served_options(role)
+        flag = "--model" if role == "model" else "--base-model"
+        try:
+            check_served(url, name=options["name"], api_key_env=options["api_key_env"], timeout=options["timeout"])
+        except FTModelError as exc:
+            raise pytest.UsageError(f"{flag}: {exc}") from None
+
     def check_device(self) -> None:
         """Stop at start-up, not in every test, when a model is to load on a CUDA or MPS device that this
         machine lacks. Only such a device imports torch here; auto and cpu stay free."""
-        if self.device in ("auto", "cpu") or all(p is None for p in self.paths.values()):
+        if self.device in ("auto", "cpu") or all(p is None or isinstance(p, str) for p in self.paths.values()):
             return
         from pytest_ftmodel.model import resolve_device
 
@@ -288,7 +373,10 @@ class FTModelSession:
 
         base = self.paths["base_model"] if role == "model" else None
         try:
-            self._loaded[role] = load_model(path, device=self.device, dtype=self.dtype, base=base)
+            if isinstance(path, str):  # a served model's URL
+                self._loaded[role] = load_model(path, **self.served_options(role))
+            else:
+                self._loaded[role] = load_model(path, device=self.device, dtype=self.dtype, base=base)
         except FTModelError as exc:
             # kept (the cause stays chained on the exception for library users) and reported below,
             # outside this block, so that pytest prints the one line and not the chain
@@ -484,7 +572,10 @@ def _report_session(session: FTModelSession, pytest_session: pytest.Session) -> 
     for role, path in session.paths.items():
         if path is not None:
             fingerprint = getattr(loaded.get(role), "fingerprint", "") or report.fingerprint_of(session.recorder.records, path)
-            models[role] = {"path": os.path.abspath(path), "fingerprint": fingerprint}
+            models[role] = {"path": path if isinstance(path, str) else os.path.abspath(path), "fingerprint": fingerprint}
+            if isinstance(getattr(loaded.get(role), "determinism", None), str):  # a served model
+                served = loaded[role]
+                models[role]["served"] = {"model_id": served.model_id, "fingerprint_source": "/v1/models", "determinism": served.determinism}
     return {
         "models": models,
         "device": session.device,
@@ -514,6 +605,19 @@ def _one_line_repr(path: str, lineno: int, message: str) -> Any:
     return ExceptionChainRepr([(traceback, ReprFileLocation(path, lineno, message), None)])
 
 
+def _served_lines(session: FTModelSession) -> list[str]:
+    """What a served model's figures rest on: its fingerprint's source and what determinism holds."""
+    out = []
+    for role, model in session._loaded.items():
+        determinism = getattr(model, "determinism", None)
+        if isinstance(determinism, str):
+            out.append(
+                f"served {role}: {model.model_id} at {model.url} (fingerprint {model.fingerprint} from /v1/models: "
+                f"weaker than a hash of the weights); {determinism}"
+            )
+    return out
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     session = session_of(terminalreporter.config)
     records = session.recorder.ordered()
@@ -525,6 +629,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         lines.append(session.cache.summary())
     if session.baseline is not None:
         lines.extend(session.baseline.outcome)
+    lines.extend(_served_lines(session))
     lines.extend(session.written)
     if not lines:
         return

@@ -93,3 +93,54 @@ try:
     settings.load_profile("ftmodel")
 except ImportError:  # pragma: no cover - hypothesis is a test extra
     pass
+
+
+def start_transformers_serve(checkpoint, *, timeout: float = 180.0):
+    """Start ``transformers serve`` (transformers' own OpenAI-compatible server) on 127.0.0.1 at a free
+    port, on CPU, with ``checkpoint`` preloaded; return ``(process, url)`` once it answers /health.
+    Skips when the serving extra is missing (``pip install "transformers[serving]"``)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("fastapi", reason='transformers serve needs pip install "transformers[serving]"')
+    pytest.importorskip("uvicorn", reason='transformers serve needs pip install "transformers[serving]"')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tempfile.NamedTemporaryFile(prefix="transformers-serve-", suffix=".log", delete=False)
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    code = "import sys; from transformers.cli.transformers import main; sys.argv[0] = 'transformers'; sys.exit(main())"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", str(checkpoint), "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url + "/v1"
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    tail = open(log.name, encoding="utf-8", errors="replace").read()[-2000:]
+    raise RuntimeError(f"transformers serve did not start within {timeout:.0f} s:\n{tail}")
+
+
+@pytest.fixture(scope="session")
+def transformers_server(bpe_pair):
+    """One ``transformers serve`` for the whole session, serving the bpe demo's fine-tuned model."""
+    proc, url = start_transformers_serve(bpe_pair.finetuned)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except Exception:  # noqa: BLE001
+        proc.kill()

@@ -39,6 +39,7 @@ from pytest_ftmodel.data import require_strings
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.metrics.stats import bootstrap_interval
 from pytest_ftmodel.progress import progress
+from pytest_ftmodel.served import is_served
 from pytest_ftmodel.tokens import prompt_ids, start_token_id, token_sequence, uses_chat
 
 LN2 = math.log(2.0)
@@ -368,7 +369,13 @@ def score_texts(
     rule = windows
     _check_rule(rule, stride, texts)
     tokenizer = model.tokenizer
-    max_length = int(max_length or model.context_length)
+    served = is_served(model)
+    if served and tokenizer is None:
+        from pytest_ftmodel.served.model import score_sequences
+
+        score_sequences(model, [])  # raises: names the gate and --tokenizer
+    # a served model without a known context scores each text whole; the server says if it is too long
+    max_length = int(max_length or model.context_length or (1 << 30))
     if max_length < 2:
         raise DataError(f"max_length {max_length} is too small: windows need at least 2 tokens")
     stride = 0 if rule == "lm-eval" else int(stride or default_stride(max_length))
@@ -397,12 +404,16 @@ def score_texts(
         for begin, end, first in spans:
             units.append((seq[begin:end], end - first))
             owners.append(i)
-    if units:
+    if units and served:
+        _check_whole(units, owners, texts, max_length)
+        sums = _score_served(model, units)
+    if units and not served:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         vocab = int(getattr(model.model.config, "vocab_size", 0) or len(tokenizer))
         sums = _score_windows(
             model.model, units, pad_id, model.device, _auto_batch_tokens(vocab, model.device), batch_size
         )
+    if units:
         totals: dict[int, float] = {}
         for owner, value in zip(owners, sums):
             totals[owner] = totals.get(owner, 0.0) + value
@@ -412,6 +423,29 @@ def score_texts(
             scores[i] = score
             memo[_memo_key(texts[i], max_length, stride, chat, rule)] = score
     return [s for s in scores if s is not None]
+
+
+def _check_whole(units: list[tuple[list[int], int]], owners: list[int], texts: Sequence[Item], max_length: int) -> None:
+    """A served model scores every text in one request: windows that start inside a text would be
+    tokenized and prefixed by the server differently from in-process."""
+    seen: set[int] = set()
+    for owner in owners:
+        if owner in seen:
+            raise DataError(
+                f"text {owner} ({_scored_text(texts[owner])[:40]!r}) is longer than the served model's context of "
+                f"{max_length} tokens: served perplexity scores each text in one request; split long texts, or score "
+                "them in-process (--model ./checkpoint)"
+            )
+        seen.add(owner)
+
+
+def _score_served(model: Any, units: list[tuple[list[int], int]]) -> list[float]:
+    from pytest_ftmodel.served.model import score_sequences
+
+    bar = progress("scoring texts (served)", len(units))
+    scored = score_sequences(model, [ids for ids, _ in units], on_done=lambda: bar.advance(1))
+    bar.close()
+    return [s.summed(m) for s, (_, m) in zip(scored, units)]
 
 
 def _ppl_stat(nll: np.ndarray, tokens: np.ndarray) -> np.ndarray:

@@ -38,6 +38,13 @@ class ModelName(str):
         return self
 
 
+def _where(path: Any) -> str:
+    """An absolute checkpoint path, or a served model's URL as it is."""
+    if isinstance(path, str) and path.lower().startswith(("http://", "https://")):
+        return path
+    return os.path.abspath(path) if isinstance(path, (str, os.PathLike)) else ""
+
+
 def model_name(model: Any) -> ModelName:
     """The name of a model object (``FTModel``), a path, or a string, with its provenance."""
     if isinstance(model, ModelName):
@@ -49,7 +56,7 @@ def model_name(model: Any) -> ModelName:
     fingerprint = getattr(model, "fingerprint", "")
     return ModelName(
         name,
-        os.path.abspath(path) if isinstance(path, (str, os.PathLike)) else "",
+        _where(path),
         fingerprint if isinstance(fingerprint, str) else "",
     )
 
