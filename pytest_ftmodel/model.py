@@ -14,13 +14,18 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Union
 
 from pytest_ftmodel.errors import ModelLoadError, ModelPathError
 
 DEVICE_CHOICES = "auto | cpu | cuda | cuda:N | mps"
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+MAX_MEMORY_EXAMPLE = "0=20GiB,1=20GiB,cpu=64GiB"
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, **{f"{p}b": 1000 ** (i + 1) for i, p in enumerate("kmgt")}, **{f"{p}ib": 1024 ** (i + 1) for i, p in enumerate("kmgt")}}
+#: per-device memory budgets for spreading a model: GPU index or "cpu" / "mps" -> bytes
+MaxMemory = Mapping[Union[int, str], int]
 
 # Files a Trainer checkpoint holds that do not change what the model computes.
 _TRAINING_ONLY = re.compile(
@@ -35,6 +40,47 @@ def parse_device(value: str) -> str:
     if not _DEVICE_RE.match(device):
         raise ModelPathError(f"unknown model device {value!r}: use one of {DEVICE_CHOICES}")
     return device
+
+
+def parse_max_memory(value: str) -> dict[int | str, int]:
+    """``"0=20GiB,1=20GiB,cpu=64GiB"`` -> ``{0: bytes, 1: bytes, "cpu": bytes}``; a bad piece raises
+    :class:`ModelPathError` naming it. Units: B, KB, MB, GB, TB (powers of 1000), KiB, MiB, GiB, TiB."""
+    budgets: dict[int | str, int] = {}
+    for piece in str(value).split(","):
+        key, sep, size = (part.strip() for part in piece.partition("="))
+        what = f"model max memory {value!r}: {piece.strip()!r}"
+        fix = f"write DEVICE=SIZE pairs such as {MAX_MEMORY_EXAMPLE} (DEVICE: a GPU index, cpu or mps)"
+        if not sep or not key or not size:
+            raise ModelPathError(f"{what} is not DEVICE=SIZE: {fix}")
+        device: int | str = int(key) if key.isdigit() else key.lower()
+        if isinstance(device, str) and device not in ("cpu", "mps"):
+            raise ModelPathError(f"{what} names no device: {fix}")
+        if device in budgets:
+            raise ModelPathError(f"{what} repeats device {key!r}: give each device once, as in {MAX_MEMORY_EXAMPLE}")
+        m = _SIZE_RE.match(size)
+        if not m:
+            raise ModelPathError(f"{what} has no readable size: {fix} (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
+        budgets[device] = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
+    return budgets
+
+
+def check_max_memory(value: str) -> str:
+    """``value`` stripped, once :func:`parse_max_memory` accepts it (the option keeps the plain string)."""
+    parse_max_memory(value)
+    return str(value).strip()
+
+
+def check_placement(device: str, max_memory: str | MaxMemory | None) -> dict[int | str, int] | None:
+    """The memory budgets, parsed; budgets spread a model, so they go with ``auto`` only."""
+    if max_memory is None or max_memory == "":
+        return None
+    budgets = parse_max_memory(max_memory) if isinstance(max_memory, str) else dict(max_memory)
+    if parse_device(device) != "auto":
+        raise ModelPathError(
+            f"model max memory {max_memory!r} spreads a model over devices, and model device {device!r} names one: "
+            "use --model-device auto with --model-max-memory, or drop --model-max-memory"
+        )
+    return budgets
 
 
 def parse_dtype(value: str) -> str:
@@ -144,6 +190,9 @@ class FTModel:
     fingerprint: str
     kind: str = "checkpoint"
     base_path: Path | None = None
+    #: where each module lives when the model is spread over devices (accelerate's map), else None;
+    #: ``device`` is then the device of the input embeddings, where inputs go
+    device_map: dict[str, Any] | None = None
     #: results computed for this model during the session, keyed by the request (see metrics)
     memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -192,6 +241,66 @@ def resolve_device(device: str) -> str:
     ):
         raise ModelLoadError("model device 'mps' asked for, but MPS is not available: use --model-device cpu")
     return device
+
+
+def resolve_placement(device: str, max_memory: str | MaxMemory | None = None) -> tuple[str, dict[int | str, int] | None]:
+    """``(device, None)`` to load a model whole on one device, or ``("auto", budgets)`` to spread it.
+
+    ``auto`` spreads the model when more than one CUDA device is visible (budgets None: accelerate's
+    defaults, the free memory of every GPU, then CPU RAM) or when budgets are given (exactly those
+    devices); otherwise it picks one device as before: CUDA, else MPS, else CPU.
+    """
+    budgets = check_placement(device, max_memory)
+    if parse_device(device) == "auto":
+        import torch
+
+        if budgets is not None or torch.cuda.device_count() > 1:
+            return "auto", budgets
+    return resolve_device(device), None
+
+
+def plan_device_map(path: str | os.PathLike[str], torch_dtype: Any, budgets: MaxMemory | None = None) -> dict[str, Any]:
+    """Which device each module of the checkpoint at ``path`` goes to: accelerate's
+    ``infer_auto_device_map`` over budgets balanced across the GPUs (transformers' ``device_map="auto"``),
+    computed on an empty model, so no weight is read. Raises one line when the model does not fit."""
+    try:
+        from accelerate import infer_auto_device_map, init_empty_weights
+        from accelerate.utils import get_balanced_memory
+    except ImportError as exc:
+        raise ModelLoadError(
+            'spreading a model over devices needs accelerate: pip install "pytest-ftmodel[multi-device]"'
+        ) from exc
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    with init_empty_weights():
+        empty = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    empty.tie_weights()  # tied embeddings and head must land on one device
+    no_split = list(getattr(empty, "_no_split_modules", None) or [])
+    given = dict(budgets) if budgets is not None else None
+    balanced = get_balanced_memory(empty, max_memory=given, no_split_module_classes=no_split, dtype=torch_dtype)
+    device_map = dict(infer_auto_device_map(empty, max_memory=balanced, no_split_module_classes=no_split, dtype=torch_dtype))
+    spilled = [name or "the whole model" for name, where in device_map.items() if where == "disk"]
+    if spilled:
+        shown = ",".join(f"{k}={_size(v)}" for k, v in (given or {}).items()) or "the free memory of every device"
+        raise ModelLoadError(
+            f"model {str(path)!r} does not fit in {shown}: {', '.join(spilled[:3])}{', ...' if len(spilled) > 3 else ''} "
+            f"would go to disk, which is not supported: give more memory with --model-max-memory (e.g. {MAX_MEMORY_EXAMPLE})"
+        )
+    return device_map
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.4g}{unit}"
+    return f"{n}B"
+
+
+def input_device(model: Any) -> str:
+    """Where a (possibly spread) model takes its inputs: the device of its input embeddings."""
+    embeddings = model.get_input_embeddings()
+    return str(next(embeddings.parameters()).device)
 
 
 def _resolve_dtype(dtype: str, device: str, config_path: Path) -> Any:
@@ -285,11 +394,12 @@ def _weights_named(path: Path) -> str:
     return ", ".join(names) if names else "(no weight file found)"
 
 
-def _load_causal_lm(path: Path, torch_dtype: Any) -> Any:
+def _load_causal_lm(path: Path, torch_dtype: Any, device_map: dict[str, Any] | None = None) -> Any:
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
+        spread: dict[str, Any] = {} if device_map is None else {"device_map": device_map}
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True, **spread)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(
             f"weights in {str(path)!r} ({_weights_named(path)}) failed to load: {_one_line(exc)}"
@@ -325,13 +435,17 @@ def load_model(
     concurrency: int = 16,
     revision: str | None = None,
     timeout: float = 300.0,
+    max_memory: str | MaxMemory | None = None,
 ) -> Any:
     """Load a transformers checkpoint directory, or a PEFT adapter directory on its base model, or
     connect to a served model when ``path`` is a URL (``http://host:8000/v1``).
 
     ``device``: auto | cpu | cuda | cuda:N | mps. ``dtype``: auto | float32 | bfloat16 | float16
     (auto is float32 on CPU, else the checkpoint's own dtype). ``base``: the base model directory of
-    an adapter whose ``base_model_name_or_path`` is not a local directory.
+    an adapter whose ``base_model_name_or_path`` is not a local directory. ``max_memory``: per-device
+    budgets (``"0=20GiB,1=20GiB,cpu=64GiB"`` or a dict) over which ``auto`` spreads the model; with
+    more than one GPU visible, ``auto`` spreads it over all of them without being asked
+    (see :func:`resolve_placement`).
 
     Served models only (see :func:`pytest_ftmodel.served.load_served`): ``tokenizer`` (a local
     tokenizer directory), ``name`` (the served model's id), ``api_key_env`` (the environment variable
@@ -353,15 +467,20 @@ def load_model(
     root = Path(path)
     kind = check_model_path(root)
     parse_dtype(dtype)
-    resolved_device = resolve_device(device)
+    resolved_device, budgets = resolve_placement(device, max_memory)
+    spread = resolved_device == "auto"
+    device_map: dict[str, Any] | None = None
+    # budgets on the CPU alone keep auto's CPU dtype (float32); spread over GPUs, the checkpoint's own
+    dtype_device = "cpu" if spread and budgets is not None and set(budgets) == {"cpu"} else resolved_device
     with quiet_transformers():
         if kind == "adapter":
             base_path = _adapter_base(root, base)
             check_model_path(base_path, what="base model")
-            torch_dtype = _resolve_dtype(dtype, resolved_device, base_path / "config.json")
+            torch_dtype = _resolve_dtype(dtype, dtype_device, base_path / "config.json")
             _check_config(base_path)
             loaded_tokenizer = _load_tokenizer(root, fallback=base_path)
-            model = _load_causal_lm(base_path, torch_dtype)
+            device_map = plan_device_map(base_path, torch_dtype, budgets) if spread else None
+            model = _load_causal_lm(base_path, torch_dtype, device_map)
             try:
                 from peft import PeftModel
             except ImportError as exc:
@@ -378,15 +497,19 @@ def load_model(
             content_id = fingerprint(root, extra="base:" + fingerprint(base_path))
         else:
             base_path = None
-            torch_dtype = _resolve_dtype(dtype, resolved_device, root / "config.json")
+            torch_dtype = _resolve_dtype(dtype, dtype_device, root / "config.json")
             _check_config(root)
             loaded_tokenizer = _load_tokenizer(root)
-            model = _load_causal_lm(root, torch_dtype)
+            device_map = plan_device_map(root, torch_dtype, budgets) if spread else None
+            model = _load_causal_lm(root, torch_dtype, device_map)
             content_id = fingerprint(root)
-    try:
-        model = model.to(resolved_device)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"moving {str(root)!r} to {resolved_device!r} failed: {_one_line(exc)}") from exc
+    if spread:  # accelerate placed every module; inputs go where the embeddings are
+        resolved_device = input_device(model)
+    else:
+        try:
+            model = model.to(resolved_device)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"moving {str(root)!r} to {resolved_device!r} failed: {_one_line(exc)}") from exc
     model.eval()
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = loaded_tokenizer.pad_token_id
@@ -399,4 +522,5 @@ def load_model(
         fingerprint=content_id,
         kind=kind,
         base_path=base_path,
+        device_map=device_map,
     )

@@ -21,6 +21,7 @@ from pytest_ftmodel.baseline.gate import BaselineSession, parse_margin
 from pytest_ftmodel.baseline.store import BaselineFileError
 from pytest_ftmodel.errors import FTModelError, ModelPathError
 from pytest_ftmodel.model import DEVICE_CHOICES, DTYPE_CHOICES, check_model_path, parse_device, parse_dtype
+from pytest_ftmodel.model import MAX_MEMORY_EXAMPLE, check_max_memory, check_placement
 
 SANDBOX_LEVELS = ("auto", "strict", "process")
 
@@ -124,6 +125,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("ftmodel_device", help="device to load models on (default: auto)", default=None)
     group.addoption(
+        "--model-max-memory",
+        dest="ftmodel_max_memory",
+        metavar="BUDGETS",
+        default=None,
+        type=_argparse_type(check_max_memory),
+        help=f"spread models over devices within these budgets, e.g. {MAX_MEMORY_EXAMPLE} (with --model-device auto; "
+        "default: ini ftmodel_max_memory, else every GPU's free memory when more than one is visible)",
+    )
+    parser.addini("ftmodel_max_memory", help=f"per-device memory budgets, e.g. {MAX_MEMORY_EXAMPLE} (default: none)", default=None)
+    group.addoption(
         "--model-dtype",
         dest="ftmodel_dtype",
         metavar="DTYPE",
@@ -221,6 +232,7 @@ class FTModelSession:
             "base_model": self._model_location(config, "ftmodel_base_model"),
         }
         self.device = parse_device(self._value(config, "ftmodel_device") or "auto")
+        self.max_memory = self._value(config, "ftmodel_max_memory")
         self.dtype = parse_dtype(self._value(config, "ftmodel_dtype") or "auto")
         self.sandbox = parse_sandbox(self._value(config, "ftmodel_sandbox") or "auto")
         self.require_human = bool(config.getoption("ftmodel_require_human") or config.getini("ftmodel_require_human"))
@@ -346,6 +358,10 @@ class FTModelSession:
     def check_device(self) -> None:
         """Stop at start-up, not in every test, when a model is to load on a CUDA or MPS device that this
         machine lacks. Only such a device imports torch here; auto and cpu stay free."""
+        try:
+            check_placement(self.device, self.max_memory)
+        except ModelPathError as exc:
+            raise pytest.UsageError(str(exc)) from None
         if self.device in ("auto", "cpu") or all(p is None or isinstance(p, str) for p in self.paths.values()):
             return
         from pytest_ftmodel.model import resolve_device
@@ -376,7 +392,7 @@ class FTModelSession:
             if isinstance(path, str):  # a served model's URL
                 self._loaded[role] = load_model(path, **self.served_options(role))
             else:
-                self._loaded[role] = load_model(path, device=self.device, dtype=self.dtype, base=base)
+                self._loaded[role] = load_model(path, device=self.device, dtype=self.dtype, base=base, max_memory=self.max_memory)
         except FTModelError as exc:
             # kept (the cause stays chained on the exception for library users) and reported below,
             # outside this block, so that pytest prints the one line and not the chain
