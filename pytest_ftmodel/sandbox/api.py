@@ -248,13 +248,14 @@ def _run(
             os.chown(scratch, uid, uid)
         workdir = scratch
         tmpfs_mb = 0
+    shm_mb = max(min(memory_mb // 8, 64), 1)
     config: dict[str, object] = {
         "namespaces": int(level.level == "namespaces"),
         "mode": mode,
         "workdir": workdir,
         "uid": uid,
         "tmpfs_mb": tmpfs_mb,
-        "shm_mb": max(min(memory_mb // 8, 64), 1),
+        "shm_mb": shm_mb,
         "cpu_seconds": max(1, int(timeout + 0.999)),
         "memory_mb": memory_mb,
         "file_size_mb": file_size_mb,
@@ -262,18 +263,34 @@ def _run(
         "processes": max_processes,
         "seccomp": bpf,
     }
+    group = groups = None
+    if level.cgroup:
+        from pytest_ftmodel.sandbox.kernel import cgroups
+
+        groups = cgroups()[0]
+        if groups is not None:
+            try:  # the run's processes together: its memory limit plus its /tmp and /dev/shm caps
+                group = groups.create(memory_mb + tmpfs_mb + shm_mb, max_processes + 2)
+            except OSError as exc:
+                if scratch:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                return SandboxResult("error", None, "", f"[sandbox] could not make the run's cgroup: {exc}", 0.0, level, marker, uid, verdict)
     pipes = [os.pipe() for _ in range(5)]  # stdout, stderr, program, judge, result
     (out_r, out_w), (err_r, err_w), (program_r, program_w), (judge_r, judge_w), (result_r, result_w) = pipes
-    ends = (out_w, err_w, program_r, judge_r, result_w)  # the child's
+    ends: tuple[int, ...] = (out_w, err_w, program_r, judge_r, result_w)  # the child's
     start = time.monotonic()
     child: forkserver.Forked | forkserver.Spawned
     try:
+        if group is not None:
+            ends += tuple(group.open_procs())  # the run's PID 1 joins its cgroup through these
         child = forkserver.fork(config, marker, ends) if level.forked else forkserver.spawn(config, marker, ends, workdir)
     except OSError as exc:
         for fd in (out_r, err_r, program_w, judge_w, result_r):
             os.close(fd)
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+        if group is not None and groups is not None:
+            groups.release(group)
         return SandboxResult("error", None, "", f"[sandbox] could not start: {exc}", 0.0, level, marker, uid, verdict)
     finally:
         for fd in ends:
@@ -290,6 +307,10 @@ def _run(
     survivors = _sweep(uid, marker) if not level.pid_namespace or child.lost else 0
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)
+    out_of_memory = False
+    if group is not None and groups is not None:
+        out_of_memory = group.oom_killed()
+        groups.release(group)
     duration = time.monotonic() - start
 
     stderr = err.decode("utf-8", "replace")
@@ -301,6 +322,9 @@ def _run(
         stderr += f"\n[sandbox] {survivors} process(es) outlived the run and were killed"
     elif not level.forked and returncode == LEFT_BEHIND:  # the process level's supervisor killed some
         status = "error"
+    elif out_of_memory and result != nonce:  # the kernel killed one of its processes: the run's memory was spent
+        status = "memory"
+        stderr += "\n[sandbox] the run's processes together reached its memory limit"
     elif timed_out or (returncode in _CPU_KILLED and result != nonce):
         status = "timeout"
     elif result == b"memory":

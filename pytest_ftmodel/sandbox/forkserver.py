@@ -268,8 +268,10 @@ class Spawned:
 
 
 def spawn(config: dict[str, object], marker: str, ends: tuple[int, ...], workdir: str) -> Spawned:
-    out_w, err_w, program_r, judge_r, result_w = ends
-    args = {**config, "program_fd": program_r, "judge_fd": judge_r, "result_fd": result_w}
+    out_w, err_w, program_r, judge_r, result_w = ends[:5]
+    cgroup_fds = ends[5:]
+    args = {**config, "program_fd": program_r, "judge_fd": judge_r, "result_fd": result_w,
+            "cgroup_fds": ",".join(map(str, cgroup_fds)) or None}
     command, source_fd = harness_command()
     try:
         proc = subprocess.Popen(
@@ -279,7 +281,7 @@ def spawn(config: dict[str, object], marker: str, ends: tuple[int, ...], workdir
             stderr=err_w,
             cwd=workdir,
             env=environment(workdir, marker),
-            pass_fds=(program_r, judge_r, result_w, source_fd),
+            pass_fds=(program_r, judge_r, result_w, source_fd, *cgroup_fds),
             start_new_session=True,
         )
     finally:

@@ -611,6 +611,7 @@ def _supervise(cfg):
     inherits every descendant orphaned on the way (double forks, ``setsid`` daemons, programs
     exec'd with an empty environment), and when the run ends it kills them all: nothing here trusts
     what a descendant's environment says."""
+    _join_cgroup(str(cfg.get("cgroup_fds", "none")).split(","))
     _call("prctl", 36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     pid = os.fork()
     if pid == 0:
@@ -660,13 +661,28 @@ def _kill_descendants():
 # ---- the fork server --------------------------------------------------------------------------
 
 _RUN_FDS = 5  # stdout, stderr, program, judge and result pipes, in that order
+_CGROUP_FDS = 3  # at most: the run's cgroup.procs in each hierarchy (v1: memory, pids, cpu)
+
+
+def _join_cgroup(fds):
+    """Move this process into the run's cgroup through its ``cgroup.procs`` descriptors (one per
+    hierarchy), before anything of the program runs: every process it starts is counted there."""
+    for fd in fds:
+        if fd and fd != "none":
+            os.write(int(fd), b"0")
+            os.close(int(fd))
 
 
 def _child(request, fds, inherited):
     """In the forked child (PID 1 of a fresh PID namespace): become one run's sandbox and run it."""
     for fd in inherited:
         os.close(fd)  # nothing of the server's socket reaches the program
-    stdout_w, stderr_w, program_r, judge_r, result_w = fds
+    stdout_w, stderr_w, program_r, judge_r, result_w = fds[:_RUN_FDS]
+    try:
+        _join_cgroup(fds[_RUN_FDS:])
+    except OSError as exc:
+        os.write(stderr_w, f"[sandbox] could not join the run's cgroup: {exc}".encode())
+        os._exit(1)
     os.dup2(stdout_w, 1)
     os.dup2(stderr_w, 2)
     os.close(stdout_w)
@@ -719,7 +735,7 @@ def _await_child(sock, pid, select):
 
 def _receive_request(sock, _socket):
     """One request and the descriptors attached to it (socket.recv_fds without the socket module)."""
-    request, ancillary, _, _ = sock.recvmsg(1 << 16, _socket.CMSG_LEN(4 * _RUN_FDS))
+    request, ancillary, _, _ = sock.recvmsg(1 << 16, _socket.CMSG_LEN(4 * (_RUN_FDS + _CGROUP_FDS)))
     fds = []
     for level, kind, data in ancillary:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
@@ -755,8 +771,8 @@ def serve(sock_fd, own_proc=False):
         if not request:
             return
         try:
-            if len(fds) != _RUN_FDS:
-                raise OSError(f"expected {_RUN_FDS} descriptors, got {len(fds)}")
+            if not _RUN_FDS <= len(fds) <= _RUN_FDS + _CGROUP_FDS:
+                raise OSError(f"expected {_RUN_FDS} descriptors (and the run's cgroups'), got {len(fds)}")
             _call("unshare", CLONE_NEWPID)  # the next child is PID 1 of a fresh PID namespace
             try:
                 pid = os.fork()
