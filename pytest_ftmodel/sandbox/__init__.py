@@ -22,13 +22,12 @@ processes that exchange plain data only; :func:`run_sandboxed` runs one program 
 Files: ``api.py`` (the public functions and a run's life), ``isolation.py`` (levels and probe),
 ``forkserver.py`` (starting processes), ``harness.py`` (inside the sandbox), ``plain.py`` (the
 plain-data codec of the split judge), ``kernel.py`` (seccomp and cgroups), ``split.py`` (which
-problems can be split, and how).
+problems can be split, and how), ``uids.py`` (uids never handed out twice).
 """
 
 from __future__ import annotations
 
 from pytest_ftmodel.sandbox.api import (
-    UID_BASE,
     SandboxResult,
     alive,
     escape_controls,
@@ -44,6 +43,7 @@ from pytest_ftmodel.sandbox.isolation import (
     probe_isolation,
     push_isolation,
 )
+from pytest_ftmodel.sandbox.uids import UID_BASE
 
 __all__ = [
     "UID_BASE", "Isolation", "SandboxResult", "SandboxUnavailable", "alive", "default_isolation", "escape_controls",

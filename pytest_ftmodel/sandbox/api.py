@@ -3,7 +3,6 @@ say how it ended. Orchestrates one run: pipes, start, collect, verdict, sweep.""
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import secrets
@@ -16,15 +15,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
-from pytest_ftmodel.sandbox import forkserver, isolation
+from pytest_ftmodel.sandbox import forkserver, isolation, uids
 from pytest_ftmodel.sandbox.isolation import Isolation, SandboxUnavailable
 from pytest_ftmodel.sandbox.plain import encode
 
 LEFT_BEHIND = 125  # harness.LEFT_BEHIND: the process level's supervisor killed leftover descendants
 
-UID_BASE = 2_000_000_000  # far above any real account; two fresh uids per concurrent run
-_uid_counter = itertools.count()
-_uid_lock = threading.Lock()
 # how a run that hit the CPU-time limit ends: the signal itself, or `unshare` passing it on
 _CPU_KILLED = (-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL)
 # what could drive a terminal or hide text: C0/C1 controls but newline and tab, DEL, bidi overrides
@@ -158,11 +154,6 @@ def _judged_on_cpu(run: Callable[[float], SandboxResult], timeout: float) -> San
     return replace(again, duration=first.duration + again.duration)
 
 
-def _fresh_uid() -> int:
-    with _uid_lock:
-        return UID_BASE + (os.getpid() % 100_000) * 1000 + (next(_uid_counter) % 500) * 2
-
-
 def processes_of(uid: int | None, marker: str) -> list[int]:
     """Processes left by a run: those with its uids (root mode), or carrying its marker."""
     found = []
@@ -228,11 +219,14 @@ def _run(
     """One run: CPU limit from ``timeout``, wall-clock limit ``wall`` (default ``timeout``)."""
     wall = timeout if wall is None else wall
     verdict = "split" if mode == "split" else "in-process"
-    uid = _fresh_uid() if level.uid_dropped else None
     marker = secrets.token_hex(8)
     problem = _source_error(program, "the program")
     if problem:
-        return SandboxResult("error", None, "", f"[sandbox] {problem}", 0.0, level, marker, uid, verdict)
+        return SandboxResult("error", None, "", f"[sandbox] {problem}", 0.0, level, marker, None, verdict)
+    try:
+        uid = uids.fresh_pair() if level.uid_dropped else None
+    except OSError as exc:
+        return SandboxResult("error", None, "", f"[sandbox] no fresh uid for the run: {exc}", 0.0, level, marker, None, verdict)
     source = program.encode("utf-8")
     nonce = secrets.token_bytes(16)
     from pytest_ftmodel.sandbox.kernel import seccomp_filter
@@ -307,6 +301,8 @@ def _run(
     survivors = _sweep(uid, marker) if not level.pid_namespace or child.lost else 0
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)
+        if uid is not None:
+            uids.remove_leftovers(uid)
     out_of_memory = False
     if group is not None and groups is not None:
         out_of_memory = group.oom_killed()

@@ -18,13 +18,13 @@ import time
 
 # System calls an evaluation program never needs: debugging other processes, the mount family,
 # namespaces, kernel keyrings, eBPF, perf, userfaultfd, kexec and modules, file handles, memory
-# outside every file-size and tmpfs cap (memfd, SysV shm and message queues), io_uring.
+# outside every file-size and tmpfs cap (memfd, SysV IPC, which also outlives a process-level run), io_uring.
 DENIED = (
     "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd", "kcmp",
     "mount", "umount2", "pivot_root", "chroot", "mount_setattr", "move_mount", "open_tree", "fsopen", "fsmount",
     "fspick", "unshare", "setns", "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
     "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "name_to_handle_at",
-    "open_by_handle_at", "memfd_create", "memfd_secret", "shmget", "msgget", "io_uring_setup", "io_uring_enter",
+    "open_by_handle_at", "memfd_create", "memfd_secret", "shmget", "msgget", "semget", "io_uring_setup", "io_uring_enter",
     "io_uring_register", "swapon", "swapoff", "reboot", "syslog", "acct", "quotactl", "settimeofday",
     "clock_settime", "adjtimex", "iopl", "ioperm", "lookup_dcookie", "vhangup",
 )
