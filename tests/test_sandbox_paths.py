@@ -484,3 +484,33 @@ def test_the_unprivileged_path_is_the_user_namespace_path(path: Path_) -> None:
         assert level.capabilities_dropped and level.minimal_root and "no capabilities (nested user namespace)" in str(level)
     r = path.run("import os\nprint(os.getuid())")
     assert r.status == "passed" and r.uid is None and r.stdout.strip() in ("1000", str(NOBODY))
+
+
+# ---- a virtual environment's interpreter in the minimal root ------------------------------------
+
+
+def test_a_virtual_environments_interpreter_runs_in_the_minimal_root() -> None:
+    """CI runs from a venv: its ``bin`` and ``pyvenv.cfg``, and the base interpreter's prefix, are
+    bound read-only into the minimal root, so programs run, and can start, the same interpreter;
+    the venv's site-packages is not there (programs run ``python -I -S``), nor the checkout."""
+    level = probe_isolation()
+    if not level.minimal_root:
+        pytest.skip(f"no minimal root here: {level}")
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("not running from a virtual environment")
+    program = (
+        "import os, subprocess, sys\n"
+        "print('exe', sys.executable, os.path.exists(sys.executable), flush=True)\n"
+        "print('site', any('site-packages' in p for p in sys.path), flush=True)\n"
+        "look = 'import os, sys; print(sys.prefix, [p for p in sys.path if \"site-packages\" in p and os.path.isdir(p)])'\n"
+        "child = subprocess.run([sys.executable, '-I', '-c', look], capture_output=True, text=True)\n"
+        "print('child', child.returncode, child.stdout.strip(), flush=True)\n"
+        f"print('checkout', os.path.exists({str(Path.cwd() / 'pyproject.toml')!r}), os.path.exists({os.path.dirname(sys.prefix)!r} + '/pyproject.toml'), flush=True)\n"
+        "try:\n    open(os.path.join(sys.prefix, 'pwned'), 'w')\nexcept OSError as e:\n    print('prefix', e.errno, flush=True)\n"
+    )
+    r = run_sandboxed(program)
+    assert r.status == "passed", r.stderr
+    assert f"exe {sys.executable} True" in r.stdout and "site False" in r.stdout
+    assert f"child 0 {sys.prefix} []" in r.stdout  # the venv's own interpreter, its site-packages out of sight
+    assert "checkout False False" in r.stdout and "prefix 30" in r.stdout  # EROFS
+    assert not Path(sys.prefix, "pwned").exists()

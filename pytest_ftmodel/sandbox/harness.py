@@ -100,7 +100,8 @@ def _mount(source, target, fstype, flags, options):
 
 def _bind_sources():
     """What programs see of the host: ``/usr`` (the system's libraries and tools), the interpreter's
-    prefix when it lives elsewhere, and ``/lib*`` where they are real directories, not links."""
+    prefix when it lives elsewhere, a virtual environment's ``bin`` and ``pyvenv.cfg``, and ``/lib*``
+    where they are real directories, not links."""
     wanted = ["/usr"]
     for top in ("/lib", "/lib64", "/lib32", "/bin", "/sbin"):
         if os.path.isdir(top) and not os.path.islink(top):
@@ -109,6 +110,11 @@ def _bind_sources():
         real = os.path.realpath(prefix)
         if os.path.isdir(real) and real != "/":
             wanted.append(real)
+    venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
+    if os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
+        # a virtual environment (-S leaves sys.prefix at the base): its bin/ and pyvenv.cfg only,
+        # so its interpreter runs as here, and its site-packages (nothing a program needs) stay out
+        wanted += [os.path.join(venv, "bin"), os.path.join(venv, "pyvenv.cfg")]
     chosen = []
     for path in sorted(set(wanted), key=len):
         if not any(path == c or path.startswith(c + "/") for c in chosen):
@@ -136,7 +142,11 @@ def _minimal_root(own_proc):
     _mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
     for path in _bind_sources():
         target = base + path
-        os.makedirs(target, mode=0o755, exist_ok=True)
+        if os.path.isdir(path):
+            os.makedirs(target, mode=0o755, exist_ok=True)
+        else:  # a file is bound onto an empty file
+            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
         _read_only_bind(path, target)
     for name in os.listdir("/"):  # /bin -> usr/bin and the like
         if os.path.islink("/" + name):

@@ -94,7 +94,8 @@ def _write(path: str, text: str) -> None:
 
 def _mounts() -> tuple[str | None, dict[str, str]]:
     """(the cgroup2 mount point, {v1 controller: its mount point})."""
-    v2, v1 = None, {}
+    v2: str | None = None
+    v1: dict[str, str] = {}
     for line in _read(_MOUNTINFO).splitlines():
         fields = line.split()
         try:
