@@ -514,3 +514,39 @@ def test_a_virtual_environments_interpreter_runs_in_the_minimal_root() -> None:
     assert f"child 0 {sys.prefix} []" in r.stdout  # the venv's own interpreter, its site-packages out of sight
     assert "checkout False False" in r.stdout and "prefix 30" in r.stdout  # EROFS
     assert not Path(sys.prefix, "pwned").exists()
+
+
+# ---- where pivot_root is refused ----------------------------------------------------------------
+
+
+def test_where_pivot_root_is_refused_the_minimal_root_holds_by_moving_it_over_the_old_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An initramfs root cannot be pivoted away from: the fork server then moves its new root over
+    ``/`` and chroots into it (switch_root's way). Simulated by a harness that knows no pivot_root."""
+    from pytest_ftmodel.sandbox import forkserver
+
+    level = probe_isolation()
+    if not level.minimal_root:
+        pytest.skip(f"no minimal root here: {level}")
+    source = forkserver.HARNESS_SOURCE
+    assert "_PIVOT_ROOT = {" in source
+    forkserver.close_idle_zygotes()
+    monkeypatch.setattr(forkserver, "HARNESS_SOURCE", source.replace("_PIVOT_ROOT = {", "_PIVOT_ROOT = {} or {"))
+    try:
+        body = (
+            "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            "print('root', sorted(os.listdir('/')), sorted(os.listdir('/..')), flush=True)\n"
+            "print('chroot', libc.chroot(b'/usr'), 'umount', libc.umount2(b'/', 2), flush=True)\n"
+            f"print('outside', os.path.exists('/etc/passwd'), os.path.exists({str(Path.cwd())!r}), flush=True)\n"
+            "print('mounts', sum(1 for line in open('/proc/self/mountinfo')), flush=True)\n"
+            "open('/pwned', 'w')\n"
+        )
+        r = run_sandboxed(attempt("chroot", body))
+        servers = len(forkserver._idle_zygotes)
+    finally:
+        forkserver.close_idle_zygotes()  # the next tests get servers from the real harness
+    assert "ATTEMPT chroot" in r.stdout and r.status == "failed" and "Read-only file system" in r.stderr, r.stderr
+    root = r.stdout.split("root ")[1].split("\n")[0]
+    assert "'etc'" not in root and "'home'" not in root and "'usr'" in root and "'tmp'" in root
+    assert "chroot -1 umount -1" in r.stdout and "outside False False" in r.stdout
+    assert servers == 1 and not Path("/pwned").exists(), r.stdout
+    assert run_sandboxed("assert sum(range(5)) == 10").passed and run_sandboxed("assert False").status == "failed"

@@ -85,7 +85,7 @@ def _call(name, *args):
 
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
-MS_REC, MS_PRIVATE = 0x4000, 0x40000
+MS_MOVE, MS_REC, MS_PRIVATE = 0x2000, 0x4000, 0x40000
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
 _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
@@ -135,7 +135,8 @@ def _read_only_bind(source, target):
 def _minimal_root(own_proc):
     """Move this process into a mount namespace whose root holds only read-only binds of what the
     interpreter needs, empty mount points and /dev's harmless nodes (bubblewrap's way: a tmpfs,
-    binds into it, ``pivot_root(".", ".")``, the old root detached, the new one made read-only)."""
+    binds into it, ``pivot_root(".", ".")``, the old root detached, the new one made read-only;
+    where pivot_root is refused, switch_root's: the new root moved over ``/``, and ``chroot``)."""
     _call("unshare", CLONE_NEWNS)
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None)  # nothing we mount reaches the host
     base = "/tmp"
@@ -164,8 +165,15 @@ def _minimal_root(own_proc):
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{base}/dev/{name}")
     os.chdir(base)
-    _call("syscall", _PIVOT_ROOT[os.uname().machine], b".", b".")
-    _call("umount2", b".", 2)  # MNT_DETACH: the old root, stacked on the new one, goes
+    try:
+        _call("syscall", _PIVOT_ROOT[os.uname().machine], b".", b".")
+        _call("umount2", b".", 2)  # MNT_DETACH: the old root, stacked on the new one, goes
+    except (OSError, KeyError):
+        # pivot_root refused (an initramfs root cannot be pivoted away from) or unknown here: the
+        # switch_root way instead, the new root moved over the old one (which it hides) and chroot'ed
+        # into; programs can neither chroot nor mount (no capability, seccomp), so nothing leads back
+        _mount(".", "/", None, MS_MOVE, None)
+        _call("chroot", b".")
     os.chdir("/")
     _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
 
