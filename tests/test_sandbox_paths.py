@@ -550,3 +550,17 @@ def test_where_pivot_root_is_refused_the_minimal_root_holds_by_moving_it_over_th
     assert "chroot -1 umount -1" in r.stdout and "outside False False" in r.stdout
     assert servers == 1 and not Path("/pwned").exists(), r.stdout
     assert run_sandboxed("assert sum(range(5)) == 10").passed and run_sandboxed("assert False").status == "failed"
+
+
+def test_a_process_level_run_is_judged_on_its_own_cpu_use_too() -> None:
+    """The supervisor reaps every process of the run, so the run's CPU use is known at the process
+    level as well: a run that waited out its time gets a second chance, then says it was starved."""
+    waits = run_sandboxed("import time\ntime.sleep(600)", timeout=1.0, isolation="process")
+    assert waits.status == "timeout" and waits.cpu_seconds is not None and waits.cpu_seconds < 0.5
+    assert "timed out twice" in waits.stderr and waits.duration >= 3.0
+    spins = run_sandboxed("while True:\n    pass", timeout=1.0, isolation="process")
+    assert spins.status == "timeout" and spins.cpu_seconds is not None and spins.cpu_seconds > 0
+    # judged once where it had its CPU; a second chance only where the machine starved it
+    assert ("timed out twice" in spins.stderr) == (spins.duration > 2.5 and spins.cpu_seconds < 0.5)
+    done = run_sandboxed("print(sum(range(10**6)))", isolation="process")
+    assert done.passed and done.cpu_seconds is not None and 0 < done.cpu_seconds < 5
