@@ -564,3 +564,27 @@ def test_a_process_level_run_is_judged_on_its_own_cpu_use_too() -> None:
     assert ("timed out twice" in spins.stderr) == (spins.duration > 2.5 and spins.cpu_seconds < 0.5)
     done = run_sandboxed("print(sum(range(10**6)))", isolation="process")
     assert done.passed and done.cpu_seconds is not None and 0 < done.cpu_seconds < 5
+
+
+def test_the_cgroup_v2_set_up_on_a_delegating_tree(tmp_path: Path) -> None:
+    """The v2 branch (this machine's v2 offers no memory controller; CI's may): on a tree laid out as
+    cgroupfs lays it out, our cgroup's children get memory, pids and cpu, and a run its limits."""
+    from pytest_ftmodel.sandbox import kernel
+
+    own = tmp_path / "session"
+    own.mkdir()
+    (own / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (own / "cgroup.subtree_control").write_text("\n")
+    (own / "ftmodel-999999999").mkdir()  # a session that ended without tidying up
+    groups, why = kernel._setup_v2(str(tmp_path), "/session")
+    assert groups is not None and why == "" and groups.version == 2
+    assert not (own / "ftmodel-999999999").exists()
+    parent = own / f"ftmodel-{os.getpid()}"
+    assert (own / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+    assert (parent / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+    run = groups.create(96, 34)
+    assert (parent / "run-0" / "memory.max").read_text() == str(96 << 20) and (parent / "run-0" / "pids.max").read_text() == "34"
+    (parent / "run-0" / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    assert run.oom_killed()
+    (own / "cgroup.controllers").write_text("cpu io\n")
+    assert kernel._setup_v2(str(tmp_path), "/session") == (None, "cgroup v2 offers cpu io here, not memory and pids")

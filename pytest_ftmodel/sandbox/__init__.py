@@ -11,6 +11,8 @@ Layers, strongest first (probed once per process; see :func:`probe_isolation`):
     ``/dev/shm``, a ``/proc`` showing only its own processes, and teardown kills every process in
     it. It runs without any capability: as root under a fresh unprivileged uid, without root as an
     unprivileged id in a nested user namespace; then ``no_new_privs`` and a seccomp filter.
+    As root, each run's processes share one cgroup of the run's own (memory, pids, CPU), where the
+    machine lets root make one (``kernel.py``), and uids are never handed out twice (``uids.py``).
 ``process``
     Where namespaces are refused: a fresh ``python -I -S`` per program in a fresh temporary
     directory (removed after), a dropped uid when running as root, a new session, and a sweep that

@@ -191,6 +191,7 @@ class Cgroups:
     def __init__(self, version: int, parents: dict[str, str]) -> None:
         self.version = version
         self.parents = parents  # controller (or "unified") -> directory
+        self.owner = os.getpid()
         self._count = itertools.count()
         self._free: list[RunCgroup] = []  # empty run cgroups: making one and a process's first move
         self._free_lock = threading.Lock()  # into it cost milliseconds, so they are kept for later runs
@@ -235,6 +236,8 @@ class Cgroups:
             run.remove()
 
     def close(self) -> None:
+        if os.getpid() != self.owner:
+            return  # a forked copy of this process: the cgroups are its parent's
         for parent in self.parents.values():
             _remove_tree(parent)
 
@@ -346,6 +349,16 @@ def cgroups() -> tuple[Cgroups | None, str]:
             if _cgroups[0][0] is not None:
                 atexit.register(_cgroups[0][0].close)
         return _cgroups[0]
+
+
+def _forget_after_fork() -> None:
+    """A forked copy of this process makes cgroups of its own (under its own pid) if it runs anything."""
+    global _lock
+    _lock = threading.Lock()
+    _cgroups.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _setup() -> tuple[Cgroups | None, str]:
