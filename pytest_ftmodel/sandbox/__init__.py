@@ -11,6 +11,8 @@ Layers, strongest first (probed once per process; see :func:`probe_isolation`):
     ``/dev/shm``, a ``/proc`` showing only its own processes, and teardown kills every process in
     it. It runs without any capability: as root under a fresh unprivileged uid, without root as an
     unprivileged id in a nested user namespace; then ``no_new_privs`` and a seccomp filter.
+    As root, each run's processes share one cgroup of the run's own (memory, pids, CPU), where the
+    machine lets root make one (``kernel.py``), and uids are never handed out twice (``uids.py``).
 ``process``
     Where namespaces are refused: a fresh ``python -I -S`` per program in a fresh temporary
     directory (removed after), a dropped uid when running as root, a new session, and a sweep that
@@ -22,13 +24,12 @@ processes that exchange plain data only; :func:`run_sandboxed` runs one program 
 Files: ``api.py`` (the public functions and a run's life), ``isolation.py`` (levels and probe),
 ``forkserver.py`` (starting processes), ``harness.py`` (inside the sandbox), ``plain.py`` (the
 plain-data codec of the split judge), ``kernel.py`` (seccomp and cgroups), ``split.py`` (which
-problems can be split, and how).
+problems can be split, and how), ``uids.py`` (uids never handed out twice).
 """
 
 from __future__ import annotations
 
 from pytest_ftmodel.sandbox.api import (
-    UID_BASE,
     SandboxResult,
     alive,
     escape_controls,
@@ -44,6 +45,7 @@ from pytest_ftmodel.sandbox.isolation import (
     probe_isolation,
     push_isolation,
 )
+from pytest_ftmodel.sandbox.uids import UID_BASE
 
 __all__ = [
     "UID_BASE", "Isolation", "SandboxResult", "SandboxUnavailable", "alive", "default_isolation", "escape_controls",

@@ -3,7 +3,6 @@ say how it ended. Orchestrates one run: pipes, start, collect, verdict, sweep.""
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import secrets
@@ -16,15 +15,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
-from pytest_ftmodel.sandbox import forkserver, isolation
+from pytest_ftmodel.sandbox import forkserver, isolation, uids
 from pytest_ftmodel.sandbox.isolation import Isolation, SandboxUnavailable
 from pytest_ftmodel.sandbox.plain import encode
 
 LEFT_BEHIND = 125  # harness.LEFT_BEHIND: the process level's supervisor killed leftover descendants
 
-UID_BASE = 2_000_000_000  # far above any real account; two fresh uids per concurrent run
-_uid_counter = itertools.count()
-_uid_lock = threading.Lock()
 # how a run that hit the CPU-time limit ends: the signal itself, or `unshare` passing it on
 _CPU_KILLED = (-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL)
 # what could drive a terminal or hide text: C0/C1 controls but newline and tab, DEL, bidi overrides
@@ -158,11 +154,6 @@ def _judged_on_cpu(run: Callable[[float], SandboxResult], timeout: float) -> San
     return replace(again, duration=first.duration + again.duration)
 
 
-def _fresh_uid() -> int:
-    with _uid_lock:
-        return UID_BASE + (os.getpid() % 100_000) * 1000 + (next(_uid_counter) % 500) * 2
-
-
 def processes_of(uid: int | None, marker: str) -> list[int]:
     """Processes left by a run: those with its uids (root mode), or carrying its marker."""
     found = []
@@ -228,11 +219,14 @@ def _run(
     """One run: CPU limit from ``timeout``, wall-clock limit ``wall`` (default ``timeout``)."""
     wall = timeout if wall is None else wall
     verdict = "split" if mode == "split" else "in-process"
-    uid = _fresh_uid() if level.uid_dropped else None
     marker = secrets.token_hex(8)
     problem = _source_error(program, "the program")
     if problem:
-        return SandboxResult("error", None, "", f"[sandbox] {problem}", 0.0, level, marker, uid, verdict)
+        return SandboxResult("error", None, "", f"[sandbox] {problem}", 0.0, level, marker, None, verdict)
+    try:
+        uid = uids.fresh_pair() if level.uid_dropped else None
+    except OSError as exc:
+        return SandboxResult("error", None, "", f"[sandbox] no fresh uid for the run: {exc}", 0.0, level, marker, None, verdict)
     source = program.encode("utf-8")
     nonce = secrets.token_bytes(16)
     from pytest_ftmodel.sandbox.kernel import seccomp_filter
@@ -248,13 +242,14 @@ def _run(
             os.chown(scratch, uid, uid)
         workdir = scratch
         tmpfs_mb = 0
+    shm_mb = max(min(memory_mb // 8, 64), 1)
     config: dict[str, object] = {
         "namespaces": int(level.level == "namespaces"),
         "mode": mode,
         "workdir": workdir,
         "uid": uid,
         "tmpfs_mb": tmpfs_mb,
-        "shm_mb": max(min(memory_mb // 8, 64), 1),
+        "shm_mb": shm_mb,
         "cpu_seconds": max(1, int(timeout + 0.999)),
         "memory_mb": memory_mb,
         "file_size_mb": file_size_mb,
@@ -262,18 +257,34 @@ def _run(
         "processes": max_processes,
         "seccomp": bpf,
     }
+    group = groups = None
+    if level.cgroup:
+        from pytest_ftmodel.sandbox.kernel import cgroups
+
+        groups = cgroups()[0]
+        if groups is not None:
+            try:  # the run's processes together: its memory limit plus its /tmp and /dev/shm caps
+                group = groups.create(memory_mb + tmpfs_mb + shm_mb, max_processes + 2)
+            except OSError as exc:
+                if scratch:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                return SandboxResult("error", None, "", f"[sandbox] could not make the run's cgroup: {exc}", 0.0, level, marker, uid, verdict)
     pipes = [os.pipe() for _ in range(5)]  # stdout, stderr, program, judge, result
     (out_r, out_w), (err_r, err_w), (program_r, program_w), (judge_r, judge_w), (result_r, result_w) = pipes
-    ends = (out_w, err_w, program_r, judge_r, result_w)  # the child's
+    ends: tuple[int, ...] = (out_w, err_w, program_r, judge_r, result_w)  # the child's
     start = time.monotonic()
     child: forkserver.Forked | forkserver.Spawned
     try:
+        if group is not None:
+            ends += tuple(group.open_procs())  # the run's PID 1 joins its cgroup through these
         child = forkserver.fork(config, marker, ends) if level.forked else forkserver.spawn(config, marker, ends, workdir)
     except OSError as exc:
         for fd in (out_r, err_r, program_w, judge_w, result_r):
             os.close(fd)
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+        if group is not None and groups is not None:
+            groups.release(group)
         return SandboxResult("error", None, "", f"[sandbox] could not start: {exc}", 0.0, level, marker, uid, verdict)
     finally:
         for fd in ends:
@@ -290,6 +301,12 @@ def _run(
     survivors = _sweep(uid, marker) if not level.pid_namespace or child.lost else 0
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)
+        if uid is not None:
+            uids.remove_leftovers(uid)
+    out_of_memory = False
+    if group is not None and groups is not None:
+        out_of_memory = group.oom_killed()
+        groups.release(group)
     duration = time.monotonic() - start
 
     stderr = err.decode("utf-8", "replace")
@@ -301,6 +318,9 @@ def _run(
         stderr += f"\n[sandbox] {survivors} process(es) outlived the run and were killed"
     elif not level.forked and returncode == LEFT_BEHIND:  # the process level's supervisor killed some
         status = "error"
+    elif out_of_memory and result != nonce:  # the kernel killed one of its processes: the run's memory was spent
+        status = "memory"
+        stderr += "\n[sandbox] the run's processes together reached its memory limit"
     elif timed_out or (returncode in _CPU_KILLED and result != nonce):
         status = "timeout"
     elif result == b"memory":

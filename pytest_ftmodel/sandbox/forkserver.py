@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from pytest_ftmodel.sandbox import isolation
@@ -246,10 +247,15 @@ class Spawned:
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
         self.lost = False
-        self.cpu_seconds: float | None = None  # not measured at the process level
+        self.cpu_seconds: float | None = None  # the whole run's: the supervisor reaps every process of it
 
     def finished(self) -> bool:
-        return self.proc.poll() is not None
+        if self.proc.returncode is not None:
+            return True
+        try:  # without reaping it: its resource use is read when it is reaped, in wait()
+            return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
 
     def kill(self) -> None:
         try:
@@ -258,18 +264,30 @@ class Spawned:
             pass
 
     def wait(self, timeout: float) -> int | None:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        until = time.monotonic() + timeout
+        while self.proc.returncode is None:
+            try:
+                pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self.proc.wait()
+            if pid:
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                self.cpu_seconds = usage.ru_utime + usage.ru_stime
+                break
+            if time.monotonic() >= until:
+                return None
+            time.sleep(0.002)
+        return self.proc.returncode
 
     def release(self) -> None:
         pass
 
 
 def spawn(config: dict[str, object], marker: str, ends: tuple[int, ...], workdir: str) -> Spawned:
-    out_w, err_w, program_r, judge_r, result_w = ends
-    args = {**config, "program_fd": program_r, "judge_fd": judge_r, "result_fd": result_w}
+    out_w, err_w, program_r, judge_r, result_w = ends[:5]
+    cgroup_fds = ends[5:]
+    args = {**config, "program_fd": program_r, "judge_fd": judge_r, "result_fd": result_w,
+            "cgroup_fds": ",".join(map(str, cgroup_fds)) or None}
     command, source_fd = harness_command()
     try:
         proc = subprocess.Popen(
@@ -279,7 +297,7 @@ def spawn(config: dict[str, object], marker: str, ends: tuple[int, ...], workdir
             stderr=err_w,
             cwd=workdir,
             env=environment(workdir, marker),
-            pass_fds=(program_r, judge_r, result_w, source_fd),
+            pass_fds=(program_r, judge_r, result_w, source_fd, *cgroup_fds),
             start_new_session=True,
         )
     finally:

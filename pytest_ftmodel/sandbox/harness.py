@@ -85,7 +85,7 @@ def _call(name, *args):
 
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
-MS_REC, MS_PRIVATE = 0x4000, 0x40000
+MS_MOVE, MS_REC, MS_PRIVATE = 0x2000, 0x4000, 0x40000
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
 _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
@@ -100,7 +100,8 @@ def _mount(source, target, fstype, flags, options):
 
 def _bind_sources():
     """What programs see of the host: ``/usr`` (the system's libraries and tools), the interpreter's
-    prefix when it lives elsewhere, and ``/lib*`` where they are real directories, not links."""
+    prefix when it lives elsewhere, a virtual environment's ``bin`` and ``pyvenv.cfg``, and ``/lib*``
+    where they are real directories, not links."""
     wanted = ["/usr"]
     for top in ("/lib", "/lib64", "/lib32", "/bin", "/sbin"):
         if os.path.isdir(top) and not os.path.islink(top):
@@ -109,6 +110,11 @@ def _bind_sources():
         real = os.path.realpath(prefix)
         if os.path.isdir(real) and real != "/":
             wanted.append(real)
+    venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
+    if os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
+        # a virtual environment (-S leaves sys.prefix at the base): its bin/ and pyvenv.cfg only,
+        # so its interpreter runs as here, and its site-packages (nothing a program needs) stay out
+        wanted += [os.path.join(venv, "bin"), os.path.join(venv, "pyvenv.cfg")]
     chosen = []
     for path in sorted(set(wanted), key=len):
         if not any(path == c or path.startswith(c + "/") for c in chosen):
@@ -129,14 +135,19 @@ def _read_only_bind(source, target):
 def _minimal_root(own_proc):
     """Move this process into a mount namespace whose root holds only read-only binds of what the
     interpreter needs, empty mount points and /dev's harmless nodes (bubblewrap's way: a tmpfs,
-    binds into it, ``pivot_root(".", ".")``, the old root detached, the new one made read-only)."""
+    binds into it, ``pivot_root(".", ".")``, the old root detached, the new one made read-only;
+    where pivot_root is refused, switch_root's: the new root moved over ``/``, and ``chroot``)."""
     _call("unshare", CLONE_NEWNS)
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None)  # nothing we mount reaches the host
     base = "/tmp"
     _mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
     for path in _bind_sources():
         target = base + path
-        os.makedirs(target, mode=0o755, exist_ok=True)
+        if os.path.isdir(path):
+            os.makedirs(target, mode=0o755, exist_ok=True)
+        else:  # a file is bound onto an empty file
+            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
         _read_only_bind(path, target)
     for name in os.listdir("/"):  # /bin -> usr/bin and the like
         if os.path.islink("/" + name):
@@ -154,8 +165,15 @@ def _minimal_root(own_proc):
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{base}/dev/{name}")
     os.chdir(base)
-    _call("syscall", _PIVOT_ROOT[os.uname().machine], b".", b".")
-    _call("umount2", b".", 2)  # MNT_DETACH: the old root, stacked on the new one, goes
+    try:
+        _call("syscall", _PIVOT_ROOT[os.uname().machine], b".", b".")
+        _call("umount2", b".", 2)  # MNT_DETACH: the old root, stacked on the new one, goes
+    except (OSError, KeyError):
+        # pivot_root refused (an initramfs root cannot be pivoted away from) or unknown here: the
+        # switch_root way instead, the new root moved over the old one (which it hides) and chroot'ed
+        # into; programs can neither chroot nor mount (no capability, seccomp), so nothing leads back
+        _mount(".", "/", None, MS_MOVE, None)
+        _call("chroot", b".")
     os.chdir("/")
     _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
 
@@ -611,6 +629,7 @@ def _supervise(cfg):
     inherits every descendant orphaned on the way (double forks, ``setsid`` daemons, programs
     exec'd with an empty environment), and when the run ends it kills them all: nothing here trusts
     what a descendant's environment says."""
+    _join_cgroup(str(cfg.get("cgroup_fds", "none")).split(","))
     _call("prctl", 36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     pid = os.fork()
     if pid == 0:
@@ -660,13 +679,28 @@ def _kill_descendants():
 # ---- the fork server --------------------------------------------------------------------------
 
 _RUN_FDS = 5  # stdout, stderr, program, judge and result pipes, in that order
+_CGROUP_FDS = 3  # at most: the run's cgroup.procs in each hierarchy (v1: memory, pids, cpu)
+
+
+def _join_cgroup(fds):
+    """Move this process into the run's cgroup through its ``cgroup.procs`` descriptors (one per
+    hierarchy), before anything of the program runs: every process it starts is counted there."""
+    for fd in fds:
+        if fd and fd != "none":
+            os.write(int(fd), b"0")
+            os.close(int(fd))
 
 
 def _child(request, fds, inherited):
     """In the forked child (PID 1 of a fresh PID namespace): become one run's sandbox and run it."""
     for fd in inherited:
         os.close(fd)  # nothing of the server's socket reaches the program
-    stdout_w, stderr_w, program_r, judge_r, result_w = fds
+    stdout_w, stderr_w, program_r, judge_r, result_w = fds[:_RUN_FDS]
+    try:
+        _join_cgroup(fds[_RUN_FDS:])
+    except OSError as exc:
+        os.write(stderr_w, f"[sandbox] could not join the run's cgroup: {exc}".encode())
+        os._exit(1)
     os.dup2(stdout_w, 1)
     os.dup2(stderr_w, 2)
     os.close(stdout_w)
@@ -719,7 +753,7 @@ def _await_child(sock, pid, select):
 
 def _receive_request(sock, _socket):
     """One request and the descriptors attached to it (socket.recv_fds without the socket module)."""
-    request, ancillary, _, _ = sock.recvmsg(1 << 16, _socket.CMSG_LEN(4 * _RUN_FDS))
+    request, ancillary, _, _ = sock.recvmsg(1 << 16, _socket.CMSG_LEN(4 * (_RUN_FDS + _CGROUP_FDS)))
     fds = []
     for level, kind, data in ancillary:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
@@ -755,8 +789,8 @@ def serve(sock_fd, own_proc=False):
         if not request:
             return
         try:
-            if len(fds) != _RUN_FDS:
-                raise OSError(f"expected {_RUN_FDS} descriptors, got {len(fds)}")
+            if not _RUN_FDS <= len(fds) <= _RUN_FDS + _CGROUP_FDS:
+                raise OSError(f"expected {_RUN_FDS} descriptors (and the run's cgroups'), got {len(fds)}")
             _call("unshare", CLONE_NEWPID)  # the next child is PID 1 of a fresh PID namespace
             try:
                 pid = os.fork()

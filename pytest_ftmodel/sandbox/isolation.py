@@ -29,6 +29,7 @@ class Isolation:
     minimal_root: bool = False  # a read-only root holding /usr and the interpreter's prefix only
     capabilities_dropped: bool = False
     seccomp: bool = False
+    cgroup: str = ""  # "v1" or "v2": each run in a cgroup of its own (memory, pids, CPU for the whole run)
     note: str = ""
 
     def __str__(self) -> str:
@@ -48,6 +49,8 @@ class Isolation:
         else:
             parts.append("same uid as pytest")
         parts.append("seccomp filter" if self.seccomp else "no seccomp filter")
+        if self.cgroup:
+            parts.append(f"own cgroup {self.cgroup} per run")
         parts.append("forked from a pristine interpreter" if self.forked else "fresh interpreter")
         return ", ".join(parts) + (f" ({self.note})" if self.note else "")
 
@@ -71,25 +74,30 @@ _probe_lock = threading.Lock()
 _probed: dict[bool, Isolation] = {}
 
 
-def namespace_level(root: bool) -> Isolation:
-    from pytest_ftmodel.sandbox.kernel import cgroup_note, seccomp_filter
+def _kernel_parts(root: bool) -> tuple[bool, str, list[str]]:
+    """(seccomp, cgroup version or "", notes saying why either is missing)."""
+    from pytest_ftmodel.sandbox.kernel import NO_CGROUP_WITHOUT_ROOT, cgroups, seccomp_filter
 
     bpf, seccomp_note = seccomp_filter()
-    notes = [n for n in ((seccomp_note if bpf is None else ""), cgroup_note()) if n]
+    groups, cgroup_note = cgroups() if root else (None, NO_CGROUP_WITHOUT_ROOT)
+    notes = [n for n in ((seccomp_note if bpf is None else ""), cgroup_note) if n]
+    return bpf is not None, f"v{groups.version}" if groups else "", notes
+
+
+def namespace_level(root: bool) -> Isolation:
+    seccomp, cgroup, notes = _kernel_parts(root)
     return Isolation(
         "namespaces", network=True, pid_namespace=True, private_tmp=True, uid_dropped=root, forked=True,
-        ipc_namespace=True, minimal_root=True, capabilities_dropped=True, seccomp=bpf is not None, note="; ".join(notes),
+        ipc_namespace=True, minimal_root=True, capabilities_dropped=True, seccomp=seccomp, cgroup=cgroup,
+        note="; ".join(notes),
     )
 
 
 def process_level(root: bool, note: str) -> Isolation:
-    from pytest_ftmodel.sandbox.kernel import seccomp_filter
-
-    bpf, seccomp_note = seccomp_filter()
-    notes = [n for n in (note, seccomp_note if bpf is None else "") if n]
+    seccomp, cgroup, notes = _kernel_parts(root)
     return Isolation(
         "process", network=False, pid_namespace=False, private_tmp=False, uid_dropped=root,
-        capabilities_dropped=root, seccomp=bpf is not None, note="; ".join(notes),
+        capabilities_dropped=root, seccomp=seccomp, cgroup=cgroup, note="; ".join(n for n in (note, *notes) if n),
     )
 
 
