@@ -156,8 +156,13 @@ RECORDED = Path(__file__).parent / "data" / "served"
 @pytest.mark.parametrize("path", sorted(RECORDED.glob("*.json")) if RECORDED.is_dir() else [], ids=lambda p: p.name)
 def test_recorded_responses_parse(path: Path) -> None:
     """Every response recorded from a real server parses into log-probabilities with a null first."""
-    response = json.loads(path.read_text())
-    body = response.get("response", response) if isinstance(response, dict) else response
-    got = parse_echo(body) or parse_prompt_logprobs(body)
-    assert got is not None and len(got) >= 1 and got.logprobs[0] is None
-    assert all(isinstance(v, float) and v <= 1e-6 for v in got.logprobs[1:])
+    recorded = json.loads(path.read_text())
+    if "data" in recorded:  # /v1/models
+        assert recorded["data"] and all(isinstance(m.get("id"), str) for m in recorded["data"])
+        return
+    # one response, or a recording of several exchanges ({"records": [{"response": ...}, ...]})
+    bodies = [r["response"] for r in recorded["records"]] if "records" in recorded else [recorded.get("response", recorded)]
+    for body in bodies:
+        got = parse_echo(body) or parse_prompt_logprobs(body)
+        assert got is not None and len(got) >= 1 and got.logprobs[0] is None
+        assert all(isinstance(v, float) and v <= 1e-6 for v in got.logprobs[1:])
