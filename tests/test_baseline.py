@@ -357,3 +357,37 @@ def test_the_file_names_tests_relative_to_its_own_folder(tmp_path: Path) -> None
     assert store.relative_test("suite/test_a.py::test_x[1]", root, root / "suite") == "test_a.py::test_x[1]"
     assert store.relative_test("suite/test_a.py::test_x", root / "", root) == "suite/test_a.py::test_x"
     assert store.relative_test("test_a.py::t", root / "proj", root) == "proj/test_a.py::t"
+
+
+def test_each_kind_gives_the_per_item_values_it_is_compared_on() -> None:
+    from pytest_ftmodel.human import ABResult, HumanScores
+    from pytest_ftmodel.metrics.code import CodeResult, ProblemResult, Sample, pass_at_k
+    from pytest_ftmodel.metrics.text import ClassificationItem, ClassificationResult
+
+    scored = tuple(
+        {"id": f"q{i}", "prompt": f"p{i}", "expected": "e", "generated": "g", "scores": {"accuracy": 1 + i, "fluency": 5 - i}, "notes": ""}
+        for i in range(4)
+    )
+    human = HumanScores(Path("sheet.json"), "fp", 4, 4, {"accuracy": 2.5, "fluency": 3.5}, scored[:3], items=scored)
+    items, details = describe_result(human, "human fluency")
+    assert details["compare_kind"] == "ordinal" and [i["value"] for i in items] == [5, 4, 3, 2]  # every item, this criterion
+
+    ab = ABResult(3, 1, 1, 0.75, (0.2, 0.99), 0.6, ("ana",), None, None, items=(
+        {"id": "a", "prompt": "p1", "expected": None, "model": 2, "base": 0, "tie": 0},
+        {"id": "b", "prompt": "p2", "expected": None, "model": 1, "base": 1, "tie": 0},
+        {"id": "c", "prompt": "p3", "expected": None, "model": 0, "base": 0, "tie": 1},  # only tied: not an item
+    ))
+    items, details = describe_result(ab, "A/B win rate")
+    assert details["compare_kind"] == "continuous" and [i["value"] for i in items] == [1.0, 0.5]
+
+    problems = tuple(ProblemResult(f"t{i}", tuple(Sample("x", "passed" if j < i else "failed", "") for j in range(4)), f"prompt {i}", "test") for i in range(5))
+    code = CodeResult({2: 0.5}, {2: (0.1, 0.9)}, problems, 4, "process")
+    items, details = describe_result(code, "pass@2")
+    assert details["compare_kind"] == "continuous" and [i["compare"] for i in items] == [pass_at_k(4, i, 2) for i in range(5)]
+    one = CodeResult({1: 0.4}, {1: (0.1, 0.9)}, tuple(ProblemResult(p.task_id, p.samples[:1], p.prompt) for p in problems), 1, "process")
+    assert describe_result(one, "pass@1")[1]["compare_kind"] == "binary"
+
+    cls = ClassificationResult(0.5, 0.4, {}, (), (), 0, (0.1, 0.9), (ClassificationItem(0, "p", "positive", "positive", "positive"), ClassificationItem(1, "q", "negative", "x", None)))
+    items, details = describe_result(cls, "accuracy")
+    assert details["compare_kind"] == "binary" and [i["value"] for i in items] == [1.0, 0.0]
+    assert "compare_kind" not in describe_result(cls, "macro_f1")[1]  # not a mean over items: recorded, not compared

@@ -66,8 +66,10 @@ class MetricRecord:
     """One judged figure: what was measured, against which bar, on how many items.
 
     ``items`` are per-item values (each a dict with at least ``value``; texts cut to
-    :data:`TEXT_LIMIT`), ``details`` the figures a plot needs (``kind`` says which), ``baseline``
-    is reserved for a comparison with a stored baseline (value, delta, interval, margin, verdict).
+    :data:`TEXT_LIMIT`; an ``id``, a content hash, where the figure can be compared per item), ``details``
+    the figures a plot needs (``kind`` says which; ``compare_kind`` how it is compared with a baseline),
+    ``baseline`` the comparison with the baseline file (verdict, figures, interval, p-value, margin,
+    the items that got worse; see :mod:`pytest_ftmodel.baseline.gate`), None when no file is in use.
     """
 
     name: str
