@@ -1,7 +1,10 @@
-"""The fixtures load the checkpoint once, in eval mode, with a fingerprint."""
+"""The fixtures give the checkpoint that --model names, identified by a fingerprint of its files."""
 
 
 def test_model_loads(ftmodel):
+    # The fixture loads the checkpoint (in eval mode) the first time. Once these very files have
+    # loaded, with the cache on, it loads them only when a test needs more than cached scores and
+    # answers: a warm run whose results are all cached never loads the model.
     assert len(ftmodel.fingerprint) == 16
     if ftmodel.kind != "served":  # a served model's weights live on the server
         assert not ftmodel.model.training

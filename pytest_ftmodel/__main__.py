@@ -1,6 +1,6 @@
 """Command line of pytest-ftmodel.
 
-  demo DIR      build the tiny demo base and fine-tuned models
+  demo DIR      build the tiny demo base, fine-tuned and regressed models
   review SHEET  score the items of an evaluation sheet, in the terminal or (--web) in the browser
   ab SHEET      judge the blinded A/B comparisons of an A/B sheet, in the terminal or the browser
 
@@ -24,6 +24,7 @@ def _demo(args: argparse.Namespace) -> int:
         pair = build_demo(family, args.dir)
         print(f"{family}/base:      {pair.base}")
         print(f"{family}/finetuned: {pair.finetuned}")
+        print(f"{family}/regressed: {pair.regressed}  (under-trained: worse per item, above every bar)")
     print(f"data:           {pair.data}")
     print(f"\nrun: pytest example_suite --model {args.dir}/{families[0]}/finetuned --base-model {args.dir}/{families[0]}/base")
     return 0
@@ -254,7 +255,7 @@ def _web_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="build the tiny demo base and fine-tuned models into DIR and print their paths")
+    demo = sub.add_parser("demo", help="build the tiny demo base, fine-tuned and regressed models into DIR and print their paths")
     demo.add_argument("dir", metavar="DIR", help="folder to build into (created if missing)")
     demo.add_argument("--family", choices=("byte", "bpe", "all"), default="all", help="tokenizer family (default: all)")
     demo.set_defaults(func=_demo)

@@ -1,4 +1,4 @@
-"""On-disk store of generated answers, keyed by model fingerprint + prompt + every setting.
+"""On-disk store of generated answers and per-item scores, keyed by model fingerprint + item + every setting.
 
 One small JSON file per entry, written to a temporary name and renamed into place, so several
 pytest-xdist workers (or CI jobs sharing a directory) can write at once without losing or tearing an
@@ -14,7 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pytest_ftmodel._stack import SessionStack
 
@@ -41,8 +41,8 @@ def entry_key(fingerprint: str, prompt: str, settings: dict[str, Any]) -> str:
 
 
 @dataclass
-class GenerationCache:
-    """Cached generations under ``root``; counts its hits and misses."""
+class _Store:
+    """One JSON file per entry under ``root/<folder>``; counts hits, misses and untrusted files."""
 
     root: Path
     hits: int = 0
@@ -50,10 +50,13 @@ class GenerationCache:
     rebuilt: int = 0
     _warned: set[str] = field(default_factory=set, repr=False)
 
-    def _path(self, key: str) -> Path:
-        return self.root / "generations" / key[:2] / f"{key}.json"
+    folder = "entries"
+    what = "cache"
 
-    def get(self, key: str) -> list[str] | None:
+    def _path(self, key: str) -> Path:
+        return self.root / self.folder / key[:2] / f"{key}.json"
+
+    def _read(self, key: str, field_: str, valid: Callable[[Any], bool]) -> Any:
         path = self._path(key)
         try:
             raw = path.read_text(encoding="utf-8")
@@ -65,41 +68,110 @@ class GenerationCache:
             return None
         try:
             data = json.loads(raw)
-            ok = (
-                isinstance(data, dict)
-                and data.get("format") == FORMAT
-                and data.get("key") == key
-                and isinstance(data.get("outputs"), list)
-                and all(isinstance(o, str) for o in data["outputs"])
-            )
+            ok = isinstance(data, dict) and data.get("format") == FORMAT and data.get("key") == key and valid(data.get(field_))
         except ValueError:
             ok = False
         if not ok:
             self._distrust(path, "corrupt or written for another key")
             return None
         self.hits += 1
-        return list(data["outputs"])
+        return data[field_]
 
     def _distrust(self, path: Path, why: str) -> None:
         self.misses += 1
         self.rebuilt += 1
         if str(path) not in self._warned:
             self._warned.add(str(path))
-            warnings.warn(f"ignoring generation cache file {path}: {why}; it will be rebuilt", CacheWarning, stacklevel=4)
+            warnings.warn(f"ignoring {self.what} file {path}: {why}; it will be rebuilt", CacheWarning, stacklevel=5)
 
-    def put(self, key: str, outputs: list[str]) -> None:
+    def _write(self, key: str, field_: str, value: Any) -> None:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(outputs)}.tmp")
-            tmp.write_text(json.dumps({"format": FORMAT, "key": key, "outputs": outputs}, ensure_ascii=False), encoding="utf-8")
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(value)}.tmp")
+            tmp.write_text(json.dumps({"format": FORMAT, "key": key, field_: value}, ensure_ascii=False), encoding="utf-8")
             os.replace(tmp, path)
-        except OSError as exc:  # a read-only cache only costs regeneration
-            warnings.warn(f"cannot write generation cache under {self.root}: {exc.strerror or exc}", CacheWarning, stacklevel=3)
+        except OSError as exc:  # a read-only cache only costs recomputation
+            warnings.warn(f"cannot write {self.what} under {self.root}: {exc.strerror or exc}", CacheWarning, stacklevel=4)
+
+    def counts(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "rebuilt": self.rebuilt}
+
+    def add_counts(self, counts: dict[str, int]) -> None:
+        self.hits += counts.get("hits", 0)
+        self.misses += counts.get("misses", 0)
+        self.rebuilt += counts.get("rebuilt", 0)
 
     def summary(self) -> str:
         extra = f", {self.rebuilt} untrusted file(s) rebuilt" if self.rebuilt else ""
-        return f"generation cache: {self.hits} hits, {self.misses} misses{extra} ({self.root})"
+        return f"{self.what}: {self.hits} hits, {self.misses} misses{extra} ({self.root})"
+
+
+def _is_score(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("nll"), float)
+        and all(isinstance(value.get(k), int) and not isinstance(value.get(k), bool) for k in ("n_tokens", "n_bytes", "n_words"))
+        and isinstance(value.get("text"), str)
+    )
+
+
+@dataclass
+class ScoreCache(_Store):
+    """Cached per-item scores (summed NLL, token count, the scored text) under ``root/scores``."""
+
+    folder = "scores"
+    what = "score cache"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        found = self._read(key, "score", _is_score)
+        return dict(found) if found is not None else None
+
+    def put(self, key: str, score: dict[str, Any]) -> None:
+        self._write(key, "score", score)
+
+
+@dataclass
+class GenerationCache(_Store):
+    """Cached generations under ``root``; counts its hits and misses. Its :attr:`scores` are the
+    per-item scores cached beside them, and it remembers which models loaded (see
+    :func:`~pytest_ftmodel.model.load_or_defer`)."""
+
+    scores: ScoreCache = field(init=False, repr=False)
+
+    folder = "generations"
+    what = "generation cache"
+
+    def __post_init__(self) -> None:
+        self.scores = ScoreCache(self.root)
+
+    def get(self, key: str) -> list[str] | None:
+        found = self._read(key, "outputs", lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v))
+        return list(found) if found is not None else None
+
+    def put(self, key: str, outputs: list[str]) -> None:
+        self._write(key, "outputs", outputs)
+
+    def recall_load(self, key: str) -> dict[str, str] | None:
+        """What a model that loaded earlier under ``key`` gave (device, dtype), or None. A missing or
+        unreadable record only means loading the model now."""
+        try:
+            data = json.loads((self.root / "models" / f"{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if isinstance(data, dict) and data.get("key") == key and isinstance(data.get("device"), str) and isinstance(data.get("dtype"), str):
+            return {"device": data["device"], "dtype": data["dtype"]}
+        return None
+
+    def remember_load(self, key: str, info: dict[str, str]) -> None:
+        path = self.root / "models" / f"{key}.json"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"key": key, **info}), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:
+            pass  # not remembered: the next run loads the model again
 
 
 _caches: SessionStack[GenerationCache | None] = SessionStack(None)

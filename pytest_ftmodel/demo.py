@@ -9,13 +9,14 @@ Two tokenizer families, because users have both:
 
 For each family a *base* model is trained briefly on plain sentences (documents between start and
 end tokens), and a *fine-tuned* model is the base trained further on the instruction data (summaries,
-sentiment labels, small Python functions) the usual way: through the chat template where the
+sentiment labels, small Python functions) the usual way (a *regressed* twin is the same run saved
+before its end: under-trained, worse item by item, yet above every bar of the example suite): through the chat template where the
 tokenizer has one, else as TRL's SFT trainer reads a text: ``tokenizer(instruction + "\\n" + output)``
 (no start token in front for the GPT-2 style) and EOS. Builds are deterministic
 and cached under ``cache_root()/demo/<hash>``, the hash covering this module's source, the data and
 the library versions.
 
-``python -m pytest_ftmodel demo DIR`` builds the pair into DIR and prints their paths.
+``python -m pytest_ftmodel demo DIR`` builds the models into DIR and prints their paths.
 """
 
 from __future__ import annotations
@@ -171,6 +172,8 @@ class Recipe:
     batch_size: int = 8
     lr: float = 5e-3
     eval_every: int = 50
+    #: the under-trained "regressed" variant: the same fine-tuning run, saved after this many steps
+    regressed_steps: int = 250
     #: weight of the prompt's tokens in the fine-tuning loss (1: the whole text; 0: the answer only)
     prompt_weight: float = 1.0
 
@@ -197,6 +200,13 @@ class DemoPair:
     base: Path
     finetuned: Path
     data: Path
+
+    @property
+    def regressed(self) -> Path:
+        """The fine-tuned model's under-trained twin: the same run saved early (``regressed_steps``),
+        worse item by item while it still clears every absolute bar of the example suite, as a
+        checkpoint that a regression gate, not a fixed bar, must stop."""
+        return self.finetuned.parent / "regressed"
 
 
 def _build_tokenizer(family: str) -> Any:
@@ -351,11 +361,13 @@ def train(
     prompt_lengths: list[int] | None = None,
     eval_prompt_lengths: list[int] | None = None,
     prompt_weight: float = 0.0,
+    snapshots: dict[int, Callable[[list[dict[str, Any]]], None]] | None = None,
 ) -> list[dict[str, Any]]:
     """A plain AdamW loop with linear decay; returns a transformers-style ``log_history``.
 
     ``prompt_lengths``: leading tokens of each sequence whose loss is weighted ``prompt_weight``
-    (0: completion-only loss). ``report(step, loss)`` is called at every quarter of the steps."""
+    (0: completion-only loss). ``report(step, loss)`` is called at every quarter of the steps.
+    ``snapshots={step: save}`` calls ``save(history so far)`` after that step, the model in eval mode."""
     import torch
 
     torch.manual_seed(seed)
@@ -391,6 +403,10 @@ def train(
             model.eval()
             history.append({"epoch": epoch, "step": step, "eval_loss": round(_mean_loss(model, eval_seqs, pad_id, recipe.context, eval_prompt_lengths), 6)})
             model.train()
+        if snapshots and step in snapshots:
+            model.eval()
+            snapshots[step](list(history))
+            model.train()
     model.eval()
     return history
 
@@ -418,11 +434,11 @@ def say(message: str) -> None:
 
 
 def _build_family(family: str, out: Path) -> None:
-    """Train and save ``out/base`` and ``out/finetuned`` for one tokenizer family."""
+    """Train and save ``out/base``, ``out/finetuned`` and ``out/regressed`` for one tokenizer family."""
     import copy
 
     started = time.monotonic()
-    say(f"building the {family} demo models (base, then fine-tuned), once: about 15 s of CPU")
+    say(f"building the {family} demo models (base, then fine-tuned and its regressed twin), once: about 15 s of CPU")
     recipe = RECIPES[family]
     tokenizer = _build_tokenizer(family)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -447,6 +463,8 @@ def _build_family(family: str, out: Path) -> None:
             prompt_lengths=[prompt_length(tokenizer, r) for r in data["train"]],
             eval_prompt_lengths=[prompt_length(tokenizer, r) for r in data["val"]],
             prompt_weight=recipe.prompt_weight,
+            # saved on the way, so the variant costs a save, not a training run
+            snapshots={recipe.regressed_steps: lambda early: _save(tuned, tokenizer, out / "regressed", early)},
         )
         _save(tuned, tokenizer, out / "finetuned", history)
     say(f"{family} demo models built in {time.monotonic() - started:.0f} s")
@@ -468,13 +486,14 @@ def _threads(n: int) -> Iterator[None]:
 
 def recipe_hash() -> str:
     """Changes whenever the recipe, the data, this module or the library versions change."""
-    import tokenizers
-    import torch
-    import transformers
+    from importlib import metadata
 
+    # the installed versions, read without importing the packages: a run that only reuses the cached
+    # models (the example suite, warm) never pays for importing torch
+    versions = "|".join(metadata.version(name) for name in ("torch", "transformers", "tokenizers"))
     digest = hashlib.sha256(Path(__file__).read_bytes())
     digest.update(json.dumps(demo_data(), sort_keys=True).encode())
-    digest.update(f"{torch.__version__}|{transformers.__version__}|{tokenizers.__version__}".encode())
+    digest.update(versions.encode())
     return digest.hexdigest()[:12]
 
 

@@ -211,21 +211,20 @@ def generate(
         raise ValueError(f"cache={cache!r}: pass 'auto', None or a GenerationCache")
     store = active_cache() if isinstance(cache, str) else cache
     served = is_served(model)
-    use_chat = model.uses_chat(chat) if served else uses_chat(model.tokenizer, chat)
-    context = model.context_length
     samples = 1 if temperature == 0 else n
+    # The key is made without loading the model: what the tokenizer and config make of a setting
+    # (chat="auto": the template or not; the context; the effective max_new_tokens) is a function of
+    # their files, which the fingerprint covers, so the requested setting keys an answer.
     settings = {
-        # the requested max_new_tokens keys an answer: the effective one is a function of it, the
-        # prompt, the tokenizer (in the fingerprint) and the context, all in the key
         "max_new_tokens": max_new_tokens,
         "temperature": float(temperature),
         "top_p": float(top_p) if temperature > 0 else 1.0,
         "samples": samples,
         "seed": int(seed) if temperature > 0 else 0,
         "stop": stop,
-        "chat": use_chat,
-        "context": context,
+        "chat": chat if chat == "auto" else bool(chat),
         "prompt_rule": PROMPT_RULE,  # answers made under an older prompt rule are not reused
+        **getattr(model, "numerics", {}),  # the device's kind and the dtype change greedy answers too
     }
 
     answers: list[list[str] | None] = [None] * len(prompts)
@@ -238,6 +237,8 @@ def generate(
     todo = [i for i, a in enumerate(answers) if a is None]
     if todo and served:  # a served model: the same requests, answered over HTTP
         from pytest_ftmodel.served.model import complete
+
+        use_chat = model.uses_chat(chat)
 
         jobs_served = [(i, s) for i in todo for s in range(samples)]
         bar = progress("generating answers", len(jobs_served))
@@ -254,6 +255,8 @@ def generate(
                 store.put(keys[i], texts[k * samples : (k + 1) * samples])
         todo = []
     if todo:
+        use_chat = uses_chat(model.tokenizer, chat)
+        context = model.context_length
         jobs: list[tuple[int, int, list[int]]] = []  # (prompt index, sample index, ids)
         truncated = 0
         # a prompt that fills the context keeps this many tokens: room for up to half the context of answer

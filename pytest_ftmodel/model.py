@@ -12,9 +12,8 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, Callable, Iterator, Mapping, Union
 
 from pytest_ftmodel.errors import ModelLoadError, ModelPathError
 
@@ -178,27 +177,122 @@ def fingerprint(path: str | os.PathLike[str], *, extra: str = "") -> str:
     return digest.hexdigest()[:16]
 
 
-@dataclass
 class FTModel:
-    """A loaded model with what evaluation needs to know about it."""
+    """A loaded model with what evaluation needs to know about it.
 
-    model: Any = field(repr=False)
-    tokenizer: Any = field(repr=False)
-    path: Path
-    device: str
-    dtype: str
-    fingerprint: str
-    kind: str = "checkpoint"
-    base_path: Path | None = None
-    #: where each module lives when the model is spread over devices (accelerate's map), else None;
-    #: ``device`` is then the device of the input embeddings, where inputs go
-    device_map: dict[str, Any] | None = None
-    #: results computed for this model during the session, keyed by the request (see metrics)
-    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    ``model`` and ``tokenizer`` may also be loaded on first use (:meth:`deferred`): the pytest
+    fixtures do so when this exact checkpoint loaded before under the same settings, so that a run
+    whose scores and answers all come from the cache never loads the weights, nor transformers.
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        tokenizer: Any = None,
+        path: str | os.PathLike[str] = ".",
+        device: str = "cpu",
+        dtype: str = "float32",
+        fingerprint: str = "",
+        kind: str = "checkpoint",
+        base_path: Path | None = None,
+        memo: dict[Any, Any] | None = None,
+        *,
+        loader: Callable[[], FTModel] | None = None,
+        device_map: dict[str, Any] | None = None,
+    ) -> None:
+        self._model = model
+        self._tokenizer = tokenizer
+        self.path = Path(path)
+        self.device = device
+        self.dtype = dtype
+        self.fingerprint = fingerprint
+        self.kind = kind
+        self.base_path = base_path
+        #: results computed for this model during the session, keyed by the request (see metrics)
+        self.memo: dict[Any, Any] = {} if memo is None else memo
+        self._loader = loader
+        self._load_error: ModelLoadError | None = None
+        #: where each module lives when the model is spread over devices (accelerate's map), else None;
+        #: ``device`` is then the device of the input embeddings, where inputs go
+        self.device_map = device_map
+
+    @classmethod
+    def deferred(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        device: str,
+        dtype: str,
+        fingerprint: str,
+        kind: str,
+        base_path: Path | None,
+        loader: Callable[[], FTModel],
+    ) -> FTModel:
+        """A model that calls ``loader`` on first use of ``model``, ``tokenizer`` or ``context_length``.
+
+        ``device`` and ``dtype`` are those the loader is expected to give; the loaded model must have
+        ``fingerprint``, else the files changed under the run and using it is refused."""
+        return cls(None, None, path, device, dtype, fingerprint, kind, base_path, loader=loader)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights and tokenizer are in memory."""
+        return self._loader is None
+
+    def _load(self) -> None:
+        if self._load_error is not None:  # never retried: every user sees the same first error
+            raise self._load_error
+        assert self._loader is not None
+        try:
+            real = self._loader()
+            if real.fingerprint != self.fingerprint:
+                raise ModelLoadError(
+                    f"the files of {str(self.path)!r} changed during the run (fingerprint {self.fingerprint}, "
+                    f"now {real.fingerprint}): run the tests again"
+                )
+        except ModelLoadError as exc:
+            self._load_error = exc
+            raise
+        self._model, self._tokenizer = real._model, real._tokenizer
+        self.device, self.dtype, self.device_map = real.device, real.dtype, real.device_map
+        self._loader = None
+
+    @property
+    def model(self) -> Any:
+        if self._loader is not None:
+            self._load()
+        return self._model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        self._model = value
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._loader is not None:
+            self._load()
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value: Any) -> None:
+        self._tokenizer = value
 
     @property
     def name(self) -> str:
         return self.path.name or str(self.path)
+
+    def __repr__(self) -> str:
+        state = "" if self.loaded else ", not loaded yet"
+        return (
+            f"FTModel(path={str(self.path)!r}, device={self.device!r}, dtype={self.dtype!r}, "
+            f"fingerprint={self.fingerprint!r}, kind={self.kind!r}{state})"
+        )
+
+    @property
+    def numerics(self) -> dict[str, str]:
+        """What, besides the files, changes the numbers this model computes: the device's kind (CPU,
+        CUDA or MPS kernels differ; which CUDA device does not) and the dtype. Part of cache keys."""
+        return {"device": str(self.device).split(":")[0], "dtype": str(self.dtype)}
 
     @property
     def context_length(self) -> int:
@@ -494,7 +588,6 @@ def load_model(
                 raise ModelLoadError(
                     f"adapter in {str(root)!r} ({_weights_named(root)}) failed to load: {_one_line(exc)}"
                 ) from exc
-            content_id = fingerprint(root, extra="base:" + fingerprint(base_path))
         else:
             base_path = None
             torch_dtype = _resolve_dtype(dtype, dtype_device, root / "config.json")
@@ -502,7 +595,7 @@ def load_model(
             loaded_tokenizer = _load_tokenizer(root)
             device_map = plan_device_map(root, torch_dtype, budgets) if spread else None
             model = _load_causal_lm(root, torch_dtype, device_map)
-            content_id = fingerprint(root)
+        content_id = identify(root, base=base_path)[0]
     if spread:  # accelerate placed every module; inputs go where the embeddings are
         resolved_device = input_device(model)
     else:
@@ -524,3 +617,77 @@ def load_model(
         base_path=base_path,
         device_map=device_map,
     )
+
+
+def identify(path: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None) -> tuple[str, str, Path | None]:
+    """``(fingerprint, kind, base path)`` of a checkpoint or adapter, from its files alone: nothing is
+    loaded, and unchanged files are not even re-read (see :func:`fingerprint`)."""
+    root = Path(path)
+    kind = check_model_path(root)
+    if kind == "adapter":
+        base_path = _adapter_base(root, base)
+        check_model_path(base_path, what="base model")
+        return fingerprint(root, extra="base:" + fingerprint(base_path)), kind, base_path
+    return fingerprint(root), kind, None
+
+
+def _installed(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def load_key(fingerprint_: str, device: str, dtype: str, max_memory: str | None = None) -> str:
+    """What must hold for a model that loaded once to load again the same: its files, the settings it
+    was loaded with, the versions of what loads it, and the machine's kind (a CUDA driver or not)."""
+    import platform
+    import sys
+
+    from pytest_ftmodel import __version__
+
+    payload = {
+        "fingerprint": fingerprint_,
+        "device": device,
+        "dtype": dtype,
+        "max_memory": max_memory,
+        "versions": [__version__, *(_installed(n) for n in ("torch", "transformers", "peft", "safetensors"))],
+        "machine": [sys.platform, platform.machine(), os.path.exists("/dev/nvidiactl"), os.environ.get("CUDA_VISIBLE_DEVICES")],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def load_or_defer(
+    path: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    base: str | os.PathLike[str] | None = None,
+    memory: Any = None,
+    max_memory: str | None = None,
+) -> FTModel:
+    """:func:`load_model`, or, when ``memory`` (a :class:`~pytest_ftmodel.cache.GenerationCache`)
+    remembers that these very files loaded with these settings and library versions on this kind of
+    machine, a model that loads on first use (:meth:`FTModel.deferred`), with the device and dtype
+    that load gave. Without ``memory`` (``--ftmodel-no-cache``) the model always loads now."""
+    if memory is None:
+        return load_model(path, device=device, dtype=dtype, base=base, max_memory=max_memory)
+    content_id, kind, base_path = identify(path, base=base)
+    key = load_key(content_id, device, dtype, max_memory)
+    seen = memory.recall_load(key)
+    if seen is not None:
+        return FTModel.deferred(
+            path,
+            device=seen["device"],
+            dtype=seen["dtype"],
+            fingerprint=content_id,
+            kind=kind,
+            base_path=base_path,
+            loader=lambda: load_model(path, device=device, dtype=dtype, base=base, max_memory=max_memory),
+        )
+    model = load_model(path, device=device, dtype=dtype, base=base, max_memory=max_memory)
+    if model.fingerprint == content_id:
+        memory.remember_load(key, {"device": model.device, "dtype": model.dtype, "fingerprint": content_id})
+    return model

@@ -148,17 +148,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="ftmodel_cache_dir",
         metavar="DIR",
         default=None,
-        help="where generated answers are cached across runs (default: ini ftmodel_cache_dir, else .pytest_cache/d/ftmodel)",
+        help="where generated answers and per-item scores are cached across runs (default: ini ftmodel_cache_dir, else .pytest_cache/d/ftmodel)",
     )
-    parser.addini("ftmodel_cache_dir", help="generation cache directory; relative to the ini file (default: .pytest_cache/d/ftmodel)", default=None)
+    parser.addini("ftmodel_cache_dir", help="answer and score cache directory; relative to the ini file (default: .pytest_cache/d/ftmodel)", default=None)
     group.addoption(
         "--ftmodel-no-cache",
         dest="ftmodel_no_cache",
         action="store_true",
         default=None,
-        help="generate every answer afresh, reading and writing no cache (default: ini ftmodel_no_cache, else false)",
+        help="generate every answer and score every item afresh, reading and writing no cache (default: ini ftmodel_no_cache, else false)",
     )
-    parser.addini("ftmodel_no_cache", type="bool", help="disable the generation cache (default: false)", default=False)
+    parser.addini("ftmodel_no_cache", type="bool", help="disable the answer and score cache (default: false)", default=False)
     group.addoption(
         "--sandbox",
         dest="ftmodel_sandbox",
@@ -385,14 +385,18 @@ class FTModelSession:
                 f"pass {flag} PATH or set {ini} in the ini file",
                 pytrace=False,
             )
-        from pytest_ftmodel.model import load_model
+        from pytest_ftmodel.model import load_model, load_or_defer
 
         base = self.paths["base_model"] if role == "model" else None
         try:
             if isinstance(path, str):  # a served model's URL
                 self._loaded[role] = load_model(path, **self.served_options(role))
             else:
-                self._loaded[role] = load_model(path, device=self.device, dtype=self.dtype, base=base, max_memory=self.max_memory)
+                # with the cache on, a checkpoint that loaded before loads only when a test needs more
+                # than cached scores and answers
+                self._loaded[role] = load_or_defer(
+                    path, device=self.device, dtype=self.dtype, base=base, memory=self.cache, max_memory=self.max_memory
+                )
         except FTModelError as exc:
             # kept (the cause stays chained on the exception for library users) and reported below,
             # outside this block, so that pytest prints the one line and not the chain
@@ -551,7 +555,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def _worker_payload(session: FTModelSession) -> dict[str, Any]:
     payload = session.recorder.payload()
     if session.cache is not None:
-        payload["cache"] = {"hits": session.cache.hits, "misses": session.cache.misses, "rebuilt": session.cache.rebuilt}
+        payload["cache"] = {**session.cache.counts(), "scores": session.cache.scores.counts()}
     if session.baseline is not None:
         payload["baseline"] = session.baseline.payload()
     return payload
@@ -572,9 +576,8 @@ class _XdistMerge:
             self.session.baseline.merge(payload["baseline"])
         counts, cache = payload.get("cache"), self.session.cache
         if counts and cache is not None:
-            cache.hits += counts.get("hits", 0)
-            cache.misses += counts.get("misses", 0)
-            cache.rebuilt += counts.get("rebuilt", 0)
+            cache.add_counts(counts)
+            cache.scores.add_counts(counts.get("scores", {}))
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -600,7 +603,9 @@ def _report_session(session: FTModelSession, pytest_session: pytest.Session) -> 
         "tests_failed": pytest_session.testsfailed,
         "tests_collected": pytest_session.testscollected,
         "duration_s": round(time.monotonic() - session.started, 1),
-        "cache": None if session.cache is None else {"hits": session.cache.hits, "misses": session.cache.misses, "root": str(session.cache.root)},
+        "cache": None
+        if session.cache is None
+        else {"hits": session.cache.hits, "misses": session.cache.misses, "root": str(session.cache.root), "scores": session.cache.scores.counts()},
     }
 
 
@@ -641,8 +646,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     sandbox = report.sandbox_line(records, session.sandbox)
     if sandbox:
         lines.append(sandbox)
-    if session.cache is not None and session.cache.hits + session.cache.misses:
-        lines.append(session.cache.summary())
+    if session.cache is not None:
+        lines.extend(c.summary() for c in (session.cache, session.cache.scores) if c.hits + c.misses)
     if session.baseline is not None:
         lines.extend(session.baseline.outcome)
     lines.extend(_served_lines(session))

@@ -105,3 +105,24 @@ def test_the_fine_tuned_demo_learned_its_tasks(demo_pair) -> None:
     reviews = [r for r in val if r["category"] == "classify"]
     assert classify(model, reviews, list(demo.LABELS)).accuracy >= 0.9
     assert rouge(model, [r for r in val if r["category"] == "summarize"], max_new_tokens=48).rouge1 >= 0.5
+
+
+def test_the_regressed_variant_is_worse_item_by_item(bpe_pair) -> None:
+    """The same fine-tuning run saved early: its answers are less likely on validation data and its
+    summaries and labels no better (tests/test_score_cache.py runs the example suite on it: green)."""
+    from pytest_ftmodel import classify, rouge
+
+    tuned, regressed = (load_model(p, device="cpu") for p in (bpe_pair.finetuned, bpe_pair.regressed))
+    val = demo.demo_data()["val"]
+    ppl = {m: perplexity(m, val, chat="auto") for m in (tuned, regressed)}
+    assert ppl[regressed].perplexity > 1.1 * ppl[tuned].perplexity
+    worse = sum(r.per_token > t.per_token for r, t in zip(ppl[regressed].per_text, ppl[tuned].per_text))
+    assert worse >= 0.75 * len(val)
+    summaries = [r for r in val if r["category"] == "summarize"]
+    reviews = [r for r in val if r["category"] == "classify"]
+    r_rouge, t_rouge = (rouge(m, summaries, max_new_tokens=48).rouge1 for m in (regressed, tuned))
+    assert r_rouge < t_rouge
+    r_acc, t_acc = (classify(m, reviews, list(demo.LABELS)).accuracy for m in (regressed, tuned))
+    assert r_acc <= t_acc
+    state = json.loads((bpe_pair.regressed / "trainer_state.json").read_text())
+    assert state["global_step"] == demo.RECIPES["bpe"].regressed_steps < demo.RECIPES["bpe"].finetune_steps

@@ -57,6 +57,18 @@ def _reference_windowed(model, text: str, max_length: int, stride: int) -> tuple
     return total, len(ids) - 1
 
 
+
+@pytest.fixture(autouse=True)
+def _no_score_cache():
+    """These tests check what scoring computes: no score may come from the session's disk cache
+    (tests/test_score_cache.py covers the cache)."""
+    from pytest_ftmodel.cache import pop_cache, push_cache
+
+    push_cache(None)
+    yield
+    pop_cache(None)
+
+
 def _fresh(model):
     model.memo.clear()  # results are remembered per session; these tests must recompute
     return model

@@ -73,8 +73,10 @@ def test_the_example_suite_prints_the_same_table_under_xdist(pytester: pytest.Py
     parallel = pytester.runpytest_subprocess(str(suites[1]), *options, "-p", "xdist", "-n", "2")
     assert serial.ret == parallel.ret == 0, parallel.stdout.str()
     table, cache = _section(serial), _section(parallel)
-    assert [line for line in table if not line.startswith("generation cache")] == [line for line in cache if not line.startswith("generation cache")]
+    counted = ("generation cache", "score cache")
+    assert [line for line in table if not line.startswith(counted)] == [line for line in cache if not line.startswith(counted)]
     assert "11 metrics recorded, 11 passed, 0 failed." in table
-    # the workers' cache counts add up: every answer the serial run generated or read is a hit now
-    counts = [line.split()[2:5:2] for run in (table, cache) for line in run if line.startswith("generation cache")]
-    assert counts[1] == [str(sum(map(int, counts[0]))), "0"], counts
+    # the workers' cache counts add up: every answer (and per-text score) the serial run made or read is a hit now
+    for what in counted:
+        counts = [line.split()[2:5:2] for run in (table, cache) for line in run if line.startswith(what)]
+        assert counts[1] == [str(sum(map(int, counts[0]))), "0"], counts

@@ -194,8 +194,10 @@ def overfit_report(
     if train_kind != val_kind:
         raise DataError("train and val differ in shape (texts vs instruction records): pass the same kind for both")
     chat = "auto" if val_kind == "record" else False
-    tr = perplexity(model, _as_trained(model, train_items, val_kind), chat=chat)
-    va = perplexity(model, _as_trained(model, val_items, val_kind), chat=chat)
+    # the scores go through the cache the answers use (``cache=`` among the keywords)
+    cache = generate_kwargs.get("cache", "auto")
+    tr = perplexity(model, _as_trained(train_items, val_kind), chat=chat, cache=cache)
+    va = perplexity(model, _as_trained(val_items, val_kind), chat=chat, cache=cache)
     gap = va.mean_nll - tr.mean_nll
     name = band(gap)
     n_answers, share, copies, d1, d2, dup, n_common = 0, None, [], None, None, None, 0
@@ -229,11 +231,10 @@ def overfit_report(
     )
 
 
-def _as_trained(model: Any, items: list[Any], kind: str) -> list[Any]:
-    """Records as the model read them in training (:func:`~pytest_ftmodel.metrics.perplexity.as_trained`)."""
-    from pytest_ftmodel.metrics.perplexity import as_trained
-
+def _as_trained(items: list[Any], kind: str) -> list[Any]:
+    """Records as instruction records again, which :func:`~pytest_ftmodel.metrics.perplexity.perplexity`
+    formats as the model read them in training (with ``chat="auto"``, see
+    :func:`~pytest_ftmodel.metrics.perplexity.as_trained`)."""
     if kind != "record":
         return items
-    return list(as_trained(model.tokenizer, [{"instruction": p, "output": o} for p, o in items], "auto"))
-
+    return [{"instruction": p, "output": o} for p, o in items]

@@ -28,9 +28,10 @@ Scoring rule, the same for every text, model and batch:
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence, Tuple, Union
 
 import numpy as np
@@ -448,6 +449,100 @@ def _score_served(model: Any, units: list[tuple[list[int], int]]) -> list[float]
     return [s.summed(m) for s, (_, m) in zip(scored, units)]
 
 
+#: Bumped whenever the scoring rule (module doc) changes, so scores cached under an older rule are not reused.
+SCORE_RULE = 1
+
+
+def _context(item: Any) -> str:
+    return "" if isinstance(item, str) else str(item[0])
+
+
+def _identity(item: Any) -> list[str] | None:
+    """What an item is, without a tokenizer: a text, a (context, continuation) pair, or an instruction
+    record (which the tokenizer and ``chat`` turn into a pair, see :func:`as_trained`); None for
+    anything else, which is left to the uncached path to name."""
+    if isinstance(item, str):
+        return ["text", item]
+    if isinstance(item, tuple) and len(item) == 2 and all(isinstance(t, str) for t in item):
+        return ["pair", item[0], item[1]]
+    if isinstance(item, dict):
+        if "instruction" in item and "output" in item:
+            return ["record", str(item["instruction"]), str(item["output"])]
+        if isinstance(item.get("text"), str):
+            return ["text", item["text"]]
+    return None
+
+
+def _active(cache: Any) -> Any:
+    if isinstance(cache, str):
+        if cache != "auto":
+            raise ValueError(f"cache={cache!r}: pass 'auto', None or a GenerationCache")
+        from pytest_ftmodel.cache import active_cache
+
+        return active_cache()
+    return cache
+
+
+def score_key(model: Any, identity: list[str], *, max_length: int | None, stride: int | None, chat: bool | str, windows: str) -> str:
+    """The cache key of one item's score: the model's files (fingerprint) and numerics (device kind,
+    dtype), the item, and every setting that shapes its score, as requested: what the model's config
+    and tokenizer make of a default (the context as window, ``chat="auto"``) follows from their files."""
+    from pytest_ftmodel.cache import entry_key
+    from pytest_ftmodel.tokens import PROMPT_RULE
+
+    settings: dict[str, Any] = {
+        "score": "nll",
+        "score_rule": SCORE_RULE,
+        "windows": windows,
+        "max_length": None if max_length is None else int(max_length),
+        "stride": None if stride is None else int(stride),
+        **getattr(model, "numerics", {}),
+    }
+    if identity[0] != "text":  # chat formats the context of pairs and records only
+        settings["chat"] = chat if chat == "auto" else bool(chat)
+        settings["prompt_rule"] = PROMPT_RULE
+    return entry_key(model.fingerprint, json.dumps(identity, ensure_ascii=False), settings)
+
+
+def cached_scores(
+    model: Any,
+    texts: Sequence[Any],
+    *,
+    max_length: int | None = None,
+    stride: int | None = None,
+    batch_size: int | None = None,
+    chat: bool | str = False,
+    windows: str = "sliding",
+    cache: Any = "auto",
+) -> tuple[list[TextScore], tuple[str, ...], tuple[str, ...]]:
+    """Per-item scores, scored texts and their contexts ("" for a whole text) of :func:`perplexity`'s items, each taken from ``cache`` when
+    it holds one for this model, item and settings; only the others are scored, in one batched pass,
+    and stored. When every item is cached the model is not touched: a model that loads on first use
+    (the pytest fixtures on a warm run) is never loaded."""
+    store = _active(cache)
+    items = list(texts) if not isinstance(texts, (str, bytes)) else texts
+    identities = [_identity(x) for x in items] if store is not None and not isinstance(items, (str, bytes)) else []
+    options: dict[str, Any] = dict(max_length=max_length, stride=stride, batch_size=batch_size, chat=chat, windows=windows)
+    if store is None or not identities or any(i is None for i in identities):
+        converted = _check_texts(as_trained(model.tokenizer, items, chat))
+        return score_texts(model, converted, **options), tuple(_scored_text(t) for t in converted), tuple(_context(t) for t in converted)
+    scores = store.scores
+    keys = [score_key(model, ident, max_length=max_length, stride=stride, chat=chat, windows=windows) for ident in identities if ident]
+    found = [scores.get(k) for k in keys]
+    missing = [i for i, f in enumerate(found) if f is None]
+    if missing:
+        converted = _check_texts(as_trained(model.tokenizer, [items[i] for i in missing], chat))
+        for i, item, score in zip(missing, converted, score_texts(model, converted, **options)):
+            found[i] = {**asdict(score), "text": _scored_text(item), "context": _context(item)}
+            scores.put(keys[i], found[i])
+    entries = [f for f in found if f is not None]
+    return (
+        [TextScore(nll=e["nll"], n_tokens=e["n_tokens"], n_bytes=e["n_bytes"], n_words=e["n_words"]) for e in entries],
+        tuple(e["text"] for e in entries),
+        tuple(e.get("context", "") for e in entries),
+    )
+
+
 def _ppl_stat(nll: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     return np.exp(nll.sum(axis=-1) / tokens.sum(axis=-1))
 
@@ -461,6 +556,7 @@ def perplexity(
     max_length: int | None = None,
     chat: bool | str = False,
     windows: str = "sliding",
+    cache: Any = "auto",
 ) -> PerplexityResult:
     """Perplexity of ``model`` (an :class:`~pytest_ftmodel.FTModel`) on ``texts``.
 
@@ -472,10 +568,12 @@ def perplexity(
     instruction records, scored as the model was fine-tuned on them (see :func:`as_trained`).
     ``windows="lm-eval"`` scores texts exactly as lm-evaluation-harness's ``loglikelihood_rolling``
     (HF model, ``add_bos_token=False``) does, and counts words as its wikitext task does.
+    ``cache="auto"`` takes per-text scores from the pytest session's cache, and stores new ones there
+    (see :func:`cached_scores`); pass ``None`` to skip it, or a
+    :class:`~pytest_ftmodel.cache.GenerationCache` outside pytest.
     """
-    texts = _check_texts(as_trained(model.tokenizer, texts, chat))
-    scores = score_texts(
-        model, texts, max_length=max_length, stride=stride, batch_size=batch_size, chat=chat, windows=windows
+    scores, scored, contexts = cached_scores(
+        model, texts, max_length=max_length, stride=stride, batch_size=batch_size, chat=chat, windows=windows, cache=cache
     )
     nll = sum(s.nll for s in scores)
     n_tokens = sum(s.n_tokens for s in scores)
@@ -486,13 +584,13 @@ def perplexity(
         perplexity=math.exp(nll / n_tokens),
         nll=nll,
         n_tokens=n_tokens,
-        n_texts=len(texts),
+        n_texts=len(scores),
         per_text=tuple(scores),
         bits_per_byte=nll / (LN2 * n_bytes) if n_bytes else float("nan"),
         word_perplexity=math.exp(nll / n_words) if n_words else float("nan"),
         interval=interval,
-        texts=tuple(_scored_text(t) for t in texts),
-        contexts=tuple("" if isinstance(t, str) else t[0] for t in texts),
+        texts=scored,
+        contexts=contexts,
     )
 
 
@@ -506,10 +604,11 @@ def perplexity_improvement(
     max_length: int | None = None,
     chat: bool | str = False,
     windows: str = "sliding",
+    cache: Any = "auto",
 ) -> ImprovementResult:
     """``1 - ppl_model / ppl_base`` on the same texts, with a paired bootstrap interval over texts;
     every keyword is :func:`perplexity`'s, applied to both models."""
-    options: dict[str, Any] = dict(stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows)
+    options: dict[str, Any] = dict(stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows, cache=cache)
     mine = perplexity(model, texts, **options)
     theirs = perplexity(base, texts, **options)
 
