@@ -584,6 +584,15 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def _baseline_shown(session: FTModelSession) -> str | None:
+    """The baseline file as the summary names it: relative to the working directory when inside it."""
+    if session.baseline is None:
+        return None
+    path = os.path.abspath(session.baseline.path)
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def _report_session(session: FTModelSession, pytest_session: pytest.Session) -> dict[str, Any]:
     """What the reports say about the run: models, settings, outcome."""
     loaded = session._loaded
@@ -602,6 +611,9 @@ def _report_session(session: FTModelSession, pytest_session: pytest.Session) -> 
         "sandbox": session.sandbox,
         "tests_failed": pytest_session.testsfailed,
         "tests_collected": pytest_session.testscollected,
+        "baseline": None
+        if session.baseline is None
+        else {"path": _baseline_shown(session), "mode": session.baseline.mode, "update": session.baseline.update},
         "duration_s": round(time.monotonic() - session.started, 1),
         "cache": None
         if session.cache is None
@@ -642,7 +654,7 @@ def _served_lines(session: FTModelSession) -> list[str]:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     session = session_of(terminalreporter.config)
     records = session.recorder.ordered()
-    lines = report.summary_lines(records, verbose=session.verbose)
+    lines = report.summary_lines(records, verbose=session.verbose, baseline_path=_baseline_shown(session))
     sandbox = report.sandbox_line(records, session.sandbox)
     if sandbox:
         lines.append(sandbox)

@@ -204,7 +204,11 @@ def test_the_example_suite_passes_on_the_regressed_demo_and_a_warm_rerun_runs_no
 
     shutil.copytree(Path(__file__).resolve().parent.parent / "example_suite", pytester.path / "example_suite", ignore=shutil.ignore_patterns("__pycache__"))
     pytester.makepyfile(imports_probe=REPORT_IMPORTS)
-    args = ["example_suite", f"--model={bpe_pair.regressed}", f"--base-model={bpe_pair.base}", "-p", "imports_probe", "-s"]
+    # the absolute bars alone: a baseline file that does not exist turns the comparison off
+    args = [
+        "example_suite", f"--model={bpe_pair.regressed}", f"--base-model={bpe_pair.base}", "-p", "imports_probe", "-s",
+        "--ftmodel-baseline=no-baseline.json",
+    ]
     cold = pytester.runpytest_subprocess(*args, "--ftmodel-json=cold.json")
     assert cold.ret == 0, cold.stdout.str()
     cold.stdout.fnmatch_lines(["*metrics recorded, * passed, 0 failed."])
@@ -217,3 +221,8 @@ def test_the_example_suite_passes_on_the_regressed_demo_and_a_warm_rerun_runs_no
         return [(r["test"], r["name"], r["value"]) for r in records]
 
     assert figures("warm.json") == figures("cold.json") and len(figures("cold.json")) >= 10
+    # against the example suite's committed baseline of the fine-tuned demo it fails as a regression
+    # (from the cache: nothing runs again)
+    compared = pytester.runpytest_subprocess(*args[:-1])
+    assert compared.ret == 1, compared.stdout.str()
+    compared.stdout.fnmatch_lines(["*regressed against the baseline*", "baseline *ftmodel-baseline.bpe.json*regressed*"])

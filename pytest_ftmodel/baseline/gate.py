@@ -303,13 +303,14 @@ class BaselineSession:
                 return
             order = ("regressed", "mismatch", "inconclusive", "within noise", "improved", "new")
             shown = ", ".join(f"{counts[v]} {v}" for v in order if v in counts) or "nothing compared"
-            self.outcome.append(f"baseline {self.path}: {shown}.")
+            if not counts:  # the reports' own line counts the verdicts of compared figures
+                self.outcome.append(f"baseline {self.path}: {shown}.")
             new = [k for k, r in keyed if r.baseline and r.baseline.get("verdict") == "new"]
             if new:
-                self.outcome.append(f"  new (no baseline entry; --ftmodel-update-baseline records them): {', '.join(new[:5])}" + (f" and {len(new) - 5} more" if len(new) > 5 else ""))
+                self.outcome.append(f"baseline: new figures, no entry yet (--ftmodel-update-baseline records them): {', '.join(new[:5])}" + (f" and {len(new) - 5} more" if len(new) > 5 else ""))
             if unused:
                 self.outcome.append(
-                    f"  {len(unused)} unused baseline entr{'y' if len(unused) == 1 else 'ies'} (no test produced them): "
+                    f"baseline: {len(unused)} unused entr{'y' if len(unused) == 1 else 'ies'} (no test produced them): "
                     + ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
                     + "; --ftmodel-update-baseline removes them"
                 )
