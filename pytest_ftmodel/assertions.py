@@ -116,6 +116,7 @@ def assert_perplexity_below(
     max_length: int | None = None,
     chat: bool | str = False,
     windows: str = "sliding",
+    cache: Any = "auto",
     margin: Margin = None,
 ) -> Any:
     """Fail unless the corpus perplexity of ``model`` on ``texts`` is at most ``max_perplexity``.
@@ -127,7 +128,7 @@ def assert_perplexity_below(
     from pytest_ftmodel.metrics.perplexity import perplexity
 
     result = perplexity(
-        model, texts, stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows
+        model, texts, stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows, cache=cache
     )
     settings = effective_settings(dict(stride=stride, max_length=max_length, chat=chat, windows=windows))
     passed = _judged(
@@ -154,6 +155,7 @@ def assert_perplexity_improves(
     max_length: int | None = None,
     chat: bool | str = False,
     windows: str = "sliding",
+    cache: Any = "auto",
     margin: Margin = None,
 ) -> Any:
     """Fail unless ``1 - ppl(model) / ppl(base)`` on ``texts`` is at least ``min_improvement``.
@@ -166,7 +168,7 @@ def assert_perplexity_improves(
     from pytest_ftmodel.metrics.perplexity import perplexity_improvement
 
     result = perplexity_improvement(
-        model, base, texts, stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows
+        model, base, texts, stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows, cache=cache
     )
     settings = effective_settings(dict(stride=stride, max_length=max_length, chat=chat, windows=windows))
     passed = _judged(

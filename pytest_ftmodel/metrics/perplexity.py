@@ -528,7 +528,8 @@ def cached_scores(
         return score_texts(model, converted, **options), tuple(_scored_text(t) for t in converted), tuple(_context(t) for t in converted)
     scores = store.scores
     keys = [score_key(model, ident, max_length=max_length, stride=stride, chat=chat, windows=windows) for ident in identities if ident]
-    found = [scores.get(k) for k in keys]
+    # an entry from before contexts were kept is scored again, so that item ids stay right
+    found = [f if isinstance(f, dict) and "context" in f else None for f in (scores.get(k) for k in keys)]
     missing = [i for i, f in enumerate(found) if f is None]
     if missing:
         converted = _check_texts(as_trained(model.tokenizer, [items[i] for i in missing], chat))
