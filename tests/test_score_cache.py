@@ -220,7 +220,11 @@ def test_the_example_suite_passes_on_the_regressed_demo_and_a_warm_rerun_runs_no
         records = json.loads((pytester.path / name).read_text())["records"]
         return [(r["test"], r["name"], r["value"]) for r in records]
 
-    assert figures("warm.json") == figures("cold.json") and len(figures("cold.json")) >= 10
+    # equal to float rounding: an item that appears twice is scored twice cold (in other batches),
+    # once for the cache
+    cold_figures, warm_figures = figures("cold.json"), figures("warm.json")
+    assert [f[:2] for f in warm_figures] == [f[:2] for f in cold_figures] and len(cold_figures) >= 10
+    assert [f[2] for f in warm_figures] == pytest.approx([f[2] for f in cold_figures], rel=1e-7)
     # against the example suite's committed baseline of the fine-tuned demo it fails as a regression
     # (from the cache: nothing runs again)
     compared = pytester.runpytest_subprocess(*args[:-1])
