@@ -600,7 +600,7 @@ def test_all_equal_items_say_so() -> None:
 
 def test_non_binary_values_fall_back_to_the_continuous_test() -> None:
     got = compare("binary", {"a": 0.5, "b": 1.0}, {"a": 0.25, "b": 1.0}, higher_is_better=True, margin=0.01)
-    assert got.test.startswith("paired bootstrap") and any("not all 0/1" in note for note in got.notes)
+    assert got.test.startswith("paired sign-flip test") and any("not all 0/1" in note for note in got.notes)
 
 
 def test_worse_lists_the_worst_items_first_at_most_20() -> None:

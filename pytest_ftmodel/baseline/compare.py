@@ -59,8 +59,8 @@ if TYPE_CHECKING:
 #: kind -> how its per-item values look and which paired test compares them
 KINDS = {
     "binary": "per-item 0/1 (accuracy, pass@1): exact McNemar",
-    "continuous": "per-item score (ROUGE, per-problem pass@k): paired bootstrap of the mean difference",
-    "perplexity": "per-item (NLL sum in nats, token count): paired bootstrap of the log-ratio of summed NLL",
+    "continuous": "per-item score (ROUGE, per-problem pass@k): paired sign-flip test of the mean difference, bootstrap interval",
+    "perplexity": "per-item (NLL sum in nats, token count): paired sign-flip test of the perplexity log-ratio, bootstrap interval",
     "ordinal": "per-item human score: Wilcoxon signed-rank",
 }
 
@@ -75,8 +75,8 @@ MODES = ("superiority", "noninferiority")
 #: name of the test, as reports show it
 TESTS = {
     "binary": "exact McNemar",
-    "continuous": "paired bootstrap (mean difference)",
-    "perplexity": "paired bootstrap (log-ratio of perplexities)",
+    "continuous": "paired sign-flip test (mean difference)",
+    "perplexity": "paired sign-flip test (log-ratio of perplexities)",
     "ordinal": "Wilcoxon signed-rank",
 }
 
@@ -538,7 +538,7 @@ def compare(
     test_kind = kind
     if kind == "binary" and n and not (np.isin(base, (0.0, 1.0)).all() and np.isin(cand, (0.0, 1.0)).all()):
         test_kind = "continuous"
-        notes.append("values are not all 0/1: compared as continuous (paired bootstrap)")
+        notes.append("values are not all 0/1: compared as continuous (paired sign-flip test)")
     nan = float("nan")
     if n == 0:
         notes.append("no paired items: nothing to compare")
