@@ -50,6 +50,17 @@ def prompt_logprobs(response: dict[str, Any], n_tokens: int) -> tuple[list[str],
     return list(tokens[:n_tokens]), list(values[:n_tokens])
 
 
+@pytest.fixture(autouse=True)
+def _no_score_cache():
+    """These tests check what scoring computes: no score may come from the session's disk cache
+    (servers with the same /v1/models answer and tokenizer share a fingerprint)."""
+    from pytest_ftmodel.cache import pop_cache, push_cache
+
+    push_cache(None)
+    yield
+    pop_cache(None)
+
+
 @pytest.fixture(scope="module")
 def recorded_model():
     return load_model(DATA / "model", device="cpu")
