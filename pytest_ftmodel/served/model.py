@@ -441,9 +441,10 @@ def score_sequences(model: ServedModel, sequences: Sequence[Sequence[int]], on_d
             return got, False
         except LogprobsError:
             # llama.cpp's servers leave the leading start token out of the echo: the text's tokens
-            # come first, the first of them with no log-probability (fetched below)
+            # come first, the first of them with no log-probability (fetched below), while the
+            # usage counts the start token (a server that never saw one counts one token fewer)
             rest = parse_echo(out, n_prompt_tokens=len(ids) - 1) if len(ids) > 1 else None
-            if rest is None or not _aligned(rest, ids[1:], pieces[1:]):
+            if rest is None or _usage_prompt_tokens(out) != len(ids) or not _aligned(rest, ids[1:], pieces[1:]):
                 raise
             return rest, True
 
@@ -473,6 +474,12 @@ def _pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
 
 def _echo_body(model: ServedModel, text: str) -> dict[str, Any]:
     return {"model": model.model_id, "prompt": text, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1}
+
+
+def _usage_prompt_tokens(out: Any) -> int | None:
+    usage = out.get("usage") if isinstance(out, dict) else None
+    value = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _aligned(scored: PromptLogprobs, ids: Sequence[int], pieces: Sequence[str]) -> bool:
