@@ -28,6 +28,14 @@ class Behaviour:
     answer: Callable[[dict[str, Any]], str] = lambda body: "an answer"
     #: (prompt) -> (token strings, token ids, logprobs with None first, char offsets)
     score: Callable[[str], tuple[list[str], list[int], list[float | None], list[int]]] | None = None
+    #: llama.cpp's layout: the echo leaves out the leading start token (the text's first token comes
+    #: first, with a null log-probability) while usage.prompt_tokens counts it
+    drop_start: bool = False
+    #: (prompt, token id) -> (token string, log p(token | prompt)): a one-token completion forced by
+    #: logit_bias {id: 100}, reported unbiased as llama.cpp does; None: logit_bias is ignored
+    forced: Callable[[str, int], tuple[str, float]] | None = None
+    #: (request body) -> the whole /v1/completions response (replaying a recording); overrides the rest
+    respond: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     die_after: int | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers_seen: list[dict[str, str]] = field(default_factory=list)
@@ -116,11 +124,24 @@ class Stub:
 
 
 def completion_payload(b: Behaviour, body: dict[str, Any]) -> dict[str, Any]:
+    if b.respond is not None:
+        return b.respond(body)
     prompt = body.get("prompt", "")
     choice: dict[str, Any] = {"index": 0, "text": b.answer(body), "finish_reason": "stop", "logprobs": None}
     usage = None
+    if b.logprobs == "echo" and not body.get("echo") and body.get("logprobs") is not None:
+        bias = body.get("logit_bias") or {}
+        if b.forced is not None and len(bias) == 1 and next(iter(bias.values())) >= 100:
+            token, value = b.forced(prompt, int(next(iter(bias))))
+        else:
+            token, value = " x", -0.5
+        choice["text"] = token
+        choice["logprobs"] = {"tokens": [token], "token_logprobs": [value], "text_offset": [len(prompt)], "top_logprobs": [{token: value}]}
     if b.score is not None and b.logprobs == "echo" and body.get("echo") and body.get("logprobs") is not None:
         tokens, _ids, values, offsets = b.score(prompt)
+        n_prompt = len(tokens)
+        if b.drop_start:
+            tokens, values, offsets = tokens[1:], [None, *values[2:]], offsets[1:]
         # the legacy format: prompt tokens first, then one generated token (max_tokens=1)
         choice["text"] = prompt + " x"
         choice["logprobs"] = {
@@ -129,7 +150,7 @@ def completion_payload(b: Behaviour, body: dict[str, Any]) -> dict[str, Any]:
             "text_offset": offsets + [len(prompt)],
             "top_logprobs": [None] + [{t: v} for t, v in zip(tokens[1:], values[1:])] + [{" x": -0.5}],
         }
-        usage = {"prompt_tokens": len(tokens), "completion_tokens": 1, "total_tokens": len(tokens) + 1}
+        usage = {"prompt_tokens": n_prompt, "completion_tokens": 1, "total_tokens": n_prompt + 1}
     if b.score is not None and b.logprobs == "prompt_logprobs" and body.get("prompt_logprobs") is not None:
         tokens, ids, values, _ = b.score(prompt)
         entries: list[Any] = [None]
@@ -163,3 +184,20 @@ def reference_backend(model: Any) -> Callable[[str], tuple[list[str], list[int],
         return tokens, ids, values, offsets
 
     return score
+
+
+def reference_forced(model: Any) -> Callable[[str, int], tuple[str, float]]:
+    """log p(token | prompt) from a real in-process model, the prompt tokenized as ``reference_backend``
+    does: what llama.cpp reports for a one-token completion forced by ``logit_bias``."""
+    import torch
+
+    tok = model.tokenizer
+
+    def forced(prompt: str, token_id: int) -> tuple[str, float]:
+        ids = list(tok(prompt).input_ids)
+        with torch.inference_mode():
+            logits = model.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+        value = float(torch.log_softmax(logits, dim=-1)[token_id])
+        return tok.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False), value
+
+    return forced

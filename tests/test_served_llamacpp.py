@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from pytest_ftmodel import load_model, perplexity
+from pytest_ftmodel.served.logprobs import parse_echo, parse_generated
 
 torch = pytest.importorskip("torch")
 
@@ -40,14 +41,24 @@ GGML_GELU_P90 = 1e-5
 N_SCORED = 95
 
 
-def prompt_logprobs(response: dict[str, Any], n_tokens: int) -> tuple[list[str], list[float | None]]:
-    """The first ``n_tokens`` token strings and log-probabilities of an echoed completion, read from
-    the OpenAI legacy layout: ``choices[0].logprobs.{tokens, token_logprobs}``, the prompt's tokens
-    first (this server leaves out the leading start token), then any generated ones."""
-    logprobs = response["choices"][0]["logprobs"]
-    tokens, values = logprobs["tokens"], logprobs["token_logprobs"]
-    assert len(tokens) == len(values) >= n_tokens
-    return list(tokens[:n_tokens]), list(values[:n_tokens])
+def prompt_logprobs(response: dict[str, Any], n_tokens: int) -> tuple[list[str | None], list[float | None]]:
+    """The first ``n_tokens`` token strings and log-probabilities of an echoed completion, read by the
+    client's parser of the OpenAI legacy layout (this server lists the prompt's tokens without the
+    leading start token, then any generated ones)."""
+    got = parse_echo(response, n_prompt_tokens=n_tokens)
+    assert got is not None and len(got) == n_tokens
+    return list(got.tokens), list(got.logprobs)
+
+
+@pytest.fixture(autouse=True)
+def _no_score_cache():
+    """These tests check what scoring computes: no score may come from the session's disk cache
+    (servers with the same /v1/models answer and tokenizer share a fingerprint)."""
+    from pytest_ftmodel.cache import pop_cache, push_cache
+
+    push_cache(None)
+    yield
+    pop_cache(None)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +122,9 @@ def test_served_tokens_align_with_the_local_tokenizer(recorded_model, index) -> 
 def served_logprobs(record: dict[str, Any], n_tokens: int) -> list[float]:
     """log p(token i | start token, tokens before i) for each of a text's ``n_tokens`` tokens, as the
     server gave them: the first from the forced one-token completion, the others from the echo."""
-    (first,) = record["first_token"]["response"]["choices"][0]["logprobs"]["token_logprobs"]
+    forced = parse_generated(record["first_token"]["response"])
+    assert forced is not None and forced[1] is not None
+    first = forced[1]
     _, echoed = prompt_logprobs(record["response"], n_tokens)
     assert echoed[0] is None and all(v is not None for v in echoed[1:])
     return [float(first), *(float(v) for v in echoed[1:] if v is not None)]
@@ -164,7 +177,8 @@ def test_the_forced_first_token_is_the_texts_first_token(recorded_model) -> None
         first_id = recorded_model.tokenizer(record["text"], add_special_tokens=False).input_ids[0]
         request, response = record["first_token"]["request"], record["first_token"]["response"]
         assert request["prompt"] == RECORDED["start_token"] and request["logit_bias"] == {str(first_id): 100}
-        assert response["choices"][0]["logprobs"]["tokens"] == [recorded_model.tokenizer.decode([first_id])]
+        forced = parse_generated(response)
+        assert forced is not None and forced[0] == recorded_model.tokenizer.decode([first_id])
 
 
 def test_served_perplexity_equals_our_perplexity_code(recorded_model) -> None:
@@ -182,6 +196,38 @@ def test_served_perplexity_equals_our_perplexity_code(recorded_model) -> None:
         served_nll -= sum(served)
     assert result.n_tokens == N_SCORED
     assert math.exp(served_nll / result.n_tokens) == pytest.approx(result.perplexity, rel=PERPLEXITY_REL)
+
+
+def test_the_recorded_responses_replayed_through_the_client_give_in_process_perplexity(recorded_model) -> None:
+    """The client on this server's own bytes: the recorded responses are answered back to it by
+    request, so the echo without the start token and the forced first-token request are read as the
+    live server's would be (the slow test below runs the server itself)."""
+    from openai_stub import Behaviour, Stub
+
+    def respond(body: dict[str, Any]) -> dict[str, Any]:
+        for record in RECORDS:
+            for exchange in (record, record["first_token"]):
+                request = exchange["request"]
+                if body["prompt"] == request["prompt"] and body.get("logit_bias") == request.get("logit_bias") and (
+                    body.get("logit_bias") or body.get("echo")
+                ):
+                    assert body["max_tokens"] == 1 and body["logprobs"] == 1 and body["temperature"] == 0
+                    return exchange["response"]
+        raise AssertionError(f"not recorded: {body}")
+
+    stub = Stub(Behaviour(models=MODELS["data"], respond=respond))
+    try:
+        served = load_model(stub.url, tokenizer=str(DATA / "model"))  # type: ignore[call-arg]
+        texts = [r["text"] for r in RECORDS]
+        ours, theirs = perplexity(served, texts), perplexity(recorded_model, texts)
+        assert ours.n_tokens == theirs.n_tokens == N_SCORED
+        assert ours.perplexity == pytest.approx(theirs.perplexity, rel=PERPLEXITY_REL)
+        for a, b in zip(ours.per_text, theirs.per_text):
+            assert a.nll == pytest.approx(b.nll, rel=PERPLEXITY_REL, abs=PER_TOKEN * b.n_tokens)
+        distinct = {r["first_token"]["request"]["prompt"] + str(r["first_token"]["request"]["logit_bias"]) for r in RECORDS}
+        assert sum("logit_bias" in r for r in stub.behaviour.requests) == len(distinct)
+    finally:
+        stub.close()
 
 
 # ---- the real server, started here ---------------------------------------------------------------

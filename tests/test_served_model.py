@@ -12,10 +12,21 @@ import math
 
 import pytest
 
-from openai_stub import Behaviour, Stub, reference_backend
+from openai_stub import Behaviour, Stub, reference_backend, reference_forced
 from pytest_ftmodel import generate, load_model, perplexity
 from pytest_ftmodel.errors import DataError, FTModelError
 from pytest_ftmodel.served import LogprobsError, LogprobsUnavailable, ServedModelError, prompt_logprobs_missing
+
+
+@pytest.fixture(autouse=True)
+def _no_score_cache():
+    """These tests check what scoring computes: no score may come from the session's disk cache
+    (servers with the same /v1/models answer and tokenizer share a fingerprint)."""
+    from pytest_ftmodel.cache import pop_cache, push_cache
+
+    push_cache(None)
+    yield
+    pop_cache(None)
 
 
 @pytest.fixture
@@ -63,6 +74,39 @@ def test_served_perplexity_equals_in_process(serve, family_model, family, fmt) -
     # pairs through the chat template (bpe) or plain prompts (byte): only the continuation is scored
     pairs = [("Summarize: the cat sat.", " A cat sat."), ("2 + 2 =", " 4")]
     assert perplexity(served, pairs, chat="auto").nll == pytest.approx(perplexity(local, pairs, chat="auto").nll, rel=1e-5)
+
+
+@pytest.mark.parametrize("family", ["byte", "bpe"])
+def test_an_echo_without_the_start_token_as_llama_cpp_gives_is_completed_by_a_forced_token(serve, family_model, family) -> None:
+    """llama.cpp's servers leave the start token out of the echo and give the text's first token no
+    log-probability: it is read from one extra request per distinct first token, the start token
+    alone as the prompt and the first token forced with logit_bias (reported unbiased)."""
+    pair, local = family_model(family)
+    stub = serve(logprobs="echo", score=reference_backend(local), drop_start=True, forced=reference_forced(local))
+    served = load_model(stub.url, tokenizer=pair.finetuned)
+    mine, theirs = perplexity(served, TEXTS), perplexity(local, TEXTS)
+    assert mine.n_tokens == theirs.n_tokens
+    assert [s.nll for s in mine.per_text] == pytest.approx([s.nll for s in theirs.per_text], rel=1e-5)
+    forced = [r for r in stub.behaviour.requests if "logit_bias" in r]
+    assert len(forced) == len(TEXTS)  # the three texts start with three different tokens
+    for r in forced:
+        assert r["max_tokens"] == 1 and r["logprobs"] == 1 and r["temperature"] == 0 and isinstance(r["prompt"], str)
+        assert list(r["logit_bias"].values()) == [100] and not r.get("echo")
+    pairs = [("Summarize: the cat sat.", " A cat sat."), ("2 + 2 =", " 4")]
+    assert perplexity(served, pairs, chat="auto").nll == pytest.approx(perplexity(local, pairs, chat="auto").nll, rel=1e-5)
+    served.memo.clear()
+    before = len(stub.behaviour.requests)
+    perplexity(served, TEXTS)
+    assert not any("logit_bias" in r for r in stub.behaviour.requests[before:])  # remembered per model
+
+
+def test_an_echo_without_the_start_token_and_no_logit_bias_is_one_line(serve, family_model) -> None:
+    pair, local = family_model("byte")
+    stub = serve(logprobs="echo", score=reference_backend(local), drop_start=True)  # logit_bias ignored
+    served = load_model(stub.url, tokenizer=pair.finetuned)
+    with pytest.raises(LogprobsError, match=r"leaves out the start token '<\|endoftext\|>'.*does not honour logit_bias") as info:
+        perplexity(served, TEXTS)
+    assert "\n" not in str(info.value) and "it answered ' x')" in str(info.value)
 
 
 def test_a_server_that_tokenizes_otherwise_is_one_line(serve, family_model) -> None:

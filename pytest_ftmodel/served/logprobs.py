@@ -192,3 +192,26 @@ def check_alignment(
                 f"{where}: token {i} is {got!r} on the server, {pieces[i]!r} locally: "
                 "pass the served model's own tokenizer (--tokenizer PATH)"
             )
+
+
+def parse_generated(response: Any) -> tuple[str | None, float | None] | None:
+    """The first generated token's string and log-probability from a ``logprobs=N`` response without
+    ``echo`` (the OpenAI legacy layout), or None when the response carries no log-probabilities."""
+    block = _choice(response).get("logprobs")
+    if not isinstance(block, dict):
+        return None
+    tokens, values = block.get("tokens"), block.get("token_logprobs")
+    if not isinstance(values, list) or not values:
+        return None
+    token = tokens[0] if isinstance(tokens, list) and tokens and isinstance(tokens[0], str) else None
+    return token, _number(values[0], "token_logprobs[0]")
+
+
+def same_token(got: str | None, expected_id: int, piece: str) -> bool | None:
+    """Whether a server's token string is the local token ``expected_id`` (decoded: ``piece``); None
+    where it cannot be told (no string, or a fragment of a multi-byte character on either side)."""
+    if got is not None and got.startswith("token_id:"):
+        return got == f"token_id:{expected_id}"
+    if not (_comparable(got) and _comparable(piece)):
+        return None
+    return got == piece

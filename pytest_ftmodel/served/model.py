@@ -28,7 +28,15 @@ from pytest_ftmodel.served.client import (
     ServedModelError,
     normalise_url,
 )
-from pytest_ftmodel.served.logprobs import LogprobsError, PromptLogprobs, check_alignment, parse_echo, parse_prompt_logprobs
+from pytest_ftmodel.served.logprobs import (
+    LogprobsError,
+    PromptLogprobs,
+    check_alignment,
+    parse_echo,
+    parse_generated,
+    parse_prompt_logprobs,
+    same_token,
+)
 
 T = TypeVar("T")
 
@@ -68,6 +76,8 @@ class ServedModel:
     #: how the server gives prompt log-probabilities: "echo", "prompt_logprobs", "none"; None until asked
     logprob_mode: str | None = field(default=None, repr=False)
     logprob_reason: str = field(default="", repr=False)
+    #: log p(first | start) per (start id, first id), for servers whose echo leaves out the start token
+    first_logprobs: dict[tuple[int, int], float] = field(default_factory=dict, repr=False, compare=False)
     memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -412,15 +422,100 @@ def score_sequences(model: ServedModel, sequences: Sequence[Sequence[int]], on_d
         )
     mode = str(model.logprob_mode)
 
-    def one(i: int) -> PromptLogprobs:
-        got = _ask(model, mode, texts[i], sequences[i])
+    def one(i: int) -> tuple[PromptLogprobs, bool]:
+        ids = list(sequences[i])
+        pieces = _pieces(tokenizer, ids)
+        where = f"{_gate()}, text {i} ({texts[i][:30]!r}...)"
+        if mode != "echo":
+            got = _ask(model, mode, texts[i], ids)
+            if got is None:
+                raise LogprobsError(f"{_gate()}: the server stopped returning prompt log-probabilities (text {i})")
+            check_alignment(got, ids, pieces, where=where)
+            return got, False
+        out = model.client.post("/completions", _echo_body(model, texts[i]))
+        got = parse_echo(out, prompt=texts[i])
         if got is None:
             raise LogprobsError(f"{_gate()}: the server stopped returning prompt log-probabilities (text {i})")
-        pieces = [str(tokenizer.decode([t], skip_special_tokens=False, clean_up_tokenization_spaces=False)) for t in sequences[i]]
-        check_alignment(got, list(sequences[i]), pieces, where=f"{_gate()}, text {i} ({texts[i][:30]!r}...)")
-        return got
+        try:
+            check_alignment(got, ids, pieces, where=where)
+            return got, False
+        except LogprobsError:
+            # llama.cpp's servers leave the leading start token out of the echo: the text's tokens
+            # come first, the first of them with no log-probability (fetched below), while the
+            # usage counts the start token (a server that never saw one counts one token fewer)
+            rest = parse_echo(out, n_prompt_tokens=len(ids) - 1) if len(ids) > 1 else None
+            if rest is None or _usage_prompt_tokens(out) != len(ids) or not _aligned(rest, ids[1:], pieces[1:]):
+                raise
+            return rest, True
 
-    return _pool_map(model, one, len(sequences), on_done)
+    scored = _pool_map(model, one, len(sequences), on_done)
+    wanted = sorted({(int(sequences[i][0]), int(sequences[i][1])) for i, (_, shifted) in enumerate(scored) if shifted})
+    with model._lock:
+        missing = [pair for pair in wanted if pair not in model.first_logprobs]
+    fetched = _pool_map(model, lambda k: _first_logprob(model, *missing[k]), len(missing))
+    with model._lock:
+        model.first_logprobs.update(zip(missing, fetched))
+        firsts = dict(model.first_logprobs)
+    results = []
+    for seq, (got, shifted) in zip(sequences, scored):
+        if shifted:
+            start = str(tokenizer.decode([seq[0]], skip_special_tokens=False, clean_up_tokenization_spaces=False))
+            got = PromptLogprobs(
+                tokens=(start, *got.tokens),
+                logprobs=(None, firsts[(int(seq[0]), int(seq[1]))], *got.logprobs[1:]),
+            )
+        results.append(got)
+    return results
+
+
+def _pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    return [str(tokenizer.decode([t], skip_special_tokens=False, clean_up_tokenization_spaces=False)) for t in ids]
+
+
+def _echo_body(model: ServedModel, text: str) -> dict[str, Any]:
+    return {"model": model.model_id, "prompt": text, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1}
+
+
+def _usage_prompt_tokens(out: Any) -> int | None:
+    usage = out.get("usage") if isinstance(out, dict) else None
+    value = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _aligned(scored: PromptLogprobs, ids: Sequence[int], pieces: Sequence[str]) -> bool:
+    try:
+        check_alignment(scored, ids, pieces, where="")
+    except LogprobsError:
+        return False
+    return True
+
+
+def _first_logprob(model: ServedModel, start: int, first: int) -> float:
+    """log p(first | start), for a server whose echo leaves out the start token (llama.cpp's): the
+    start token alone as the prompt and a one-token completion forced to ``first`` by ``logit_bias``
+    (llama.cpp reports the unbiased log-probability of the token it generates). One prompt per
+    request: llama-cpp-python refuses a list (HTTP 500); ``max_tokens: 0`` would mean no limit there."""
+    tokenizer = model.tokenizer
+    prompt = prompt_text(tokenizer, [start])
+    piece = _pieces(tokenizer, [first])[0]
+    body: dict[str, Any] = {
+        "model": model.model_id, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": 1,
+        "logit_bias": {str(first): 100},
+    }
+    got: tuple[str | None, float | None] | None = None
+    try:
+        got = parse_generated(model.client.post("/completions", body))
+    except HTTPStatusFailure as exc:
+        if exc.status in (401, 403) or exc.status >= 500:
+            raise
+    if got is None or got[1] is None or same_token(got[0], first, piece) is False:
+        seen = f"it answered {got[0]!r}" if got is not None and got[0] is not None else "it answered no log-probability"
+        raise LogprobsError(
+            f"{_gate()}: the server's echo leaves out the start token {_pieces(tokenizer, [start])[0]!r}, so the text's first "
+            f"token {piece!r} gets no log-probability, and the server does not honour logit_bias to score it apart "
+            f"(asked for {piece!r}, {seen}): serve the model with vLLM, or run this gate in-process (--model ./checkpoint)"
+        )
+    return float(got[1])
 
 
 def prompt_logprobs_missing(model: Any) -> str | None:
