@@ -144,3 +144,32 @@ def transformers_server(bpe_pair):
         proc.wait(timeout=20)
     except Exception:  # noqa: BLE001
         proc.kill()
+
+
+@pytest.fixture
+def no_score_cache():
+    """No per-item score from the session's disk cache: for tests of what scoring computes."""
+    from pytest_ftmodel.cache import pop_cache, push_cache
+
+    push_cache(None)
+    yield
+    pop_cache(None)
+
+
+@pytest.fixture
+def serve():
+    """Starts scripted OpenAI-compatible servers on 127.0.0.1 (tests/openai_stub.py): ``serve(**behaviour)``."""
+    from openai_stub import Behaviour, Stub
+
+    stubs: list[Stub] = []
+
+    def start(**kwargs) -> Stub:
+        stubs.append(Stub(Behaviour(**kwargs)))
+        return stubs[-1]
+
+    yield start
+    for s in stubs:
+        try:
+            s.close()
+        except OSError:
+            pass

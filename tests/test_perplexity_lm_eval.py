@@ -25,15 +25,9 @@ LONG = " ".join(
 
 
 
-@pytest.fixture(autouse=True)
-def _no_score_cache():
-    """These tests check what scoring computes: no score may come from the session's disk cache
-    (tests/test_score_cache.py covers the cache)."""
-    from pytest_ftmodel.cache import pop_cache, push_cache
-
-    push_cache(None)
-    yield
-    pop_cache(None)
+# these tests check what scoring computes: no score may come from the session's disk cache
+# (tests/test_score_cache.py covers the cache)
+pytestmark = pytest.mark.usefixtures("no_score_cache")
 
 
 def _fresh(model):

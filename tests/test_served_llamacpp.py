@@ -50,15 +50,9 @@ def prompt_logprobs(response: dict[str, Any], n_tokens: int) -> tuple[list[str |
     return list(got.tokens), list(got.logprobs)
 
 
-@pytest.fixture(autouse=True)
-def _no_score_cache():
-    """These tests check what scoring computes: no score may come from the session's disk cache
-    (servers with the same /v1/models answer and tokenizer share a fingerprint)."""
-    from pytest_ftmodel.cache import pop_cache, push_cache
-
-    push_cache(None)
-    yield
-    pop_cache(None)
+# these tests check what scoring computes: no score may come from the session's disk cache
+# (servers with the same /v1/models answer and tokenizer share a fingerprint)
+pytestmark = pytest.mark.usefixtures("no_score_cache")
 
 
 @pytest.fixture(scope="module")

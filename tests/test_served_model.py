@@ -12,37 +12,15 @@ import math
 
 import pytest
 
-from openai_stub import Behaviour, Stub, reference_backend, reference_forced
+from openai_stub import reference_backend, reference_forced
 from pytest_ftmodel import generate, load_model, perplexity
 from pytest_ftmodel.errors import DataError, FTModelError
 from pytest_ftmodel.served import LogprobsError, LogprobsUnavailable, ServedModelError, prompt_logprobs_missing
 
 
-@pytest.fixture(autouse=True)
-def _no_score_cache():
-    """These tests check what scoring computes: no score may come from the session's disk cache
-    (servers with the same /v1/models answer and tokenizer share a fingerprint)."""
-    from pytest_ftmodel.cache import pop_cache, push_cache
-
-    push_cache(None)
-    yield
-    pop_cache(None)
-
-
-@pytest.fixture
-def serve():
-    stubs = []
-
-    def start(**kwargs) -> Stub:
-        stubs.append(Stub(Behaviour(**kwargs)))
-        return stubs[-1]
-
-    yield start
-    for s in stubs:
-        try:
-            s.close()
-        except OSError:
-            pass
+# these tests check what scoring computes: no score may come from the session's disk cache
+# (servers with the same /v1/models answer and tokenizer share a fingerprint)
+pytestmark = pytest.mark.usefixtures("no_score_cache")
 
 
 @pytest.fixture(scope="module")

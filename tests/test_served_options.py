@@ -5,26 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from openai_stub import Behaviour, Stub, reference_backend
+from openai_stub import reference_backend
 
 PASSING = "def test_nothing():\n    pass\n"
 KEY = "sk-live-0123456789abcdef"
-
-
-@pytest.fixture
-def stub():
-    stubs: list[Stub] = []
-
-    def start(**kwargs) -> Stub:
-        stubs.append(Stub(Behaviour(**kwargs)))
-        return stubs[-1]
-
-    yield start
-    for s in stubs:
-        try:
-            s.close()
-        except OSError:
-            pass
 
 
 def _errors(result: pytest.RunResult) -> list[str]:
@@ -43,8 +27,8 @@ def test_help_lists_the_served_options_with_their_defaults(pytester: pytest.Pyte
         assert expected in text, expected
 
 
-def test_a_dead_server_stops_the_run_at_start_up(pytester: pytest.Pytester, stub) -> None:
-    s = stub()
+def test_a_dead_server_stops_the_run_at_start_up(pytester: pytest.Pytester, serve) -> None:
+    s = serve()
     url = s.url
     s.close()
     pytester.makepyfile(PASSING)
@@ -62,8 +46,8 @@ def test_a_dead_server_stops_the_run_at_start_up(pytester: pytest.Pytester, stub
         ([{"id": "a"}], ["--model-name=z"], "serves no model 'z'; it serves 'a': fix --model-name"),
     ],
 )
-def test_model_names_are_checked_at_start_up(pytester: pytest.Pytester, stub, models, args, message) -> None:
-    s = stub(models=models)
+def test_model_names_are_checked_at_start_up(pytester: pytest.Pytester, serve, models, args, message) -> None:
+    s = serve(models=models)
     pytester.makepyfile(PASSING)
     result = pytester.runpytest(f"--model={s.url}", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -71,8 +55,8 @@ def test_model_names_are_checked_at_start_up(pytester: pytest.Pytester, stub, mo
     assert line.endswith(message)
 
 
-def test_a_refused_key_names_the_variable_never_the_key(pytester: pytest.Pytester, stub, monkeypatch) -> None:
-    s = stub(key=KEY)
+def test_a_refused_key_names_the_variable_never_the_key(pytester: pytest.Pytester, serve, monkeypatch) -> None:
+    s = serve(key=KEY)
     monkeypatch.setenv("SERVED_KEY", "sk-wrong-key-42")
     pytester.makepyfile(PASSING)
     result = pytester.runpytest(f"--model={s.url}", "--model-api-key-env=SERVED_KEY")
@@ -91,9 +75,9 @@ def test_bad_numbers_are_usage_errors(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*ini ftmodel_model_timeout: model timeout must be a positive number, not 'soon'*"])
 
 
-def test_the_key_appears_nowhere(pytester: pytest.Pytester, stub, monkeypatch, bpe_model, bpe_pair) -> None:
+def test_the_key_appears_nowhere(pytester: pytest.Pytester, serve, monkeypatch, bpe_model, bpe_pair) -> None:
     """A whole run with the key: gates pass, and the key is in no output, report, cache file or error."""
-    s = stub(key=KEY, logprobs="echo", score=reference_backend(bpe_model), answer=lambda body: "positive")
+    s = serve(key=KEY, logprobs="echo", score=reference_backend(bpe_model), answer=lambda body: "positive")
     monkeypatch.setenv("SERVED_KEY", KEY)
     pytester.makepyfile(
         """
