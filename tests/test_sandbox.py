@@ -782,20 +782,8 @@ def test_many_runs_leave_no_descriptor_thread_zombie_or_temporary_directory() ->
 
 # ---- the path users without root get, run as an unprivileged uid -----------------------------------
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-
-
-def _interpreter_for_nobody() -> str | None:
-    import shutil
-    import subprocess
-
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        return None
-    probe = "import subprocess, sys\nsubprocess.run([sys.executable, '-I', '-c', 'pass'], check=True)"  # as the sandbox starts it
-    for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
-        if candidate and subprocess.run([*NOBODY, candidate, "-I", "-c", probe], capture_output=True).returncode == 0:
-            return candidate
-    return None
+from as_nobody import SETPRIV as NOBODY  # noqa: E402 - beside the tests that use it
+from as_nobody import interpreter_for_nobody as _interpreter_for_nobody  # noqa: E402
 
 
 UNPRIVILEGED_SCRIPT = r'''

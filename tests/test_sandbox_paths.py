@@ -20,8 +20,8 @@ import pytest
 
 from pytest_ftmodel.sandbox import Isolation, SandboxResult, alive, probe_isolation, processes_of, run_sandboxed, run_split
 
-NOBODY = 65534
-SETPRIV = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+from as_nobody import NOBODY, SETPRIV
+from as_nobody import interpreter_for_nobody as _interpreter_for_nobody
 
 RUNNER = r'''
 import dataclasses, json, os, sys
@@ -88,16 +88,6 @@ class Path_:
         right, wrong = self.many([("split", ("def f(x):\n    return x + 1\n", "assert f(1) == 2", ["f"]), {}),
                                   ("split", ("def f(x):\n    return x + 2\n", "assert f(1) == 2", ["f"]), {})])
         assert (right.status, wrong.status) == ("passed", "failed"), (right.stderr, wrong.stderr)
-
-
-def _interpreter_for_nobody() -> str | None:
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        return None
-    probe = "import subprocess, sys\nsubprocess.run([sys.executable, '-I', '-c', 'pass'], check=True)"  # as the sandbox starts it
-    for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
-        if candidate and subprocess.run([*SETPRIV, candidate, "-I", "-c", probe], capture_output=True).returncode == 0:
-            return candidate
-    return None
 
 
 def _import_paths() -> list[str]:
@@ -539,7 +529,7 @@ def test_where_pivot_root_is_refused_the_minimal_root_holds_by_moving_it_over_th
             "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
             "print('root', sorted(os.listdir('/')), sorted(os.listdir('/..')), flush=True)\n"
             "print('chroot', libc.chroot(b'/usr'), 'umount', libc.umount2(b'/', 2), flush=True)\n"
-            f"print('outside', os.path.exists('/etc/passwd'), os.path.exists({str(Path.cwd())!r}), flush=True)\n"
+            f"print('outside', os.path.exists('/etc/passwd'), os.path.exists({str(Path.cwd() / 'pyproject.toml')!r}), flush=True)\n"
             "print('mounts', sum(1 for line in open('/proc/self/mountinfo')), flush=True)\n"
             "open('/pwned', 'w')\n"
         )
