@@ -5,9 +5,10 @@ ones tests/test_baseline_stats.py checks (realistic per-item data, described the
 comparison uses compare()'s own statistics (``paired_test``/``decide``, 2,000 resamples, seed 0).
 
 Columns: false-fail = share of "regressed" when nothing changed, with the default margin and with
-margin 0 (the level of the test itself); power = share of "regressed" at the effect named. Two side
-rows compare with the alternatives we did not take: McNemar's mid-p variant, and the shift-method
-bootstrap p-value on 10 items.
+margin 0 (the level of the test itself); power = share of "regressed" at the effect named. Side rows
+compare with the alternatives we did not take: the exact conditional McNemar test (we use its mid-p
+version; both also computed exactly over every outcome, by agreement between the runs), and the
+shift-method bootstrap p-value on 5-30 items.
 """
 
 from __future__ import annotations
@@ -30,6 +31,29 @@ from pytest_ftmodel.baseline import compare as cmp  # noqa: E402
 
 def _row(label: str, *cells: object, note: str = "") -> None:
     print(f"{label:<34}" + "".join(f"{c!s:>18}" for c in cells) + (f"   {note}" if note else ""))
+
+
+def _exact_binary(n: int, agreement: float, effect: float) -> tuple[float, float]:
+    """P("regressed") of the binary gate (mid-p, exact conditional) over every outcome of the scenario."""
+    from scipy.stats import binom
+
+    share = (1 - agreement) / 0.375
+    conc = share / (1 - share)
+    a, b = 0.75 * conc, 0.25 * conc
+    mean_p, mean_p2 = a / (a + b), a * (a + 1) / ((a + b) * (a + b + 1))
+    ratio = (0.75 - effect) / 0.75
+    worse, better = mean_p - ratio * mean_p2, ratio * (mean_p - mean_p2)
+    m = np.arange(n + 1)[:, None]
+    k = np.arange(n + 1)[None, :]
+    chance = binom.pmf(m, n, worse + better) * binom.pmf(k, m, worse / (worse + better))
+    drop = (2 * k - m) / n > cmp.DEFAULT_MARGINS["binary"]
+    mid = cmp.mcnemar_midp(np.broadcast_to(k, chance.shape), np.broadcast_to(m, chance.shape))
+    exact = binom.sf(k - 1, m, 0.5)
+    valid = k <= m
+    return (
+        float(np.sum(chance * ((mid < sims.ALPHA) & drop & valid))),
+        float(np.sum(chance * ((exact < sims.ALPHA) & drop & valid))),
+    )
 
 
 def main() -> None:
@@ -60,7 +84,14 @@ def main() -> None:
         drop = (down - up) / 500 > cmp.DEFAULT_MARGINS["binary"]
         exact = binom.sf(down - 1, down + up, 0.5)
         mid = binom.sf(down, down + up, 0.5) + 0.5 * binom.pmf(down, down + up, 0.5)
-        _row(f"binary (500) {label}", f"exact {np.mean((exact < 0.05) & drop):.4f}", f"mid-p {np.mean((mid < 0.05) & drop):.4f}")
+        _row(f"binary (500) {label}", f"mid-p {np.mean((mid < 0.05) & drop):.4f}", f"exact {np.mean((exact < 0.05) & drop):.4f}")
+    print("\nbinary gate computed exactly (no simulation), McNemar mid-p (ours) / exact conditional:")
+    _row("runs agree on", "max level, n<=600", "power (500), -5pt")
+    for agreement in (0.80, 0.85, 0.90, 0.95):
+        level = [_exact_binary(n, agreement, 0.0) for n in range(10, 601, 10)]
+        worst = max(level, key=lambda pair: pair[0])
+        power = _exact_binary(500, agreement, 0.05)
+        _row(f"{agreement:.0%}", f"{worst[0]:.4f} / {max(x[1] for x in level):.4f}", f"{power[0]:.4f} / {power[1]:.4f}")
     for n in (5, 10, 30):
         base, cand = sims.scenario("continuous", runs, n, 0.0, rng)
         diff = cand - base

@@ -59,8 +59,8 @@ def every_verdict() -> list[report.MetricRecord]:
     """One record per verdict, absolute and relative changes, and one record with no baseline."""
     return [
         _rec("test_summaries", "rouge1", 0.5312, 0.45, ">=", _compared("regressed", 0.6167, 0.5312, -0.0855, -0.142, -0.031, 0.002, 0.01, worse=4), low=0.4, high=0.66),
-        _rec("test_sentiment", "accuracy", 0.9167, 0.8, ">=", _compared("within noise", 0.9167, 0.9167, 0.0, -0.0833, 0.0833, 0.5, 0.01, test="exact McNemar")),
-        _rec("test_passk", "pass@1", 1.0, 0.6, ">=", _compared("improved", 0.75, 1.0, 0.25, 0.0, 0.5, 0.98, 0.01, test="exact McNemar"), unit="problems"),
+        _rec("test_sentiment", "accuracy", 0.9167, 0.8, ">=", _compared("within noise", 0.9167, 0.9167, 0.0, -0.0833, 0.0833, 0.5, 0.01, test="McNemar mid-p")),
+        _rec("test_passk", "pass@1", 1.0, 0.6, ">=", _compared("improved", 0.75, 1.0, 0.25, 0.0, 0.5, 0.98, 0.01, test="McNemar mid-p"), unit="problems"),
         _rec("test_val_perplexity", "perplexity", 28.1, 40, "<=", _compared("within noise", 26.99, 28.1, 0.0411, -0.008, 0.093, 0.06, 0.02, relative=True, worse=2), unit="texts"),
         _rec("test_human_review", "mean score", 3.9, 3.5, ">=", _compared("inconclusive", 4.1, 3.9, -0.2, -0.45, 0.05, 0.08, 0.1, mode="noninferiority", test="Wilcoxon signed-rank")),
         _rec("test_wins_ab_against_base", "A/B win rate", 0.9, 0.6, ">=", {"verdict": "new"}, unit="decided"),
@@ -170,7 +170,7 @@ def test_junit_properties_carry_the_comparison() -> None:
 SUITE = """
 from pytest_ftmodel.report import MetricRecord, recorder
 
-BASE = {{"verdict": "regressed", "test": "exact McNemar", "value": 0.9, "candidate": 0.8, "delta": -0.1, "low": -0.16,
+BASE = {{"verdict": "regressed", "test": "McNemar mid-p", "value": 0.9, "candidate": 0.8, "delta": -0.1, "low": -0.16,
          "high": -0.04, "p_value": 0.0004, "margin": 0.01, "relative": False, "n_paired": 100, "alpha": 0.05,
          "mode": "superiority", "worse": ["a1"], "notes": [], "baseline_model": "release", "baseline_fingerprint": "0123456789abcdef",
          "baseline_n": 100, "worse_items": [{{"id": "a1", "prompt": {evil!r}, "expected": "yes", "before": "yes", "after": {evil!r}}}]}}
@@ -180,7 +180,7 @@ def _add(name, value, baseline, passed=True):
 
 def test_regressed():
     _add("accuracy", 0.8, BASE, passed=False)
-    raise AssertionError("accuracy regressed against the baseline: 0.9 -> 0.8 (exact McNemar p = 0.0004)")
+    raise AssertionError("accuracy regressed against the baseline: 0.9 -> 0.8 (McNemar mid-p p = 0.0004)")
 
 def test_same():
     _add("rouge1", 0.61, dict(BASE, verdict="within noise", delta=0.001, low=-0.02, high=0.02, p_value=0.45, worse_items=[]))
@@ -219,12 +219,12 @@ def test_a_session_shows_the_comparison_in_the_terminal_junit_and_every_report(p
     assert doc["records"][0]["baseline"]["worse_items"][0]["after"] == EVIL and doc["summary"]["failed"] == 1
     md = (pytester.path / "r.md").read_text()
     assert "| accuracy |" in md and "**🔻 regressed**" in md and "### Failing gates" in md
-    assert "accuracy regressed against the baseline: 0.9 -> 0.8 (exact McNemar p = 0.0004)" in md  # the test's own diagnosis
+    assert "accuracy regressed against the baseline: 0.9 -> 0.8 (McNemar mid-p p = 0.0004)" in md  # the test's own diagnosis
     page = (pytester.path / "r.html").read_text()
     assert 'id="baseline"' in page and "&lt;img" in page and "<img" not in page
     failures = _visible_text(page.split('<section id="failures">', 1)[1])
-    assert "Against the baseline: 0.9 → 0.8, Δ -0.1 [-0.16, -0.04] (95% CI), exact McNemar p = <0.001, margin 0.01" in failures
-    assert "accuracy regressed against the baseline: 0.9 -> 0.8 (exact McNemar p = 0.0004)" in failures
+    assert "Against the baseline: 0.9 → 0.8, Δ -0.1 [-0.16, -0.04] (95% CI), McNemar mid-p p = <0.001, margin 0.01" in failures
+    assert "accuracy regressed against the baseline: 0.9 -> 0.8 (McNemar mid-p p = 0.0004)" in failures
 
 
 # --- Markdown ------------------------------------------------------------------------------------

@@ -6,10 +6,17 @@ goes into ``MetricRecord.baseline`` and the reports.
 
 The tests, per kind (``delta`` is candidate minus baseline; its interval is two-sided 95%):
 
-* ``binary`` (per-item 0/1: accuracy, pass@1): exact McNemar. Only the discordant pairs carry
-  information; under "no change" the number that got worse out of the ``m`` discordant pairs is
-  Binomial(m, 1/2), and the one-sided p-value is its upper tail (what
-  ``scipy.stats.binomtest(k, m, 0.5, alternative="greater")`` returns). Interval: Newcombe's hybrid
+* ``binary`` (per-item 0/1: accuracy, pass@1): McNemar's test, mid-p version. Only the discordant
+  pairs carry information; under "no change" the number ``k`` that got worse out of the ``m``
+  discordant pairs is Binomial(m, 1/2). The one-sided mid-p value is ``P(X > k) + P(X = k) / 2``
+  (``scipy.stats.binom.sf(k, m, .5) + binom.pmf(k, m, .5) / 2``), half a step below the exact
+  conditional p-value (``binomtest(k, m, 0.5, alternative="greater")``), whose discreteness makes
+  the exact test conservative: its level is 0.02-0.04 where 0.05 is asked, and it catches a 5-point
+  accuracy drop on 500 items in 79.8% of cases where the mid-p test catches 82.4% (computed exactly
+  over the simulation model of tests/test_baseline_stats.py, 85% agreement), with a level that never
+  exceeds 0.0502 over 10-600 items and 50-99% agreement. Fagerland, Lydersen & Laake (2013, "The
+  McNemar test for binary matched-pairs data: mid-p and asymptotic are better than exact
+  conditional") recommend it for the same reasons. Interval: Newcombe's hybrid
   score (square-and-add) interval for a difference of paired proportions (Newcombe 1998, method 10):
   Wilson intervals of the two proportions combined with their correlation (continuity-corrected
   towards 0, as Newcombe does). Closed form, it keeps its coverage near 95% down to small samples
@@ -58,7 +65,7 @@ if TYPE_CHECKING:
 
 #: kind -> how its per-item values look and which paired test compares them
 KINDS = {
-    "binary": "per-item 0/1 (accuracy, pass@1): exact McNemar",
+    "binary": "per-item 0/1 (accuracy, pass@1): McNemar (mid-p)",
     "continuous": "per-item score (ROUGE, per-problem pass@k): paired sign-flip test of the mean difference, bootstrap interval",
     "perplexity": "per-item (NLL sum in nats, token count): paired sign-flip test of the perplexity log-ratio, bootstrap interval",
     "ordinal": "per-item human score: Wilcoxon signed-rank",
@@ -74,7 +81,7 @@ MODES = ("superiority", "noninferiority")
 
 #: name of the test, as reports show it
 TESTS = {
-    "binary": "exact McNemar",
+    "binary": "McNemar mid-p",
     "continuous": "paired sign-flip test (mean difference)",
     "perplexity": "paired sign-flip test (log-ratio of perplexities)",
     "ordinal": "Wilcoxon signed-rank",
@@ -223,12 +230,14 @@ def sign_flips(n: int, replicates: int = REPLICATES, seed: int = 0) -> tuple[np.
 
 def _quantile_levels(n: int) -> tuple[float, float]:
     """Expanded percentile levels (Hesterberg 2015) for a 95% bootstrap interval of ``n`` items."""
-    from scipy.stats import norm, t
+    # scipy.special's functions are what scipy.stats' t.ppf and norm.cdf evaluate, without importing
+    # scipy.stats (most of a second; a warm run compares in a fraction of that)
+    from scipy.special import ndtr, stdtrit
 
     if n < 2:
         return (float("nan"), float("nan"))
-    z = math.sqrt(n / (n - 1)) * float(t.ppf(0.5 + LEVEL / 2, n - 1))
-    return float(norm.cdf(-z)), float(norm.cdf(z))
+    z = math.sqrt(n / (n - 1)) * float(stdtrit(n - 1, 0.5 + LEVEL / 2))
+    return float(ndtr(-z)), float(ndtr(z))
 
 
 def _percentiles(boot: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -277,10 +286,10 @@ def newcombe_interval(base: np.ndarray, cand: np.ndarray, *, level: float = LEVE
     """Newcombe's (1998, method 10) hybrid score interval for ``mean(cand) - mean(base)`` of paired
     0/1 values; rows are comparisons, columns items (``(S, n)``, ``n >= 1``)."""
     import numpy as np
-    from scipy.stats import norm
+    from scipy.special import ndtri
 
     n = base.shape[1]
-    z = float(norm.ppf(0.5 + level / 2))
+    z = float(ndtri(0.5 + level / 2))
     both = np.sum((cand == 1) & (base == 1), axis=1).astype(np.float64)
     c_only = np.sum((cand == 1) & (base == 0), axis=1).astype(np.float64)
     b_only = np.sum((cand == 0) & (base == 1), axis=1).astype(np.float64)
@@ -299,17 +308,25 @@ def newcombe_interval(base: np.ndarray, cand: np.ndarray, *, level: float = LEVE
     return np.clip(low, -1.0, 1.0), np.clip(high, -1.0, 1.0)
 
 
+def mcnemar_midp(k: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """One-sided mid-p McNemar p-values: ``P(X > k) + P(X = k) / 2`` for X ~ Binomial(m, 1/2)
+    (1 when ``m`` is 0: no item changed, nothing to test, as for identical continuous runs)."""
+    import numpy as np
+    from scipy.special import bdtrc  # bdtrc(j, m, p) = P(X > j): scipy.stats' binom.sf
+
+    k = np.asarray(k, dtype=np.int64)
+    m = np.asarray(m, dtype=np.int64)
+    at_least = np.where(k > 0, bdtrc(np.maximum(k - 1, 0), m, 0.5), 1.0)  # P(X >= k)
+    return np.where(m > 0, np.minimum(0.5 * (at_least + bdtrc(k, m, 0.5)), 1.0), 1.0)
+
+
 def _binary(base: np.ndarray, cand: np.ndarray, worse: float) -> PairedTest:
     import numpy as np
-    from scipy.stats import binom
-
     up = np.sum((cand == 1) & (base == 0), axis=1)
     down = np.sum((cand == 0) & (base == 1), axis=1)
     got_worse, got_better = (up, down) if worse > 0 else (down, up)
     m = up + down
-    # binomtest(k, m, 0.5, alternative="greater").pvalue is exactly binom.sf(k - 1, m, 0.5)
-    p_worse = np.minimum(binom.sf(got_worse - 1, m, 0.5), 1.0)
-    p_better = np.minimum(binom.sf(got_better - 1, m, 0.5), 1.0)
+    p_worse, p_better = mcnemar_midp(got_worse, m), mcnemar_midp(got_better, m)
     low, high = newcombe_interval(base, cand)
     value, candidate = base.mean(axis=1), cand.mean(axis=1)
     return PairedTest(value, candidate, candidate - value, low, high, p_worse, p_better, base.shape[1], False)
