@@ -1,4 +1,4 @@
-"""On-disk store of generated answers and per-item scores, keyed by model fingerprint + item + every setting.
+"""On-disk store of generated answers, per-item scores and metric results, keyed by model fingerprint + item + every setting.
 
 One small JSON file per entry, written to a temporary name and renamed into place, so several
 pytest-xdist workers (or CI jobs sharing a directory) can write at once without losing or tearing an
@@ -8,6 +8,7 @@ ignored with a warning, and the entry is generated again and rewritten.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -131,6 +132,52 @@ class ScoreCache(_Store):
         self._write(key, "score", score)
 
 
+def _is_metric(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value)
+
+
+@dataclass
+class MetricCache(_Store):
+    """Cached results of metric libraries on given texts (rouge-score's per-pair F-measures,
+    scikit-learn's classification scores) under ``root/metrics``, keyed by the inputs and the
+    library's version: a warm run does not import those libraries (most of a second each)."""
+
+    folder = "metrics"
+    what = "metric cache"
+
+    @staticmethod
+    def key(metric: str, library: str, inputs: dict[str, Any]) -> str:
+        payload = json.dumps(
+            {"metric": metric, "library": library_version(library), "inputs": inputs, "version": _version(), "format": FORMAT},
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def get(self, key: str, valid: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        found = self._read(key, "result", lambda v: _is_metric(v) and valid(v))
+        return dict(found) if found is not None else None
+
+    def put(self, key: str, result: dict[str, Any]) -> None:
+        self._write(key, "result", result)
+
+
+@functools.lru_cache(maxsize=None)
+def library_version(distribution: str) -> str:
+    """The installed version of ``distribution`` (read from its metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def active_metric_cache() -> MetricCache | None:
+    cache = active_cache()
+    return cache.metrics if cache is not None else None
+
+
 @dataclass
 class GenerationCache(_Store):
     """Cached generations under ``root``; counts its hits and misses. Its :attr:`scores` are the
@@ -138,12 +185,14 @@ class GenerationCache(_Store):
     :func:`~pytest_ftmodel.model.load_or_defer`)."""
 
     scores: ScoreCache = field(init=False, repr=False)
+    metrics: MetricCache = field(init=False, repr=False)
 
     folder = "generations"
     what = "generation cache"
 
     def __post_init__(self) -> None:
         self.scores = ScoreCache(self.root)
+        self.metrics = MetricCache(self.root)
 
     def get(self, key: str) -> list[str] | None:
         found = self._read(key, "outputs", lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v))

@@ -647,9 +647,7 @@ def human_majority(verdicts: Sequence[str]) -> str | None:
 def ab_result(path: str | os.PathLike[str], *, judge: str | None = None) -> ABResult:
     """Win rate of the fine-tuned model over decided comparisons, across all judges and items (only
     ``judge``'s verdicts when given), and every automated judge's agreement with people."""
-    from scipy.stats import binomtest
-
-    from pytest_ftmodel.metrics.stats import proportion_interval
+    from pytest_ftmodel.metrics.stats import proportion_interval, sign_test_p
 
     p = Path(path)
     sheet = read_sheet(p, AB_FORMAT)
@@ -708,7 +706,7 @@ def ab_result(path: str | os.PathLike[str], *, judge: str | None = None) -> ABRe
         ties=counts["tie"],
         win_rate=counts["model"] / decided if decided else float("nan"),
         interval=proportion_interval(counts["model"], decided),
-        p_value=float(binomtest(counts["model"], decided, 0.5).pvalue) if decided else 1.0,
+        p_value=sign_test_p(counts["model"], decided),
         judges=judges,
         agreement=agreement,
         agreement_kind=kind,

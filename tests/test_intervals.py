@@ -128,3 +128,12 @@ def test_empty_and_out_of_range() -> None:
     assert all(np.isnan(proportion_interval(0, 0))) and all(np.isnan(bounded_mean_interval([])))
     with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
         bounded_mean_interval([0.5, 1.5])
+
+
+def test_sign_test_p_is_scipys_two_sided_binomtest() -> None:
+    from pytest_ftmodel.metrics.stats import sign_test_p
+
+    for n in range(0, 120):
+        for k in range(0, n + 1):
+            expected = binomtest(k, n, 0.5).pvalue if n else 1.0
+            assert sign_test_p(k, n) == pytest.approx(expected, rel=1e-9, abs=1e-300), (k, n)

@@ -160,8 +160,11 @@ def test_ppl(ftmodel):
 REPORT_IMPORTS = """
 import sys
 
+HEAVY = ("torch", "transformers", "rouge_score", "nltk", "sklearn", "scipy.stats")
+
 def pytest_sessionfinish(session):
     print(f"\\ntransformers imported: {'transformers' in sys.modules}")
+    print(f"heavy libraries imported: {', '.join(m for m in HEAVY if m in sys.modules) or 'none'}")
 """
 
 
@@ -215,6 +218,8 @@ def test_the_example_suite_passes_on_the_regressed_demo_and_a_warm_rerun_runs_no
     warm = pytester.runpytest_subprocess(*args, "--ftmodel-json=warm.json")
     assert warm.ret == 0, warm.stdout.str()
     warm.stdout.fnmatch_lines(["transformers imported: False", "generation cache: * hits, 0 misses (*)", "score cache: * hits, 0 misses (*)"])
+    # nor does it import the metric libraries (ROUGE, classification scores come from the cache too)
+    warm.stdout.fnmatch_lines(["heavy libraries imported: none"])
 
     def figures(name: str) -> list[tuple[str, str, float]]:
         records = json.loads((pytester.path / name).read_text())["records"]
@@ -230,3 +235,4 @@ def test_the_example_suite_passes_on_the_regressed_demo_and_a_warm_rerun_runs_no
     compared = pytester.runpytest_subprocess(*args[:-1])
     assert compared.ret == 1, compared.stdout.str()
     compared.stdout.fnmatch_lines(["*regressed against the baseline*", "baseline *ftmodel-baseline.bpe.json*regressed*"])
+    compared.stdout.fnmatch_lines(["heavy libraries imported: none"])  # the comparisons need no scipy.stats

@@ -81,6 +81,17 @@ def proportion_interval(successes: int, n: int, *, level: float = LEVEL) -> tupl
     return (float(low), float(high))
 
 
+def sign_test_p(successes: int, n: int) -> float:
+    """Two-sided p-value of ``successes`` out of ``n`` against a fair coin: scipy's
+    ``binomtest(successes, n, 0.5).pvalue`` (by symmetry, twice the smaller tail), from
+    scipy.special so that scipy.stats (most of a second to import) is not needed; 1 for n = 0."""
+    from scipy.special import bdtr  # bdtr(k, n, p) = P(X <= k)
+
+    if n <= 0:
+        return 1.0
+    return float(min(1.0, 2.0 * bdtr(min(successes, n - successes), n, 0.5)))
+
+
 def bounded_mean_interval(values: Sequence[float], *, level: float = LEVEL) -> tuple[float, float]:
     """Interval of the mean of values in ``[0, 1]`` that keeps its coverage at the edges: the beta
     interval at the fractional count ``sum(values)`` of ``len(values)`` (see the module doc); NaNs

@@ -48,16 +48,34 @@ class RougeResult:
         return sorted(self.items, key=lambda item: (getattr(item, metric), item.index))[:k]
 
 
+def _is_rouge(value: dict[str, Any]) -> bool:
+    return all(isinstance(value.get(t), float) and 0.0 <= value[t] <= 1.0 for t in ROUGE_TYPES)
+
+
 def rouge_scores(predictions: Sequence[str], references: Sequence[str], *, use_stemmer: bool = True) -> list[dict[str, float]]:
-    """Per-pair ROUGE-1/2/L F-measures, computed by rouge-score."""
-    from rouge_score import rouge_scorer
+    """Per-pair ROUGE-1/2/L F-measures, computed by rouge-score (remembered in the session's cache,
+    per pair and rouge-score version, so that a warm run need not import it)."""
+    from pytest_ftmodel.cache import MetricCache, active_metric_cache
 
     if len(predictions) != len(references):
         raise DataError(f"{len(predictions)} predictions for {len(references)} references: pass one per reference")
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
-    return [
-        {t: s.fmeasure for t, s in scorer.score(ref, pred).items()} for pred, ref in zip(predictions, references)
-    ]
+    store = active_metric_cache()
+    keys = [
+        MetricCache.key("rouge", "rouge-score", {"types": ROUGE_TYPES, "stemmer": use_stemmer, "prediction": p, "reference": r})
+        for p, r in zip(predictions, references)
+    ] if store is not None else []
+    scores: list[dict[str, float] | None] = [store.get(k, _is_rouge) for k in keys] if store is not None else [None] * len(predictions)
+    missing = [i for i, s in enumerate(scores) if s is None]
+    if missing:
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
+        for i in missing:
+            computed = {t: float(s.fmeasure) for t, s in scorer.score(references[i], predictions[i]).items()}
+            scores[i] = computed
+            if store is not None:
+                store.put(keys[i], computed)
+    return [{t: s[t] for t in ROUGE_TYPES} for s in scores if s is not None]
 
 
 def rouge(
@@ -162,24 +180,55 @@ class ClassificationResult:
         return [item for item in self.items if item.predicted != item.expected]
 
 
+def _is_classification(value: dict[str, Any]) -> bool:
+    per_label = value.get("per_label")
+    confusion = value.get("confusion")
+    return (
+        isinstance(value.get("accuracy"), float)
+        and isinstance(value.get("macro_f1"), float)
+        and isinstance(per_label, dict)
+        and all(isinstance(v, list) and len(v) == 4 for v in per_label.values())
+        and isinstance(confusion, list)
+        and all(isinstance(row, list) and all(isinstance(c, int) for c in row) for row in confusion)
+        and isinstance(value.get("confusion_labels"), list)
+    )
+
+
 def classification_scores(expected: Sequence[str], predicted: Sequence[str | None], labels: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-label scores and confusion matrix; ``None`` predictions are wrong."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+    """Accuracy, macro-F1, per-label scores and confusion matrix (scikit-learn's, remembered in the
+    session's cache so that a warm run need not import it); ``None`` predictions are wrong."""
+    from pytest_ftmodel.cache import MetricCache, active_metric_cache
 
     labels = list(labels)
     y_pred = [p if p is not None else NO_LABEL for p in predicted]
     y_true = list(expected)
+    store = active_metric_cache()
+    key = MetricCache.key("classification", "scikit-learn", {"labels": labels, "expected": y_true, "predicted": y_pred})
+    found = store.get(key, _is_classification) if store is not None else None
+    if found is None:
+        found = _sklearn_classification(y_true, y_pred, labels)
+        if store is not None:
+            store.put(key, found)
+    return {
+        "accuracy": found["accuracy"],
+        "macro_f1": found["macro_f1"],
+        "per_label": {label: LabelScores(float(p), float(r), float(f), int(s)) for label, (p, r, f, s) in found["per_label"].items()},
+        "confusion": tuple(tuple(row) for row in found["confusion"]),
+        "confusion_labels": tuple(found["confusion_labels"]),
+    }
+
+
+def _sklearn_classification(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     columns = labels + [NO_LABEL]
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "per_label": {
-            label: LabelScores(float(p), float(r), float(f), int(s))
-            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
-        },
-        "confusion": tuple(tuple(int(v) for v in row) for row in confusion_matrix(y_true, y_pred, labels=columns)[: len(labels)]),
-        "confusion_labels": tuple(columns),
+        "per_label": {label: [float(p), float(r), float(f), int(s)] for label, p, r, f, s in zip(labels, precision, recall, f1, support)},
+        "confusion": [[int(v) for v in row] for row in confusion_matrix(y_true, y_pred, labels=columns)[: len(labels)]],
+        "confusion_labels": columns,
     }
 
 
