@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ftmodel.sandbox import UID_BASE, SandboxUnavailable, alive, probe_isolation, processes_of, run_sandboxed
+from pytest_ftmodel.sandbox import UID_BASE, SandboxUnavailable, alive, probe_isolation, processes_of, run_sandboxed, run_split
 
 LEVEL = probe_isolation()
 TIMEOUT = 2.0
@@ -579,6 +579,65 @@ def test_plain_data_crosses_both_ways_and_mutations_come_back() -> None:
     r = judged(completion.replace("x is ValueError", "x == 'raise'"), fixed)
     assert (r.status, r.verdict) == ("passed", "split"), r.stderr
     assert job.names == ("echo",)
+
+
+BROKEN = "def f(x):\n    return x +\n"  # a candidate that does not compile
+# the tests wait until the candidate's process has ended (it is their child) before calling it
+AFTER_THE_CANDIDATE_ENDED = (
+    "import os, time\n"
+    "until = time.monotonic() + 5\n"
+    "while os.waitpid(-1, os.WNOHANG) == (0, 0) and time.monotonic() < until:\n"
+    "    time.sleep(0.002)\n"
+)
+LOAD_FAILED = "[sandbox] failed sample: the program raised SyntaxError before the tests ran"
+
+
+def _last_lines(r, n: int = 2) -> list[str]:
+    return [line.strip() for line in r.stderr.splitlines() if line.strip()][-n:]  # as the failure detail shows them
+
+
+@pytest.mark.parametrize("level", ["auto", "process"])
+def test_a_candidate_that_does_not_compile_fails_with_its_syntax_error_even_once_it_has_ended(level: str) -> None:
+    # the tests call the candidate only after its process has ended: the reason is its SyntaxError,
+    # never the judge's broken pipe
+    r = run_split(BROKEN, AFTER_THE_CANDIDATE_ENDED + "assert f(1) == 2\n", ["f"], timeout=TIMEOUT, isolation=level)
+    assert (r.status, r.verdict) == ("failed", "split"), r.stderr
+    assert _last_lines(r) == ["SyntaxError: invalid syntax", LOAD_FAILED], r.stderr
+    assert "BrokenPipe" not in r.stderr and "tests.py" not in r.stderr
+
+
+def test_tests_that_swallow_exceptions_cannot_pass_a_candidate_that_does_not_compile() -> None:
+    swallow = AFTER_THE_CANDIDATE_ENDED + "try:\n    f(1)\nexcept Exception:\n    pass\n"
+    r = run_split(BROKEN, swallow, ["f"], timeout=TIMEOUT)
+    assert r.status == "failed" and _last_lines(r, 1) == [LOAD_FAILED], r.stderr
+
+
+def test_a_candidate_that_ends_between_calls_fails_with_the_reason() -> None:
+    candidate = (
+        "import os, threading, time\n\n"
+        "def f(x):\n    threading.Thread(target=lambda: (time.sleep(0.01), os._exit(0))).start()\n    return x + 1\n"
+    )
+    tests = "assert f(1) == 2\n" + AFTER_THE_CANDIDATE_ENDED + "try:\n    f(2)\nexcept Exception:\n    pass\n"
+    r = run_split(candidate, tests, ["f"], timeout=TIMEOUT)
+    assert r.status == "failed" and _last_lines(r, 1) == ["[sandbox] failed sample: the candidate's process ended before answering a call to f"], r.stderr
+
+
+def test_a_rejection_after_an_output_flood_still_ends_the_tests() -> None:
+    # the candidate fills stderr past its cap (the parent then closes that pipe), then returns what
+    # cannot cross: the judge's rejection must end the run, not raise into tests that catch it
+    candidate = (
+        "import os\n\ndef f(x):\n    try:\n        os.write(2, b'x' * (1 << 20))\n    except OSError:\n        pass\n"
+        "    return object()\n"
+    )
+    r = run_split(candidate, "try:\n    f(1)\nexcept Exception:\n    pass\n", ["f"], timeout=TIMEOUT)
+    assert r.status == "failed", r.stderr[-300:]
+    assert "BrokenPipe" not in r.stderr
+
+
+def test_the_reason_a_candidate_fails_to_load_is_the_same_every_run() -> None:
+    # without waiting: the candidate may or may not have ended when the tests first call it
+    reasons = {tuple(_last_lines(run_split(BROKEN, "assert f(1) == 2\n" * 200, ["f"], timeout=TIMEOUT))) for _ in range(50)}
+    assert reasons == {("SyntaxError: invalid syntax", LOAD_FAILED)}
 
 
 def test_problems_whose_tests_need_the_candidates_objects_run_in_process() -> None:

@@ -190,6 +190,34 @@ def test_a_verdict_cannot_be_forged(path: Path_) -> None:
     path.canaries_hold()
 
 
+# the tests wait until the candidate's process (their child) has ended, then call it and swallow what it raises
+SWALLOWED_AFTER_THE_END = (
+    "import os, time\nuntil = time.monotonic() + 5\n"
+    "while os.waitpid(-1, os.WNOHANG) == (0, 0) and time.monotonic() < until:\n    time.sleep(0.002)\n"
+    "try:\n    f(1)\nexcept Exception:\n    pass\n"
+)
+ENDED_CANDIDATES = {
+    "the program raised SyntaxError before the tests ran": "def f(x):\n    return x +\n",
+    "the candidate's process ended before answering a call to f": (
+        "import os, threading, time\nthreading.Thread(target=lambda: (time.sleep(0.05), os._exit(0))).start()\n\ndef f(x):\n    return x\n"
+    ),
+    "f returned an object of type object": (
+        "import os\n\ndef f(x):\n    try:\n        os.write(2, b'x' * (1 << 20))\n    except OSError:\n        pass\n    return object()\n"
+    ),
+}
+
+
+def test_a_candidate_that_has_ended_fails_with_its_reason_even_where_the_tests_catch_everything(path: Path_) -> None:
+    reasons = list(ENDED_CANDIDATES)
+    results = path.many([("split", (ENDED_CANDIDATES[why], SWALLOWED_AFTER_THE_END, ["f"]), {}) for why in reasons])
+    for why, r in zip(reasons, results):
+        assert (r.status, r.verdict) == ("failed", "split"), (why, r.stderr[-300:])
+        assert "BrokenPipe" not in r.stderr, r.stderr[-300:]
+        if "object" not in why:  # that one flooded stderr past its cap: its line is lost
+            assert r.stderr.rstrip().endswith(f"[sandbox] failed sample: {why}"), r.stderr
+    path.canaries_hold()
+
+
 # ---- unmount, remount, capabilities -------------------------------------------------------------
 
 

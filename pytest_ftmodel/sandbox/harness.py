@@ -488,11 +488,20 @@ def _serve_candidate(cfg, source, calls_r, replies_w):
 
 
 def _reject(reason, result_fd=None, verdict=b""):
-    sys.stdout.flush()
-    os.write(2, b"\n[sandbox] failed sample: " + reason.encode("utf-8", "backslashreplace") + b"\n")
-    if verdict and result_fd is not None:
-        os.write(result_fd, verdict)
-    os._exit(1)
+    """Fail the sample and end the judge. Nothing raises from here into the tests, which could catch
+    it and go on: an output pipe the parent closed on a flood only loses the line."""
+    try:
+        try:
+            sys.stdout.flush()
+        finally:
+            os.write(2, b"\n[sandbox] failed sample: " + reason.encode("utf-8", "backslashreplace") + b"\n")
+    except BaseException:  # noqa: BLE001, S110
+        pass
+    try:
+        if verdict and result_fd is not None:
+            os.write(result_fd, verdict)
+    finally:
+        os._exit(1)
 
 
 def _copy_back(original, mutated):
@@ -515,11 +524,18 @@ def _proxy(name, calls_w, replies_r, result_fd, called):
             request = encode((name, args, kwargs))
         except NotPlain as exc:
             _reject(f"the tests passed an object of type {exc.args[0]} to {name}: this problem needs in-process judging")
-        _send(calls_w, request)
+        try:
+            _send(calls_w, request)
+        except BrokenPipeError:
+            # The candidate's process has ended (or closed its end) before this call: whether it
+            # ended before or after the call was written is a race, so neither the reason nor the
+            # verdict may depend on it. What it said last (e.g. why its module did not load) is
+            # still in the reply pipe, and read as after any call.
+            pass
         try:
             message = _receive(replies_r, 1 << 28)
             if message is None:
-                _reject(f"the candidate's process ended during a call to {name}")
+                _reject(f"the candidate's process ended before answering a call to {name}")
             reply = decode(message)
             kind = reply[0] if type(reply) is tuple and reply else None
         except ValueError as exc:
