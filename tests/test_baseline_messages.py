@@ -282,3 +282,68 @@ def test_an_update_says_which_recorded_figures_miss_their_bar(pytester: pytest.P
     run = pytester.runpytest_subprocess("-p", "no:randomly", "--ftmodel-update-baseline")
     run.assert_outcomes(passed=1)
     run.stdout.fnmatch_lines(["*1 recorded figure misses its bar*test_a.py::test_ppl::perplexity*"])
+
+
+# ---- (9) every report labels the quantity compared ------------------------------------------------
+
+
+def _gap_record() -> report.MetricRecord:
+    from tests.test_report_baseline import _compared, _rec
+
+    b = dict(_compared("regressed", 1.704, 2.15, 0.261, 0.188, 0.331, 0.0005, 0.02, relative=True, worse=2), quantity="validation perplexity")
+    return _rec("test_not_overfit", "loss gap", 0.3524, 0.5, "<=", b, unit="texts")
+
+
+def test_every_report_labels_the_perplexity_a_loss_gap_is_compared_on() -> None:
+    from pytest_ftmodel.report.html import render_html
+    from pytest_ftmodel.report.markdown import render_markdown
+
+    record = _gap_record()
+    compact = report.summary_lines([record])
+    row = next(line for line in compact if line.startswith("test_not_overfit") and "regressed" in line)
+    assert row.split()[1:5] == ["loss", "gap", "ppl", "1.704"]
+    assert "ppl 1.704" in next(line for line in report.summary_lines([record], verbose=True) if "test_not_overfit" in line)
+    assert dict(report.junit_properties(record))["ftmodel.loss gap.baseline"] == "ppl 1.704"
+    assert "| ppl 1.704 | +26.1% [+18.8%, +33.1%] |" in render_markdown([record])
+    page = render_html([record], {"baseline": {"path": "b.json"}})
+    assert '<td class="num">ppl 1.704</td><td class="num">ppl 2.15</td>' in page
+    assert "loss gap regressed against the baseline: ppl 1.704 -> ppl 2.15" in report.versus.explain(record)
+
+
+# ---- README ---------------------------------------------------------------------------------------
+
+
+def _readme_block(start: str) -> list[str]:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = text.split(start, 1)[1].split("```", 1)[0]
+    first = text.split(start, 1)[0].rsplit("\n", 1)[1]  # the indent of the block's first line
+    return [start.strip()] + [line[len(first):] for line in block.splitlines()[1:]]
+
+
+def test_the_readme_terminal_example_is_what_the_summary_prints(tmp_path: Path) -> None:
+    """The README's baseline part of the terminal summary, mismatch line included, is printed by the
+    code from records like the demo's: the mismatch reason comes from the gate itself."""
+    from tests.test_report_baseline import _compared, _rec
+
+    from dataclasses import replace
+
+    test = "test_code.py::test_passk"
+    baseline = replace(_record("pass@1", "binary", [1.0, 0.0] * 4, settings={"max_new_tokens": 48}), test=test)
+    store.write(tmp_path / "b.json", {f"{test}::pass@1": store.entry_of(baseline, version="test")})
+    gate = BaselineSession(tmp_path / "b.json", update=False, command_options=["--model=./checkpoint-new"])
+    mismatch = gate(replace(_record("pass@1", "binary", [1.0, 0.0] * 4, settings={"max_new_tokens": 64}), test=test)).baseline
+    assert mismatch is not None and mismatch["verdict"] == "mismatch"
+    fingerprint = {"baseline_fingerprint": "8333c1f0843538bc"}
+    ppl = {**fingerprint, "quantity": "the fine-tuned model's perplexity"}
+    records = [
+        _rec("test_summaries", "rouge1", 0.5312, 0.45, ">=", {**_compared("regressed", 0.6167, 0.5312, -0.0855, -0.142, -0.031, 0.002, 0.01, worse=4), **fingerprint}),
+        _rec("test_sentiment", "accuracy", 0.9167, 0.8, ">=", {**_compared("within noise", 0.9167, 0.9167, 0.0, -0.0833, 0.0833, 0.5, 0.01), **fingerprint}),
+        _rec("test_passk", "pass@1", 0.625, 0.6, ">=", mismatch, unit="problems"),
+        _rec("test_val_perplexity", "perplexity", 28.1, 40, "<=", {**_compared("within noise", 26.99, 28.1, 0.0411, -0.008, 0.093, 0.06, 0.02, relative=True), **fingerprint}, unit="texts"),
+        _rec("test_improves_on_base", "perplexity improvement", 0.7612, 0.5, ">=", {**_compared("improved", 26.99, 25.21, -0.066, -0.101, -0.032, 1.0, 0.02, relative=True), **ppl}, unit="texts"),
+        _rec("test_not_overfit", "loss gap", 0.2859, 0.5, "<=", {**_compared("within noise", 1.704, 1.72, 0.0094, -0.01, 0.03, 0.2, 0.02, relative=True), **fingerprint, "quantity": "validation perplexity"}, unit="texts"),
+        _rec("test_wins_ab_against_base", "A/B win rate", 0.9, 0.6, ">=", {"verdict": "new"}, unit="decided"),
+    ]
+    lines = report.summary_lines(records, baseline_path="ftmodel-baseline.json")
+    shown = lines[lines.index("7 metrics recorded, 5 passed, 2 failed."):]
+    assert _readme_block("7 metrics recorded, 5 passed, 2 failed.") == shown + [""]

@@ -242,8 +242,8 @@ class BaselineSession:
             if 2 * same >= len(base_ids):
                 return (
                     f"only {shared} of the baseline's {len(base_ids)} items pair by content with this run's, yet {same} have the "
-                    "same words: the texts are formatted differently (another tokenizer family or chat template than the "
-                    f"baseline's model, {entry.get('model') or '?'}?)",
+                    "same words: the texts are formatted differently (was the baseline, of model "
+                    f"{entry.get('model') or '?'}, recorded with another tokenizer family or chat template?)",
                     "compare with a baseline recorded with the same formatting (--ftmodel-baseline), or ",
                 )
             return f"only {shared} of the baseline's {len(base_ids)} items are in this run (fewer than half: the data changed)", "restore the data, or "
@@ -326,11 +326,11 @@ class BaselineSession:
             f"(95% CI {interval}) "
             f"on {n} paired {record.unit}; {b.get('test')}, one-sided p = {float(b.get('p_value') or 0.0):.3g} "
             f"(alpha {b.get('alpha')}), margin {margin} "
-            f"({b.get('mode')} mode; {record.direction})."
+            f"({b.get('mode')} mode; {'lower is better' if relative else record.direction})."
         )
         inconclusive = b.get("verdict") == "inconclusive"
         if inconclusive:
-            head += " " + self._why_inconclusive(b, interval, margin)
+            head += " " + self._why_inconclusive(b, interval, margin, record.unit)
         lines = [head]
         for note in b.get("notes") or []:
             lines.append(f"  note: {note}")
@@ -350,7 +350,7 @@ class BaselineSession:
         return "\n".join(lines)
 
     @staticmethod
-    def _why_inconclusive(b: Mapping[str, Any], interval: str, margin: str) -> str:
+    def _why_inconclusive(b: Mapping[str, Any], interval: str, margin: str, unit: str) -> str:
         """Why the noninferiority mode could not decide: the interval against the margin at this n."""
         n = int(b.get("n_paired") or 0)
         if not n:
@@ -358,11 +358,11 @@ class BaselineSession:
         low: Any = b.get("low")
         high: Any = b.get("high")
         if not (_finite(low) and _finite(high)):
-            return f"In noninferiority mode the data must show the drop is within the margin; {n} paired items give no interval (see the notes)."
+            return f"In noninferiority mode the data must show the drop is within the margin; {n} paired {unit} give no interval (see the notes)."
         wide = float(high) - float(low) > float(b.get("margin") or 0.0)
         return (
             f"In noninferiority mode the data must show the drop is within the margin: the 95% interval of the change {interval} "
-            + (f"is wider than the margin {margin} at {n} paired items, so it cannot show that, whatever the items say."
+            + (f"is wider than the margin {margin} at {n} paired {unit}, so it cannot show that, whatever the items say."
                if wide else f"reaches beyond the margin {margin} on the worse side.")
         )
 
