@@ -2,8 +2,10 @@
 
 The dict is filled by the baseline comparison: always a ``verdict``; when compared, the baseline's
 figure (``value``), ``delta`` with its 95% interval (``low``, ``high``), ``p_value``, ``margin``,
-``relative`` (delta and margin are relative changes, as for perplexity), the test used, and up to
-five ``worse_items``; for a ``mismatch``, the ``reason``. The renderers share the wording and the
+``relative`` (delta and margin are relative changes, as for perplexity), the test used, ``notes``,
+the ids that got ``worse`` (at most 20) and ``n_worse`` (all of them), and up to five
+``worse_items``; ``quantity`` when the figures compared are not the metric's own (the validation
+perplexity behind a loss gap: shown as ``ppl 1.704``); for a ``mismatch``, the ``reason``. The renderers share the wording and the
 number formats defined here, so the terminal, Markdown, HTML and JUnit say the same thing.
 """
 
