@@ -17,7 +17,7 @@ import pytest
 
 from pytest_ftmodel import __version__, progress, report
 from pytest_ftmodel import cache as gen_cache
-from pytest_ftmodel.baseline.gate import BaselineSession, parse_margin
+from pytest_ftmodel.baseline.gate import BaselineSession, parse_margins
 from pytest_ftmodel.baseline.store import BaselineFileError
 from pytest_ftmodel.errors import FTModelError, ModelPathError
 from pytest_ftmodel.model import DEVICE_CHOICES, DTYPE_CHOICES, check_model_path, parse_device, parse_dtype
@@ -93,7 +93,7 @@ def parse_baseline_mode(value: str) -> str:
 
 def _margin_option(value: str) -> str:
     try:
-        parse_margin(value)
+        parse_margins(value)
     except ValueError as exc:
         raise ModelPathError(str(exc)) from None
     return value
@@ -210,7 +210,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="largest drop of metric NAME that is not a regression (accuracy=0.02; perplexity=0.05 is relative); "
         "repeatable (default: ini ftmodel_margins, else 0.01 for scores, 2%% for perplexity, 0.1 for human scores)",
     )
-    parser.addini("ftmodel_margins", type="linelist", help="regression margins, one NAME=VALUE a line (default: per kind)", default=[])
+    parser.addini("ftmodel_margins", type="linelist", help="regression margins, NAME=VALUE, one a line or several separated by commas (default: per kind)", default=[])
     group.addoption(
         "--ftmodel-baseline-mode",
         dest="ftmodel_baseline_mode",
@@ -321,7 +321,8 @@ class FTModelSession:
         path = self._path(config, "ftmodel_baseline") or config.rootpath / BASELINE_FILE
         if not update and not path.exists():
             return None
-        margins = dict(parse_margin(line) for line in [*(config.getini("ftmodel_margins") or []), *(config.getoption("ftmodel_margins") or [])])
+        given_margins = [*(config.getini("ftmodel_margins") or []), *(config.getoption("ftmodel_margins") or [])]
+        margins = dict(pair for line in given_margins for pair in parse_margins(line))
         mode = parse_baseline_mode(self._value(config, "ftmodel_baseline_mode") or "superiority")
         given = [
             f"{flag}={value}" for flag, dest in (("--model", "ftmodel_model"), ("--base-model", "ftmodel_base_model"), ("--ftmodel-baseline", "ftmodel_baseline"))
@@ -547,6 +548,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     if ftsession.baseline is not None:
         ftsession.baseline.finish(ftsession.recorder.ordered())
+        if ftsession.baseline.end_of_session(ftsession.recorder.ordered()) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     ftsession.written = report.write_reports(
         ftsession.recorder.ordered(), _report_session(ftsession, session), ftsession.reports, os.environ.get("GITHUB_STEP_SUMMARY")
     )

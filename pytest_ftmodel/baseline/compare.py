@@ -92,6 +92,9 @@ REPLICATES = 2000
 
 LEVEL = 0.95
 
+#: ids of the items that got worse kept in a comparison (the count of them all is kept too)
+WORSE_KEPT = 20
+
 #: below this many paired items a bootstrap interval is too rough to show non-inferiority
 MIN_BOOTSTRAP_ITEMS = 10
 
@@ -106,7 +109,8 @@ class Comparison:
     ``delta`` is candidate minus baseline in the metric's own units, except for ``relative``
     comparisons (perplexity), where it is ``candidate / baseline - 1``. ``low``/``high``: its 95%
     interval (two-sided). ``p_value``: one-sided, the alternative being "the candidate is worse".
-    ``worse``: ids of the paired items that got worse, worst first (at most 20).
+    ``worse``: ids of the paired items that got worse, worst first (at most :data:`WORSE_KEPT`);
+    ``n_worse``: how many got worse in all.
     """
 
     verdict: str
@@ -124,6 +128,7 @@ class Comparison:
     mode: str = "superiority"
     worse: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    n_worse: int = 0
 
     @property
     def failed(self) -> bool:
@@ -491,7 +496,8 @@ def _pair(value: Any) -> tuple[float, float]:
     return (nll, tokens)
 
 
-def _worse_items(kind: str, ids: Sequence[str], base: np.ndarray, cand: np.ndarray, worse: float) -> tuple[str, ...]:
+def _worse_items(kind: str, ids: Sequence[str], base: np.ndarray, cand: np.ndarray, worse: float) -> tuple[tuple[str, ...], int]:
+    """The ids of the items that got worse, worst first (at most :data:`WORSE_KEPT`), and their number."""
     import numpy as np
 
     if kind == "perplexity":
@@ -499,7 +505,7 @@ def _worse_items(kind: str, ids: Sequence[str], base: np.ndarray, cand: np.ndarr
     else:
         change = worse * (cand - base)
     order = sorted((i for i in range(len(ids)) if change[i] > 0), key=lambda i: (-float(change[i]), ids[i]))
-    return tuple(ids[i] for i in order[:20]) if np.size(change) else ()
+    return (tuple(ids[i] for i in order[:WORSE_KEPT]), len(order)) if np.size(change) else ((), 0)
 
 
 def compare(
@@ -574,10 +580,10 @@ def compare(
     elif result.bootstrap and n < MIN_BOOTSTRAP_ITEMS:
         rough = f"{n} paired items: the bootstrap interval is rough below {MIN_BOOTSTRAP_ITEMS}"
         notes.append(rough + (", so non-inferiority cannot be shown" if mode == "noninferiority" else ""))
-    worse = _worse_items(test_kind, ids, base, cand, worse_sign(test_kind, higher_is_better))
+    worse, n_worse = _worse_items(test_kind, ids, base, cand, worse_sign(test_kind, higher_is_better))
     return Comparison(
         verdict=verdict, test=TESTS[test_kind], value=float(result.value[0]), candidate=float(result.candidate[0]),
         delta=float(result.delta[0]), low=float(result.low[0]), high=float(result.high[0]),
         p_value=float(result.p_worse[0]), margin=float(margin), relative=relative, n_paired=n, alpha=alpha, mode=mode,
-        worse=worse, notes=tuple(notes),
+        worse=worse, notes=tuple(notes), n_worse=n_worse,
     )

@@ -11,8 +11,11 @@ even when its absolute bar holds. Standard library only at import.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import math
+import re
 import shlex
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -58,6 +61,47 @@ def parse_margin(text: str) -> tuple[str, float]:
     return name, number
 
 
+def parse_margins(text: str) -> list[tuple[str, float]]:
+    """One option value or ini line as ``NAME=VALUE`` pairs: one, or several separated by commas or
+    spaces (``loss gap=0.5, accuracy=0.1``; a name may hold spaces, a value may not)."""
+    parts = str(text).strip().rstrip(",").split("=")
+    if len(parts) <= 2:
+        return [parse_margin(str(text))]
+    names, values = [parts[0]], list[str]()
+    for middle in parts[1:-1]:
+        found = re.match(r"\s*([^\s,]+)[\s,]+(.*\S.*)$", middle, re.S)
+        if not found:
+            values = []
+            break
+        values.append(found[1])
+        names.append(found[2])
+    try:
+        if not values:
+            raise ValueError(text)
+        return [parse_margin(f"{name}={value}") for name, value in zip(names, [*values, parts[-1]])]
+    except ValueError:
+        raise ValueError(
+            f"bad margin {text!r}: write NAME=VALUE with the metric's name and a non-negative number, "
+            "e.g. accuracy=0.02 or perplexity=0.05, several separated by commas"
+        ) from None
+
+
+#: names of the figures the assert_* helpers record (patterns for those with a part of the user's)
+KNOWN_METRICS = (
+    "perplexity", "perplexity improvement", "loss gap", "rouge1", "rouge2", "rougeL", "accuracy", "macro_f1",
+    "A/B win rate", "memorised share", "distinct-2", "eval loss (best)", "leaked val items",
+)
+KNOWN_PATTERNS = (r"pass@\d+", r"human .+", r"A/B judge .+ vs people \(kappa\)")
+
+
+def known_metric(name: str) -> bool:
+    return name in KNOWN_METRICS or any(re.fullmatch(p, name) for p in KNOWN_PATTERNS)
+
+
+class MarginWarning(UserWarning):
+    """A regression margin names a metric that no figure of this run was compared on."""
+
+
 def default_margins() -> dict[str, float]:
     from pytest_ftmodel.baseline import compare
 
@@ -80,6 +124,12 @@ def _fmt(value: Any) -> str:
     if math.isnan(value):
         return "nan"
     return f"{value:.4g}"
+
+
+def _round_up(value: float) -> str:
+    """``value`` rounded up to two significant digits (a margin that covers it)."""
+    digits = 1 - math.floor(math.log10(abs(value)))
+    return f"{math.ceil(value * 10**digits) / 10**digits:.{max(digits, 0)}f}"
 
 
 def _fmt_delta(value: float, relative: bool) -> str:
@@ -137,9 +187,9 @@ class BaselineSession:
         entry = self.entries.get(key)
         if entry is None:
             return replace(record, baseline={"verdict": "new"})
-        problem, remedy = self._mismatch(record, kind, entry)
+        problem, remedy = self._mismatch(record, kind, entry, key=key)
         if problem:
-            reason = f"{record.name}: {problem}: {remedy}re-record the baseline with {self.update_command(record.test)}"
+            reason = f"{problem}: {remedy}re-record the baseline with {self.update_command(record.test)}"
             return replace(record, baseline={"verdict": "mismatch", "reason": reason}, passed=False)
         baseline = self._compare(record, kind, entry)
         failed = baseline["verdict"] in FAILING or (baseline["verdict"] == "inconclusive" and self.mode == "noninferiority")
@@ -160,7 +210,7 @@ class BaselineSession:
             return self.margins[name]
         return float(default_margins().get(kind, 0.01))
 
-    def _mismatch(self, record: Any, kind: str, entry: Mapping[str, Any]) -> tuple[str, str]:
+    def _mismatch(self, record: Any, kind: str, entry: Mapping[str, Any], *, key: str = "") -> tuple[str, str]:
         """Why this record cannot be compared with ``entry`` (empty when it can), and what would let it."""
         rule = store.scoring_rule(str((record.details or {}).get("kind", "")))
         if entry.get("scoring_rule") != rule:
@@ -180,8 +230,22 @@ class BaselineSession:
         base_ids = set(entry.get("items") or {})
         if not base_ids:
             return "the baseline entry has no per-item values to compare with", ""
+        broken = _invalid_values(kind, entry.get("items") or {})
+        if broken:
+            return (
+                f"the baseline entry {key!r} is broken: {len(broken)} of its {len(base_ids)} items have no valid "
+                f"{VALID[kind]} (e.g. {json_text(broken[0])})", "restore the file from version control, or ",
+            )
         shared = len(ids & base_ids)
         if 2 * shared < len(base_ids):
+            same = _same_words(entry.get("items") or {}, record.items)
+            if 2 * same >= len(base_ids):
+                return (
+                    f"only {shared} of the baseline's {len(base_ids)} items pair by content with this run's, yet {same} have the "
+                    "same words: the texts are formatted differently (was the baseline, of model "
+                    f"{entry.get('model') or '?'}, recorded with another tokenizer family or chat template?)",
+                    "compare with a baseline recorded with the same formatting (--ftmodel-baseline), or ",
+                )
             return f"only {shared} of the baseline's {len(base_ids)} items are in this run (fewer than half: the data changed)", "restore the data, or "
         return "", ""
 
@@ -211,6 +275,8 @@ class BaselineSession:
         if note:
             notes.append(f"compared: {note}")
         out["notes"] = notes
+        if (record.details or {}).get("compare_quantity"):
+            out["quantity"] = str(record.details["compare_quantity"])
         out.update(
             verdict=result.verdict,
             baseline_model=entry.get("model", ""),
@@ -246,35 +312,75 @@ class BaselineSession:
         """The diagnosis of a record whose baseline comparison fails its test."""
         b = record.baseline or {}
         if b.get("verdict") == "mismatch":
-            return f"baseline mismatch for {b.get('reason', record.name)}"
+            return f"baseline mismatch for {record.name}: {b.get('reason', 'not compared')}"
         relative = bool(b.get("relative"))
         unit = "relative change" if relative else "change"
         n = b.get("n_paired", 0)
+        quantity = f"{b['quantity']} " if b.get("quantity") else ""
+        interval = f"[{_fmt_delta(float(b.get('low') or 0.0), relative)}, {_fmt_delta(float(b.get('high') or 0.0), relative)}]"
+        margin = _fmt_delta(float(b.get("margin") or 0.0), relative).lstrip("+")
         head = (
-            f"{record.name} {b.get('verdict')} against the baseline: {_fmt(b.get('value'))} in the baseline "
+            f"{record.name} {b.get('verdict')} against the baseline: {quantity}{_fmt(b.get('value'))} in the baseline "
             f"(model {b.get('baseline_model') or '?'}) -> {_fmt(b.get('candidate'))} now, "
             f"{unit} {_fmt_delta(float(b.get('delta') or 0.0), relative)} "
-            f"(95% CI [{_fmt_delta(float(b.get('low') or 0.0), relative)}, {_fmt_delta(float(b.get('high') or 0.0), relative)}]) "
+            f"(95% CI {interval}) "
             f"on {n} paired {record.unit}; {b.get('test')}, one-sided p = {float(b.get('p_value') or 0.0):.3g} "
-            f"(alpha {b.get('alpha')}), margin {_fmt_delta(float(b.get('margin') or 0.0), relative).lstrip('+')} "
-            f"({b.get('mode')} mode; {record.direction})."
+            f"(alpha {b.get('alpha')}), margin {margin} "
+            f"({b.get('mode')} mode; {'lower is better' if relative else record.direction})."
         )
-        if b.get("verdict") == "inconclusive":
-            head += " In noninferiority mode the data must show the drop is within the margin; it cannot yet (more items narrow the interval)."
+        inconclusive = b.get("verdict") == "inconclusive"
+        if inconclusive:
+            head += " " + self._why_inconclusive(b, interval, margin, record.unit)
         lines = [head]
         for note in b.get("notes") or []:
             lines.append(f"  note: {note}")
         worse = b.get("worse_items") or []
         if worse:
-            total = len(b.get("worse") or [])
-            lines.append(f"  items that got worse ({min(SHOWN, len(worse))} of {total}{'+' if total >= 20 else ''} shown, worst first):")
+            total = int(b.get("n_worse") or len(b.get("worse") or worse))
+            lines.append(f"  items that got worse ({min(SHOWN, len(worse))} of {total} shown, worst first):")
             for it in worse[:SHOWN]:
                 lines.append(
                     f"    {_shown(it.get('prompt'), 50)}" + (f" expected {_shown(it.get('expected'), 30)}" if it.get("expected") else "")
                     + f"\n      before {_shown(it.get('before'))}\n      after  {_shown(it.get('after'))}"
                 )
-        lines.append(f"  if the change is intended, update the baseline ({self.path}): {b.get('update_command') or self.update_command(record.test)}")
+        if inconclusive:
+            lines.append("  " + self._resolve_inconclusive(record, b))
+        else:
+            lines.append(f"  if the change is intended, update the baseline ({self.path}): {b.get('update_command') or self.update_command(record.test)}")
         return "\n".join(lines)
+
+    @staticmethod
+    def _why_inconclusive(b: Mapping[str, Any], interval: str, margin: str, unit: str) -> str:
+        """Why the noninferiority mode could not decide: the interval against the margin at this n."""
+        n = int(b.get("n_paired") or 0)
+        if not n:
+            return "In noninferiority mode the data must show the drop is within the margin; no item could be compared (see the notes)."
+        low: Any = b.get("low")
+        high: Any = b.get("high")
+        if not (_finite(low) and _finite(high)):
+            return f"In noninferiority mode the data must show the drop is within the margin; {n} paired {unit} give no interval (see the notes)."
+        wide = float(high) - float(low) > float(b.get("margin") or 0.0)
+        return (
+            f"In noninferiority mode the data must show the drop is within the margin: the 95% interval of the change {interval} "
+            + (f"is wider than the margin {margin} at {n} paired {unit}, so it cannot show that, whatever the items say."
+               if wide else f"reaches beyond the margin {margin} on the worse side.")
+        )
+
+    def _resolve_inconclusive(self, record: Any, b: Mapping[str, Any]) -> str:
+        """What can turn "inconclusive" into a verdict: more items, a wider margin, or the default mode."""
+        n = int(b.get("n_paired") or 0)
+        low: Any = b.get("low")
+        high: Any = b.get("high")
+        worse_bound = None
+        if _finite(low) and _finite(high):
+            higher_better = b.get("higher_is_better", record.op == ">=") and not b.get("relative")
+            worse_bound = -float(low) if higher_better else float(high)
+        value = f"{_round_up(worse_bound)}" if worse_bound is not None and worse_bound > 0 else "VALUE"
+        return (
+            f"to decide it: compare on more items than the {n} now (the interval narrows as 1/sqrt(n)), allow a wider margin "
+            f"if a drop of that size is acceptable (margin= on the helper or --ftmodel-margin {shlex.quote(f'{record.name}={value}')}), "
+            "or fail only on significant drops (--ftmodel-baseline-mode=superiority); updating the baseline does not help"
+        )
 
     # -- the end of the session -------------------------------------------------------------------
 
@@ -285,6 +391,43 @@ class BaselineSession:
 
     def payload(self) -> dict[str, Any]:
         return {"passed": sorted(self.passed), "known": sorted(self.known)}
+
+    def end_of_session(self, records: list[Any]) -> bool:
+        """Add the summary's lines on margins that named no compared metric (each also a pytest
+        warning) and, when updating, on figures recorded although they miss their bar. True when the
+        run must fail: a margin names no metric at all (not one the helpers record, nor one recorded
+        here), so a typo never leaves a gate at its default margin unnoticed."""
+        compared = sorted({r.name for r in records if (r.details or {}).get("compare_kind")})
+        names = ", ".join(compared) or "none"
+        fail = False
+        for name in sorted(self.margins):
+            if name in compared:
+                continue
+            where = "--ftmodel-margin / ini ftmodel_margins"
+            if known_metric(name):
+                line = f"baseline: margin {name!r} ({where}): that metric is not compared in this run (compared in this run: {names})"
+            else:
+                fail = True
+                pool = {m.lower(): m for m in [*KNOWN_METRICS, "pass@1", *compared]}
+                close = difflib.get_close_matches(name.lower(), list(pool), n=3, cutoff=0.6)
+                hint = f" (did you mean {' or '.join(repr(pool[c]) for c in close)}?)" if close else ""
+                line = (
+                    f"ERROR baseline: margin {name!r} ({where}): no metric has that name{hint}; compared in this run: {names}. "
+                    "Fix the name; the run fails until then."
+                )
+            self.outcome.append(line)
+            warnings.warn(MarginWarning(line), stacklevel=1)
+        if self.update:
+            missed = [r for r in records if r.test and not r.passed and r.threshold is not None]
+            if missed:
+                shown = ", ".join(
+                    f"{self.test_key(r.test)}::{r.name} ({_fmt(r.value)}, bar {r.op} {_fmt(r.threshold)})" for r in missed[:5]
+                ) + (f" and {len(missed) - 5} more" if len(missed) > 5 else "")
+                self.outcome.append(
+                    f"baseline: {len(missed)} recorded figure{'s miss their' if len(missed) > 1 else ' misses its'} bar "
+                    f"(later runs are compared with it as it is): {shown}"
+                )
+        return fail
 
     def finish(self, records: list[Any]) -> None:
         """Update mode: write the file (the controller only). Otherwise: note unused entries."""
@@ -342,3 +485,53 @@ def json_text(value: Any) -> str:
     import json
 
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+#: what a baseline item's value must be, per kind (as the file is written: store.compare_value)
+VALID = {
+    "perplexity": "(NLL >= 0, token count > 0) pair",
+    "binary": "per-item 0/1 value",
+    "continuous": "number",
+    "ordinal": "number",
+}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _valid_value(kind: str, value: Any) -> bool:
+    if kind == "perplexity":
+        return isinstance(value, list) and len(value) == 2 and all(map(_finite, value)) and value[0] >= 0 and value[1] > 0
+    if kind == "binary":
+        return _finite(value) and value in (0, 1)
+    return _finite(value)
+
+
+def _invalid_values(kind: str, items: Mapping[str, Any]) -> list[Any]:
+    """The values of a baseline entry's items that its kind cannot have (the file was edited or damaged:
+    the plugin writes none), in item order. The candidate's side is not checked here: a NaN of the
+    model's is left out of the comparison with a note, as compare() documents."""
+    return [
+        item.get("value") if isinstance(item, Mapping) else item
+        for _, item in sorted(items.items())
+        if not (isinstance(item, Mapping) and _valid_value(kind, item.get("value")))
+    ]
+
+
+def _words(item: Mapping[str, Any]) -> tuple[str, ...]:
+    """An item's texts with their whitespace folded and cut as the file cuts them, so that the same
+    prompts and references read the same when only the formatting around them changed."""
+    out = []
+    for k in ("prompt", "expected", "text"):
+        text = str(item.get(k) or "")
+        text = " ".join(text[: store.TEXT_CHARS - 1].split())
+        out.append(text[:100])
+    return tuple(out)
+
+
+def _same_words(base_items: Mapping[str, Any], items: Iterable[Mapping[str, Any]]) -> int:
+    """How many baseline items have a candidate item with the same words (texts only, not ids)."""
+    now = {_words(it) for it in items}
+    now.discard(("", "", ""))
+    return sum(isinstance(it, Mapping) and _words(it) in now for it in base_items.values())

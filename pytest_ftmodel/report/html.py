@@ -180,12 +180,15 @@ def _against_baseline(records: list[MetricRecord], session: dict[str, Any]) -> s
         paired = f"{b['n_paired']}" + (f" of {b['baseline_n']}" if isinstance(b.get("baseline_n"), int) else "") if isinstance(b.get("n_paired"), int) else "-"
         rows.append(
             f'<tr>{test}<td class="num">{_e(versus.baseline_value_text(b))}</td>'
-            f'<td class="num">{_e(fmt(b["candidate"]) if isinstance(b.get("candidate"), (int, float)) else "-")}</td>'
+            f'<td class="num">{_e(versus.candidate_text(b))}</td>'
             f'<td class="num">{_e(versus.delta_text(b))}</td><td class="num">{_e(versus.p_text(b))}</td>'
             f'<td class="num">{_e(versus.margin_text(b))}{" (relative)" if b.get("relative") else ""}</td>'
             f'<td>{_e(b.get("test") or "-")}{_e(" · " + str(b["mode"])) if b.get("mode") == "noninferiority" else ""}</td>'
             f'<td class="num">{_e(paired)}</td><td>{_verdict(b)}</td></tr>'
         )
+        notes = versus.verdict_notes(b)
+        if notes:
+            rows.append(f'<tr class="notes"><td></td><td></td><td colspan="8" class="reason">note: {_e("; ".join(notes))}</td></tr>')
     parts.append(f'<table class="compare">{head}{"".join(rows)}</table>')
     # the items of failing comparisons first and open; those of passing ones folded away
     for r in sorted(records, key=lambda r: not versus.baseline_failed(r.baseline)):
@@ -198,7 +201,7 @@ def _against_baseline(records: list[MetricRecord], session: dict[str, Any]) -> s
             + "</tr>"
             for i in items
         )
-        worse = len((r.baseline or {}).get("worse") or items)
+        worse = (r.baseline or {}).get("n_worse") or len((r.baseline or {}).get("worse") or items)
         title = (
             f"{_e(r.name)}{_test_of(r)} {_verdict(r.baseline)} "
             f'<span class="muted">(items that got worse, worst first: {len(items)} of {worse})</span>'
@@ -289,7 +292,7 @@ def _failures(records: list[MetricRecord]) -> str:
         if r.diagnosis and versus.baseline_failed(r.baseline) and versus.compared(r.baseline):  # (else explain() says it)
             b = r.baseline or {}
             parts.append(
-                f"<p>Against the baseline: {_e(versus.baseline_value_text(b))} → {_e(fmt(b.get('candidate', r.value)))}, "
+                f"<p>Against the baseline: {_e(versus.baseline_value_text(b))} → {_e(versus.candidate_text(b, r.value))}, "
                 f"Δ {_e(versus.delta_text(b))} (95% CI), {_e(b.get('test') or 'paired test')} p = {_e(versus.p_text(b))}, "
                 f"margin {_e(versus.margin_text(b))}</p>"
             )

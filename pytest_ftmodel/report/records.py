@@ -354,6 +354,7 @@ def _improvement(result: Any, name: str) -> Described:
         "kind": "per-text NLL", "item_value": "NLL per token minus the base model's (nats)", "better": "lower", "compare": "base",
         "model_perplexity": result.model.perplexity, "base_perplexity": result.base.perplexity,
         "compare_kind": "perplexity", "compare_note": "the fine-tuned model's perplexity on these texts (the base model's side is not compared)",
+        "compare_quantity": "the fine-tuned model's perplexity",
     }
     return tuple(items), details
 
@@ -437,6 +438,7 @@ def _overfit(result: Any, name: str) -> Described:
         "train_loss": result.train_loss, "val_loss": result.val_loss,
         "train_values": [s.per_token for s in result.train.per_text],
         "compare_kind": "perplexity", "compare_note": "validation perplexity (the training side is not compared)",
+        "compare_quantity": "validation perplexity",
     }
     return tuple(items), details
 

@@ -122,9 +122,12 @@ def summary_lines(records: list[MetricRecord], *, verbose: bool = False, baselin
         if not verbose:
             lines.extend(_aligned(baseline_rows(records), verbose=False, width=WIDTH))
         for r in records:
+            what = f"{r.test.rsplit('::', 1)[-1] if not verbose else r.test} {r.name}"
             if versus.verdict_of(r.baseline) == "mismatch":
-                what = f"{r.test.rsplit('::', 1)[-1] if not verbose else r.test} {r.name}"
                 lines.extend(_wrap(f"mismatch: {what}: {versus.visible((r.baseline or {}).get('reason') or 'not compared')}"))
+            notes = versus.verdict_notes(r.baseline)
+            if notes:
+                lines.extend(_wrap(f"note: {what}: {'; '.join(notes)}"))
     return lines
 
 

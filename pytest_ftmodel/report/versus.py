@@ -2,8 +2,10 @@
 
 The dict is filled by the baseline comparison: always a ``verdict``; when compared, the baseline's
 figure (``value``), ``delta`` with its 95% interval (``low``, ``high``), ``p_value``, ``margin``,
-``relative`` (delta and margin are relative changes, as for perplexity), the test used, and up to
-five ``worse_items``; for a ``mismatch``, the ``reason``. The renderers share the wording and the
+``relative`` (delta and margin are relative changes, as for perplexity), the test used, ``notes``,
+the ids that got ``worse`` (at most 20) and ``n_worse`` (all of them), and up to five
+``worse_items``; ``quantity`` when the figures compared are not the metric's own (the validation
+perplexity behind a loss gap: shown as ``ppl 1.704``); for a ``mismatch``, the ``reason``. The renderers share the wording and the
 number formats defined here, so the terminal, Markdown, HTML and JUnit say the same thing.
 """
 
@@ -75,10 +77,44 @@ def margin_text(b: dict[str, Any] | None) -> str:
     return fmt_change(b["margin"], bool(b.get("relative")), sign=False)
 
 
+def quantity_label(b: dict[str, Any] | None) -> str:
+    """The short label of the quantity compared when it is not the metric's own figure (``ppl`` for the
+    perplexity behind the loss gap or a perplexity improvement), else ``""``."""
+    quantity = str((b or {}).get("quantity") or "")
+    return "ppl" if "perplexity" in quantity else visible(quantity)
+
+
+def _labelled(b: dict[str, Any] | None, value: Any) -> str:
+    label = quantity_label(b)
+    return f"{label} {fmt(float(value))}" if label else fmt(float(value))
+
+
 def baseline_value_text(b: dict[str, Any] | None) -> str:
+    """The baseline's figure on the paired items, labelled when it is another quantity than the metric."""
     if not b or not isinstance(b.get("value"), (int, float)):
         return "-"
-    return fmt(float(b["value"]))
+    return _labelled(b, b["value"])
+
+
+def candidate_text(b: dict[str, Any] | None, default: Any = None) -> str:
+    """This run's figure on the paired items (the quantity compared), labelled as the baseline's is."""
+    value = (b or {}).get("candidate", default)
+    if not isinstance(value, (int, float)):
+        return "-"
+    return _labelled(b, value)
+
+
+#: notes that change what a verdict rests on (items left out, another test used), shown whatever the verdict
+_DECIDING = ("left out", "compared as continuous")
+
+
+def verdict_notes(b: dict[str, Any] | None) -> list[str]:
+    """The comparison's notes a reader of the terminal needs: all of them for an ``inconclusive``
+    verdict (they say why), else those that change what the verdict rests on."""
+    notes = [visible(n) for n in (b or {}).get("notes") or []]
+    if verdict_of(b) == "inconclusive":
+        return notes
+    return [n for n in notes if any(d in n for d in _DECIDING)]
 
 
 def p_text(b: dict[str, Any] | None, *, floor: bool = True) -> str:
@@ -144,7 +180,7 @@ def explain(record: MetricRecord) -> str:
     if not compared(b):
         return f"{record.name}: {verdict}"
     lines = [
-        f"{record.name} {verdict} against the baseline: {baseline_value_text(b)} -> {fmt(b.get('candidate', record.value))}, "
+        f"{record.name} {verdict} against the baseline: {baseline_value_text(b)} -> {candidate_text(b, record.value)}, "
         f"Δ {delta_text(b)} (95% CI), {visible(b.get('test') or 'paired test')} p = {p_text(b)}, margin {margin_text(b)}"
         + (f", {b['n_paired']} paired items" if isinstance(b.get("n_paired"), int) else "")
     ]
