@@ -4,8 +4,8 @@ With ``--model`` / ``--base-model`` (or their ini entries) the suite evaluates y
 without them it builds the embedded demo pair (a tiny base model and its fine-tuned version).
 
 A model of the demo is compared with the committed baseline of the demo's fine-tuned model of its
-family (``ftmodel-baseline.<family>.json`` here), unless ``--ftmodel-baseline`` or the ini names
-another file. Your own project keeps one ``ftmodel-baseline.json`` in its rootdir instead, written
+family (``ftmodel-baseline.<family>.json`` here; ``--ftmodel-update-baseline`` records into that
+file), unless ``--ftmodel-baseline`` or the ini names another file. Your own project keeps one ``ftmodel-baseline.json`` in its rootdir instead, written
 by ``pytest --model=RELEASED_CHECKPOINT --ftmodel-update-baseline`` and committed.
 """
 
@@ -46,8 +46,11 @@ def pytest_configure(config: pytest.Config) -> None:
         if want_base:
             config.option.ftmodel_base_model = str(pair.base)
     family = _demo_family(config.getoption("ftmodel_model"))
+    shipped = HERE / f"ftmodel-baseline.{family}.json"
+    # the family's file when it is there (or is being recorded); else the default, which may be absent
     if family and not (config.getoption("ftmodel_baseline") or config.getini("ftmodel_baseline")):
-        config.option.ftmodel_baseline = str(HERE / f"ftmodel-baseline.{family}.json")
+        if shipped.exists() or config.getoption("ftmodel_update_baseline"):
+            config.option.ftmodel_baseline = str(shipped)
 
 
 @pytest.fixture(scope="session")

@@ -82,6 +82,23 @@ _REPORT_OPTIONS = (
 
 BASELINE_FILE = "ftmodel-baseline.json"
 BASELINE_MODES = ("superiority", "noninferiority")
+#: ``--ftmodel-baseline=none``: compare with no baseline file
+BASELINE_OFF = "none"
+
+
+def _narrowed_files(config: pytest.Config) -> set[str] | None:
+    """Test files (rootdir-relative, as in node ids) of which this run selects only some tests by
+    the command line's node ids (``test_a.py::test_x``); None under ``--lf``, which narrows files
+    while collecting them. ``-k``, ``-m`` and ``--deselect`` are seen through pytest_deselected."""
+    if config.getoption("lf", False):
+        return None
+    files = set()
+    for arg in config.args:
+        file, sep, _ = str(arg).partition("::")
+        if sep:
+            absolute = os.path.abspath(config.invocation_params.dir / file)
+            files.add(os.path.relpath(absolute, config.rootpath).replace(os.sep, "/"))
+    return files
 
 
 def parse_baseline_mode(value: str) -> str:
@@ -188,8 +205,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="ftmodel_baseline",
         metavar="PATH",
         default=None,
-        help=f"baseline file to compare each figure with, item by item; comparison is on when it exists "
-        f"(default: ini ftmodel_baseline, else {BASELINE_FILE} in the rootdir)",
+        help=f"baseline file to compare each figure with, item by item; a file named here that does not exist stops "
+        f"the run, {BASELINE_OFF} compares with none (default: ini ftmodel_baseline, else {BASELINE_FILE} in the rootdir, "
+        "compared when it exists)",
     )
     parser.addini("ftmodel_baseline", help=f"baseline file; relative to the ini file (default: {BASELINE_FILE} in the rootdir)", default=None)
     group.addoption(
@@ -198,7 +216,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="record the figures of the tests that run into the baseline file instead of comparing; remove entries "
-        "those tests no longer produce (default: false)",
+        "those tests no longer produce, and those of test files that are gone (default: false)",
     )
     group.addoption(
         "--ftmodel-margin",
@@ -318,8 +336,18 @@ class FTModelSession:
         """The baseline gate: on when updating, or when the baseline file exists (so a project without
         one runs exactly as before)."""
         update = bool(config.getoption("ftmodel_update_baseline"))
-        path = self._path(config, "ftmodel_baseline") or config.rootpath / BASELINE_FILE
+        named = self._path(config, "ftmodel_baseline")
+        if str(config.getoption("ftmodel_baseline") or config.getini("ftmodel_baseline") or "").strip().lower() == BASELINE_OFF:
+            if update:
+                raise ModelPathError(f"--ftmodel-update-baseline needs a baseline file to record into, and --ftmodel-baseline={BASELINE_OFF} names none: drop one of the two")
+            return None
+        path = named or config.rootpath / BASELINE_FILE
         if not update and not path.exists():
+            if named is not None:  # named, so meant: a typo must not turn the comparison off unseen
+                raise ModelPathError(
+                    f"baseline file {path} does not exist: fix the path, record one with --ftmodel-update-baseline, "
+                    f"or pass --ftmodel-baseline={BASELINE_OFF} to compare with none"
+                )
             return None
         given_margins = [*(config.getini("ftmodel_margins") or []), *(config.getoption("ftmodel_margins") or [])]
         margins = dict(pair for line in given_margins for pair in parse_margins(line))
@@ -329,11 +357,13 @@ class FTModelSession:
             if (value := config.getoption(dest))
         ]
         try:
-            return BaselineSession(
+            baseline = BaselineSession(
                 path, update=update, mode=mode, margins=margins, command_options=given, version=__version__, rootdir=config.rootpath
             )
         except BaselineFileError as exc:
             raise ModelPathError(str(exc)) from None
+        baseline.narrowed = _narrowed_files(config)
+        return baseline
 
     def check_paths(self) -> None:
         for role, path in self.paths.items():
@@ -510,6 +540,7 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
     ftsession = config_session(items[0].config)
     if ftsession is not None and ftsession.baseline is not None:
         ftsession.baseline.known.update(item.nodeid for item in items)
+        ftsession.baseline.deselected.update(item.nodeid for item in items)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -548,8 +579,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     if ftsession.baseline is not None:
         ftsession.baseline.finish(ftsession.recorder.ordered())
-        if ftsession.baseline.end_of_session(ftsession.recorder.ordered()) and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        ended_badly = ftsession.baseline.end_of_session(ftsession.recorder.ordered())  # e.g. a margin naming no metric
+        if (ended_badly or ftsession.baseline.write_failed) and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the run did not do what it was asked
     ftsession.written = report.write_reports(
         ftsession.recorder.ordered(), _report_session(ftsession, session), ftsession.reports, os.environ.get("GITHUB_STEP_SUMMARY")
     )

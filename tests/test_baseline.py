@@ -100,20 +100,29 @@ def test_the_file_is_deterministic_sorted_and_rounded(tmp_path: Path) -> None:
 def test_a_broken_file_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "b.json"
     path.write_text("{not json")
-    with pytest.raises(store.BaselineFileError, match=r"not valid JSON .*--ftmodel-update-baseline"):
+    with pytest.raises(store.BaselineFileError, match=r"not valid JSON .*--ftmodel-update-baseline \(the broken file is kept as b.json.broken\)$") as info:
         store.load(path)
+    assert info.value.broken == "not valid JSON" and info.value.salvaged == {}
 
 
-def test_unused_entries_only_among_what_the_run_can_speak_for() -> None:
+def test_unused_entries_only_among_what_the_run_can_speak_for(tmp_path: Path) -> None:
+    for name in ("t.py", "u.py", "w.py"):
+        (tmp_path / name).write_text("")
     entries = {
         "t.py::a::m": {"test": "t.py::a"},  # ran and passed, produced nothing: unused
         "t.py::b::m": {"test": "t.py::b"},  # not selected (deselected): kept
-        "t.py::gone::m": {"test": "t.py::gone"},  # its file was collected, the test is gone: unused
+        "t.py::gone::m": {"test": "t.py::gone"},  # its file was narrowed by the selection: kept
+        "w.py::gone::m": {"test": "w.py::gone"},  # its file was collected whole and lacks the test: unused
         "u.py::c::m": {"test": "u.py::c"},  # another file, not collected: kept
         "t.py::d::m": {"test": "t.py::d"},  # produced
+        "v.py::e::m": {"test": "v.py::e"},  # its file is gone: unused
     }
-    unused = store.unused_entries(entries, ["t.py::d::m"], ["t.py::a", "t.py::d"], ["t.py::a", "t.py::b", "t.py::d"])
-    assert unused == ["t.py::a::m", "t.py::gone::m"]
+    unused = store.unused_entries(
+        entries, ["t.py::d::m"], ["t.py::a", "t.py::d"], ["t.py::a", "t.py::b", "t.py::d", "w.py::f"], whole_files=["w.py"], folder=tmp_path
+    )
+    assert unused == {
+        "t.py::a::m": "its test ran without it", "v.py::e::m": "test file v.py is gone", "w.py::gone::m": "no such test in w.py now",
+    }
 
 
 # ---- the gate on real models -------------------------------------------------------------------
@@ -321,9 +330,14 @@ def test_the_life_cycle_record_compare_update(pytester: pytest.Pytester) -> None
     pytester.runpytest_subprocess("-p", "no:randomly", "--ftmodel-update-baseline")
     pytester.makepyfile(test_a=SUITE["test_a.py"])
     unused = pytester.runpytest_subprocess("-p", "no:randomly")
-    unused.stdout.fnmatch_lines(["*1 unused entry (no test produced them): test_a.py::test_three::perplexity; --ftmodel-update-baseline removes them"])
+    unused.stdout.fnmatch_lines([
+        "*1 unused entry (no test produced them): test_a.py::test_three::perplexity (no such test in test_a.py now); --ftmodel-update-baseline removes them"
+    ])
+    # an update of some of the file's tests cannot tell a test gone from one not selected: kept
     partial = pytester.runpytest_subprocess("-p", "no:randomly", "--ftmodel-update-baseline", "-k", "test_one")
-    partial.stdout.fnmatch_lines(["*1 entry recorded*, 2 kept, 1 removed (unused).", "*removed: test_a.py::test_three::perplexity"])
+    partial.stdout.fnmatch_lines(["*1 entry recorded*, 3 kept, 0 removed (unused)."])
+    whole = pytester.runpytest_subprocess("-p", "no:randomly", "--ftmodel-update-baseline")
+    whole.stdout.fnmatch_lines(["*3 entries recorded*, 0 kept, 1 removed (unused).", "*removed: test_a.py::test_three::perplexity (no such test in test_a.py now)"])
     assert _digest(path) == digest
 
 

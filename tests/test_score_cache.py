@@ -207,10 +207,10 @@ def test_the_example_suite_passes_on_the_regressed_demo_and_a_warm_rerun_runs_no
 
     shutil.copytree(Path(__file__).resolve().parent.parent / "example_suite", pytester.path / "example_suite", ignore=shutil.ignore_patterns("__pycache__"))
     pytester.makepyfile(imports_probe=REPORT_IMPORTS)
-    # the absolute bars alone: a baseline file that does not exist turns the comparison off
+    # the absolute bars alone: --ftmodel-baseline=none turns the comparison off
     args = [
         "example_suite", f"--model={bpe_pair.regressed}", f"--base-model={bpe_pair.base}", "-p", "imports_probe", "-s",
-        "--ftmodel-baseline=no-baseline.json",
+        "--ftmodel-baseline=none",
     ]
     cold = pytester.runpytest_subprocess(*args, "--ftmodel-json=cold.json")
     assert cold.ret == 0, cold.stdout.str()

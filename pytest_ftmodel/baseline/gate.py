@@ -162,13 +162,41 @@ class BaselineSession:
         self.command = command
         self.command_options = list(command_options)
         self.version = version
-        self.entries: dict[str, dict[str, Any]] = store.load(path)
-        #: tests whose call phase passed, and every test collected or deselected (for unused entries)
+        #: what was wrong with a broken file that this update replaces (kept aside, see store.keep_aside)
+        self.broken = ""
+        try:
+            self.entries: dict[str, dict[str, Any]] = store.load(path)
+        except store.BaselineFileError as exc:
+            if not (update and exc.broken):
+                raise
+            self.entries, self.broken = dict(exc.salvaged), exc.broken
+        #: tests whose call phase passed, every test collected or deselected, those deselected
+        #: (node ids), and the files a selection narrowed (rootdir-relative; None: every file, --lf)
         self.passed: set[str] = set()
         self.known: set[str] = set()
+        self.deselected: set[str] = set()
+        self.narrowed: set[str] | None = set()
+        #: the line saying the file could not be written (the run then fails)
+        self.write_failed = ""
+        if not update and rootdir is not None:
+            self._check_beside_its_tests()
         self._seen: dict[tuple[str, str], int] = {}
         #: what the controller wrote at the end (for the summary)
         self.outcome: list[str] = []
+
+    def _check_beside_its_tests(self) -> None:
+        """A gate never passes on nothing: a file none of whose entries belongs to a test file beside
+        it (moved away from its tests) matches no test, so it stops the run."""
+        folder = self.path.parent
+        files = sorted({store.file_of(store.test_of(k, e)): k for k, e in sorted(self.entries.items(), reverse=True)}.items())
+        if not files or any((folder / file).is_file() for file, _ in files):
+            return
+        file, key = files[0]
+        raise store.BaselineFileError(
+            f"baseline file {self.path}: none of its {len(self.entries)} entries belongs to a test file beside it (keys are relative "
+            f"to the baseline's folder: {key} would be {folder / file}, which does not exist): move the file back beside the tests, "
+            "or re-record it where it is with --ftmodel-update-baseline"
+        )
 
     # -- the gate ---------------------------------------------------------------------------------
 
@@ -388,9 +416,22 @@ class BaselineSession:
         """What a pytest-xdist worker saw (see :meth:`payload`)."""
         self.passed.update(payload.get("passed", ()))
         self.known.update(payload.get("known", ()))
+        self.deselected.update(payload.get("deselected", ()))
 
     def payload(self) -> dict[str, Any]:
-        return {"passed": sorted(self.passed), "known": sorted(self.known)}
+        return {"passed": sorted(self.passed), "known": sorted(self.known), "deselected": sorted(self.deselected)}
+
+    def unused(self, produced: Iterable[str]) -> dict[str, str]:
+        """Entries no test produced, among those this run can speak for, each with why (see
+        :func:`~pytest_ftmodel.baseline.store.unused_entries`)."""
+        whole: set[str] = set()
+        if self.narrowed is not None:
+            narrowed = self.narrowed | self.deselected
+            whole = {store.file_of(self.test_key(t)) for t in self.known} - {store.file_of(self.test_key(t)) for t in narrowed}
+        return store.unused_entries(
+            self.entries, produced, [self.test_key(t) for t in self.passed], [self.test_key(t) for t in self.known],
+            whole_files=whole, folder=self.path.parent if self.rootdir is not None else None,
+        )
 
     def end_of_session(self, records: list[Any]) -> bool:
         """Add the summary's lines on margins that named no compared metric (each also a pytest
@@ -434,9 +475,8 @@ class BaselineSession:
         tested = [r for r in records if r.test]
         keyed = list(zip(store.entry_keys(tested, self.test_key), tested))
         produced = {k: r for k, r in keyed}
-        unused = store.unused_entries(
-            self.entries, produced, [self.test_key(t) for t in self.passed], [self.test_key(t) for t in self.known]
-        )
+        unused = self.unused(produced)
+        listed = ", ".join(f"{k} ({why})" for k, why in list(unused.items())[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
         if not self.update:
             counts: dict[str, int] = {}
             for r in records:
@@ -453,9 +493,8 @@ class BaselineSession:
                 self.outcome.append(f"baseline: new figures, no entry yet (--ftmodel-update-baseline records them): {', '.join(new[:5])}" + (f" and {len(new) - 5} more" if len(new) > 5 else ""))
             if unused:
                 self.outcome.append(
-                    f"baseline: {len(unused)} unused entr{'y' if len(unused) == 1 else 'ies'} (no test produced them): "
-                    + ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
-                    + "; --ftmodel-update-baseline removes them"
+                    f"baseline: {len(unused)} unused entr{'y' if len(unused) == 1 else 'ies'} (no test produced them): {listed}; "
+                    "--ftmodel-update-baseline removes them"
                 )
             return
         entries = {k: v for k, v in self.entries.items() if k not in unused}
@@ -468,17 +507,31 @@ class BaselineSession:
             return
         try:
             before = self.path.read_text(encoding="utf-8")
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             before = None
-        if before != store.dumps(entries):
-            store.write(self.path, entries)
+        existed = self.path.exists()
+        try:
+            if self.broken:  # never lose a person's work: the broken file is kept beside the new one
+                aside = store.keep_aside(self.path)
+                self.outcome.append(f"baseline {self.path} was broken ({self.broken}): kept as {aside}; a new file is written from this run")
+            if before != store.dumps(entries):
+                store.write(self.path, entries)
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename and str(exc.filename) != str(self.path) else ""
+            self.write_failed = (
+                f"baseline {self.path} could not be written ({type(exc).__name__}: {exc.strerror or exc}{where}): "
+                + ("the file is unchanged" if existed else "no file was written")
+                + "; fix the permissions, or pass --ftmodel-baseline with a path you can write"
+            )
+            self.outcome.append(self.write_failed)
+            return
         kept = len(entries) - len(written)
         self.outcome.append(
             f"baseline {self.path}: {len(written)} entr{'y' if len(written) == 1 else 'ies'} recorded "
             f"({added} new, {changed} changed, {len(written) - added - changed} unchanged), {kept} kept, {len(unused)} removed (unused)."
         )
         if unused:
-            self.outcome.append("  removed: " + ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else ""))
+            self.outcome.append("  removed: " + listed)
 
 
 def json_text(value: Any) -> str:

@@ -45,6 +45,11 @@ NOT_SETTINGS = frozenset({"batch_size", "cache", "workers", "progress"})
 class BaselineFileError(DataError):
     """The baseline file cannot be read."""
 
+    #: non-empty when the file is broken (an update may replace it, keeping it aside): what is wrong, briefly
+    broken: str = ""
+    #: the sound entries of a broken file
+    salvaged: dict[str, dict[str, Any]] = {}
+
 
 def scoring_rule(kind: str) -> str:
     return f"{kind}/{SCORING_RULES.get(kind, 1)}"
@@ -164,27 +169,123 @@ def entry_of(record: Any, *, version: str, test: str | None = None) -> dict[str,
 
 
 def load(path: Path) -> dict[str, dict[str, Any]]:
-    """The entries of the baseline file at ``path`` ({} when there is none)."""
+    """The entries of the baseline file at ``path`` ({} when there is none), every one checked.
+
+    A file that cannot be used raises :class:`BaselineFileError` with one line (what, where, the
+    fix); when the file is broken (not JSON, not a baseline, a malformed entry) the error is
+    ``broken`` and carries the entries that are sound (``salvaged``), which an update keeps."""
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a folder on the way is a file: no such file either
         return {}
-    except OSError as exc:
-        raise BaselineFileError(f"baseline file {path} cannot be read ({exc.strerror}): fix its permissions or pass --ftmodel-baseline") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BaselineFileError(
+            f"baseline file {path} cannot be read ({getattr(exc, 'strerror', None) or exc}): fix its permissions or pass --ftmodel-baseline"
+        ) from None
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise BaselineFileError(
-            f"baseline file {path} is not valid JSON (line {getattr(exc, 'lineno', '?')}): restore it from version control "
-            "or write it again with --ftmodel-update-baseline"
-        ) from None
+        raise _broken(path, f"is not valid JSON (line {getattr(exc, 'lineno', '?')})", "not valid JSON") from None
     entries = data.get("entries") if isinstance(data, dict) else None
-    if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+    if not isinstance(entries, dict):
+        raise _broken(path, "is not a pytest-ftmodel baseline (no \"entries\" object)", "no \"entries\" object")
+    version = data.get("format", FORMAT)
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT:
         raise BaselineFileError(
-            f"baseline file {path} is not a pytest-ftmodel baseline (no \"entries\" object): pass another file "
-            "with --ftmodel-baseline, or write it again with --ftmodel-update-baseline"
+            f"baseline file {path} was written by a newer pytest-ftmodel (format {version}; this version reads format {FORMAT}): "
+            "upgrade pytest-ftmodel, or re-record it with this version (delete it, then run with --ftmodel-update-baseline)"
+        )
+    if version != FORMAT:
+        raise _broken(path, f"has \"format\" {_shown_json(version)}, not a format this version reads ({FORMAT})", "bad \"format\"")
+    problems = {key: problem for key, entry in entries.items() if (problem := entry_problem(key, entry))}
+    if problems:
+        first = next(iter(problems.values()))
+        more = f" (and {len(problems) - 1} more bad entr{'y' if len(problems) == 2 else 'ies'})" if len(problems) > 1 else ""
+        raise _broken(
+            path, f"{first}{more}", f"{len(problems)} malformed entr{'y' if len(problems) == 1 else 'ies'}",
+            salvaged={k: v for k, v in entries.items() if k not in problems}, sep=": ",
         )
     return entries
+
+
+def _broken(path: Path, what: str, short: str, *, salvaged: dict[str, dict[str, Any]] | None = None, sep: str = " ") -> BaselineFileError:
+    error = BaselineFileError(
+        f"baseline file {path}{sep}{what}: restore it from version control, or "
+        + ("re-record it" if salvaged is not None else "record a new one")
+        + f" with --ftmodel-update-baseline (the broken file is kept as {path.name}{BROKEN})"
+    )
+    error.broken = short
+    error.salvaged = salvaged or {}
+    return error
+
+
+#: the suffix of a broken baseline kept aside by an update
+BROKEN = ".broken"
+
+#: the entry's fields and their JSON types (a field may be absent)
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "test": ("string",), "metric": ("string",), "unit": ("string",), "direction": ("string",), "compare_kind": ("string", "null"),
+    "scoring_rule": ("string",), "data_hash": ("string",), "model": ("string",), "fingerprint": ("string",),
+    "package_version": ("string",), "value": ("number", "null"), "n": ("number", "null"), "interval": ("list", "null"),
+    "settings": ("object", "null"), "items": ("object",),
+}
+
+
+def _type_of(value: Any) -> str:
+    """The JSON type of ``value``: object, list, string, number, boolean or null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "list" if isinstance(value, list) else "object" if isinstance(value, dict) else type(value).__name__
+
+
+def _article(kind: str) -> str:
+    return kind if kind == "null" else ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
+def _shown_json(value: Any, width: int = 40) -> str:
+    text = json.dumps(value, ensure_ascii=True, sort_keys=True)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _number(value: Any) -> bool:
+    return _type_of(value) == "number" and math.isfinite(value)
+
+
+def entry_problem(key: str, entry: Any) -> str:
+    """What is wrong with the entry ``key`` ("" when nothing): its fields' JSON types and its items'
+    values (a number; ``[NLL, tokens]`` for perplexity), so that nothing later trips over them."""
+    name = f"entry {json.dumps(key, ensure_ascii=True)}"
+    if not isinstance(entry, dict):
+        return f"{name} is {_article(_type_of(entry))}, not an object"
+    for field, kinds in _FIELDS.items():
+        if field in entry and _type_of(entry[field]) not in kinds:
+            return f"{name} has {json.dumps(field)} {_shown_json(entry[field])} ({_article(_type_of(entry[field]))}, not {_article(kinds[0])})"
+    interval = entry.get("interval")
+    if isinstance(interval, list) and (len(interval) != 2 or not all(v is None or _type_of(v) == "number" for v in interval)):
+        return f"{name} has \"interval\" {_shown_json(interval)} (not [low, high], two numbers)"
+    perplexity = entry.get("compare_kind") == "perplexity"
+    for item_id, item in (entry.get("items") or {}).items():
+        shown = json.dumps(item_id, ensure_ascii=True)
+        if not isinstance(item, dict):
+            return f"{name} has item {shown} that is {_article(_type_of(item))}, not an object"
+        if "value" not in item:
+            return f"{name} has item {shown} with no \"value\""
+        value = item["value"]
+        if perplexity:
+            if not (isinstance(value, list) and len(value) == 2 and all(_number(v) for v in value)):
+                return f"{name} has item {shown} whose \"value\" is {_shown_json(value)} (not [NLL, tokens], two numbers)"
+        elif not _number(value):
+            return f"{name} has item {shown} whose \"value\" is {_shown_json(value)} ({_article(_type_of(value))}, not a number)"
+        for text in ("prompt", "expected", "answer", "text"):
+            if text in item and not isinstance(item[text], str):
+                return f"{name} has item {shown} whose {json.dumps(text)} is {_article(_type_of(item[text]))}, not a string"
+    return ""
 
 
 def dumps(entries: Mapping[str, Any]) -> str:
@@ -220,19 +321,61 @@ def _mode_of(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def test_of(key: str, entry: Mapping[str, Any]) -> str:
+    """The test an entry belongs to: its ``test`` field, else its key less the metric."""
+    test = entry.get("test")
+    return test if isinstance(test, str) and test else key.rsplit("::", 1)[0]
+
+
+def file_of(test: str) -> str:
+    """The test file of a test's name in the file (``"suite/test_a.py::test_x[1]"`` -> ``"suite/test_a.py"``)."""
+    return test.split("::", 1)[0]
+
+
 def unused_entries(
-    entries: Mapping[str, Mapping[str, Any]], produced: Iterable[str], passed: Iterable[str], known: Iterable[str]
-) -> list[str]:
-    """Keys of entries no test produced in this run, among those the run can speak for (as syrupy
-    does): the entry's test ran and passed without producing it, or its test file was collected
-    and no longer has that test. Entries of tests not selected are neither reported nor removed."""
-    made, ok, seen = set(produced), set(passed), set(known)
-    files = {t.split("::", 1)[0] for t in seen}
-    unused = []
+    entries: Mapping[str, Mapping[str, Any]],
+    produced: Iterable[str],
+    passed: Iterable[str],
+    known: Iterable[str],
+    *,
+    whole_files: Iterable[str] = (),
+    folder: Path | None = None,
+) -> dict[str, str]:
+    """Entries no test produced in this run, among those the run can speak for, each with why:
+
+    - its test ran (and passed) without producing it;
+    - its test file, relative to ``folder`` (the baseline file's), no longer exists;
+    - its file is among ``whole_files`` (collected with no selection inside it: no node id, ``-k``,
+      ``-m``, ``--deselect`` or ``--lf`` narrowed it) and has no such test any more.
+
+    Entries of tests that did not run are neither reported nor removed (syrupy's rule)."""
+    made, ok, seen, whole = set(produced), set(passed), set(known), set(whole_files)
+    gone: dict[str, bool] = {}
+    unused = {}
     for key, entry in entries.items():
-        test = str(entry.get("test") or key.rsplit("::", 1)[0])
         if key in made:
             continue
-        if test in ok or (test not in seen and test.split("::", 1)[0] in files):
-            unused.append(key)
-    return sorted(unused)
+        test = test_of(key, entry)
+        file = file_of(test)
+        if folder is not None and file not in gone:
+            gone[file] = not (folder / file).is_file()
+        if gone.get(file):
+            unused[key] = f"test file {file} is gone"
+        elif test in ok:
+            unused[key] = "its test ran without it"
+        elif file in whole and test not in seen:
+            unused[key] = f"no such test in {file} now"
+    return dict(sorted(unused.items()))
+
+
+def keep_aside(path: Path) -> Path:
+    """Copy ``path`` to ``<name>.broken`` (``.broken.2``, ... when taken) beside it; the copy's path."""
+    import shutil
+
+    target = path.with_name(path.name + BROKEN)
+    count = 1
+    while target.exists():
+        count += 1
+        target = path.with_name(f"{path.name}{BROKEN}.{count}")
+    shutil.copy2(path, target)
+    return target
