@@ -385,7 +385,7 @@ class BaselineSession:
             return "In noninferiority mode the data must show the drop is within the margin; no item could be compared (see the notes)."
         low: Any = b.get("low")
         high: Any = b.get("high")
-        if not (_finite(low) and _finite(high)):
+        if not (store.finite(low) and store.finite(high)):
             return f"In noninferiority mode the data must show the drop is within the margin; {n} paired {unit} give no interval (see the notes)."
         wide = float(high) - float(low) > float(b.get("margin") or 0.0)
         return (
@@ -400,7 +400,7 @@ class BaselineSession:
         low: Any = b.get("low")
         high: Any = b.get("high")
         worse_bound = None
-        if _finite(low) and _finite(high):
+        if store.finite(low) and store.finite(high):
             higher_better = b.get("higher_is_better", record.op == ">=") and not b.get("relative")
             worse_bound = -float(low) if higher_better else float(high)
         value = f"{_round_up(worse_bound)}" if worse_bound is not None and worse_bound > 0 else "VALUE"
@@ -549,16 +549,12 @@ VALID = {
 }
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _valid_value(kind: str, value: Any) -> bool:
     if kind == "perplexity":
-        return isinstance(value, list) and len(value) == 2 and all(map(_finite, value)) and value[0] >= 0 and value[1] > 0
+        return isinstance(value, list) and len(value) == 2 and all(map(store.finite, value)) and value[0] >= 0 and value[1] > 0
     if kind == "binary":
-        return _finite(value) and value in (0, 1)
-    return _finite(value)
+        return store.finite(value) and value in (0, 1)
+    return store.finite(value)
 
 
 def _invalid_values(kind: str, items: Mapping[str, Any]) -> list[Any]:

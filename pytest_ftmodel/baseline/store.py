@@ -253,7 +253,8 @@ def _shown_json(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _number(value: Any) -> bool:
+def finite(value: Any) -> bool:
+    """A finite JSON number (not a boolean, not NaN or infinite)."""
     return _type_of(value) == "number" and math.isfinite(value)
 
 
@@ -278,9 +279,9 @@ def entry_problem(key: str, entry: Any) -> str:
             return f"{name} has item {shown} with no \"value\""
         value = item["value"]
         if perplexity:
-            if not (isinstance(value, list) and len(value) == 2 and all(_number(v) for v in value)):
+            if not (isinstance(value, list) and len(value) == 2 and all(finite(v) for v in value)):
                 return f"{name} has item {shown} whose \"value\" is {_shown_json(value)} (not [NLL, tokens], two numbers)"
-        elif not _number(value):
+        elif not finite(value):
             return f"{name} has item {shown} whose \"value\" is {_shown_json(value)} ({_article(_type_of(value))}, not a number)"
         for text in ("prompt", "expected", "answer", "text"):
             if text in item and not isinstance(item[text], str):
