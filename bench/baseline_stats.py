@@ -37,12 +37,7 @@ def _exact_binary(n: int, agreement: float, effect: float) -> tuple[float, float
     """P("regressed") of the binary gate (mid-p, exact conditional) over every outcome of the scenario."""
     from scipy.stats import binom
 
-    share = (1 - agreement) / 0.375
-    conc = share / (1 - share)
-    a, b = 0.75 * conc, 0.25 * conc
-    mean_p, mean_p2 = a / (a + b), a * (a + 1) / ((a + b) * (a + b + 1))
-    ratio = (0.75 - effect) / 0.75
-    worse, better = mean_p - ratio * mean_p2, ratio * (mean_p - mean_p2)
+    worse, better = sims.discordant_chances(agreement, effect)
     m = np.arange(n + 1)[:, None]
     k = np.arange(n + 1)[None, :]
     chance = binom.pmf(m, n, worse + better) * binom.pmf(k, m, worse / (worse + better))

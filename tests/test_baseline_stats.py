@@ -181,16 +181,22 @@ def test_mcnemar_is_statsmodels_exact_test_less_half_the_observed_probability() 
     assert checked > 10
 
 
-def _binary_outcome_rates(n: int, agreement: float, effect: float) -> dict[str, float]:
-    """Exact probability of each verdict of the default binary gate for ``n`` items of the binary
-    scenario, summed over every outcome (m discordant items, k of them worse) rather than simulated.
-    Each outcome's verdict is compare's own (paired_test, decide) on a table with those counts."""
+def discordant_chances(agreement: float, effect: float) -> tuple[float, float]:
+    """Per item of the binary scenario, the chance that it got worse (right in the baseline, wrong in
+    the candidate) and that it got better, over p ~ Beta(0.75 k, 0.25 k) as :func:`scenario` draws it."""
     share = (1 - agreement) / 0.375
     conc = share / (1 - share)
     a, b = 0.75 * conc, 0.25 * conc
     mean_p, mean_p2 = a / (a + b), a * (a + 1) / ((a + b) * (a + b + 1))
     ratio = (0.75 - effect) / 0.75
-    p_worse, p_better = mean_p - ratio * mean_p2, ratio * (mean_p - mean_p2)  # per item, p ~ Beta(a, b)
+    return mean_p - ratio * mean_p2, ratio * (mean_p - mean_p2)
+
+
+def _binary_outcome_rates(n: int, agreement: float, effect: float) -> dict[str, float]:
+    """Exact probability of each verdict of the default binary gate for ``n`` items of the binary
+    scenario, summed over every outcome (m discordant items, k of them worse) rather than simulated.
+    Each outcome's verdict is compare's own (paired_test, decide) on a table with those counts."""
+    p_worse, p_better = discordant_chances(agreement, effect)
     rates = {"regressed": 0.0, "within noise": 0.0, "improved": 0.0}
     for m in range(n + 1):
         weight = stats.binom.pmf(m, n, p_worse + p_better)
