@@ -1,6 +1,6 @@
 """Command line of pytest-ftmodel.
 
-  demo DIR      build the tiny demo base, fine-tuned and regressed models
+  demo DIR      put the shipped demo base, fine-tuned and regressed models into DIR (--rebuild: train them)
   review SHEET  score the items of an evaluation sheet, in the terminal or (--web) in the browser
   ab SHEET      judge the blinded A/B comparisons of an A/B sheet, in the terminal or the browser
 
@@ -17,11 +17,14 @@ from typing import Any, Callable, Sequence
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pytest_ftmodel.demo import FAMILIES, build_demo
+    from pytest_ftmodel.demo import FAMILIES, SEED, build_demo
 
+    if args.seed is not None and not args.rebuild:
+        print("pytest-ftmodel demo: --seed sets the training seed of a rebuild: add --rebuild", file=sys.stderr)
+        return 2
     families = FAMILIES if args.family == "all" else (args.family,)
     for family in families:
-        pair = build_demo(family, args.dir)
+        pair = build_demo(family, args.dir, rebuild=args.rebuild, seed=SEED if args.seed is None else args.seed)
         print(f"{family}/base:      {pair.base}")
         print(f"{family}/finetuned: {pair.finetuned}")
         print(f"{family}/regressed: {pair.regressed}  (under-trained: worse per item, above every bar)")
@@ -255,9 +258,16 @@ def _web_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="build the tiny demo base, fine-tuned and regressed models into DIR and print their paths")
-    demo.add_argument("dir", metavar="DIR", help="folder to build into (created if missing)")
+    demo = sub.add_parser(
+        "demo", help="put the shipped demo base, fine-tuned and regressed models into DIR and print their paths"
+    )
+    demo.add_argument("dir", metavar="DIR", help="folder to put them in (created if missing)")
     demo.add_argument("--family", choices=("byte", "bpe", "all"), default="all", help="tokenizer family (default: all)")
+    demo.add_argument(
+        "--rebuild", action="store_true",
+        help="train the models again with the installed libraries instead of copying the shipped ones (seconds of CPU)",
+    )
+    demo.add_argument("--seed", type=int, default=None, metavar="N", help="training seed of a rebuild (default: the shipped models')")
     demo.set_defaults(func=_demo)
     review = sub.add_parser("review", help="score the items of an evaluation sheet (1-5 per criterion, notes)")
     review.add_argument("sheet", metavar="SHEET", help="the evaluation sheet (JSON) written by evaluation_sheet()")

@@ -1,4 +1,4 @@
-"""Test set-up: demo models are built fresh for the session into a temporary cache."""
+"""Test set-up: the shipped demo models; a cache of the session's own for rebuilds and generations."""
 
 from __future__ import annotations
 
@@ -42,13 +42,26 @@ def private_record(request):
     report.pop_recorder(rec)
 
 
-def _build(config: pytest.Config, family: str):
-    """Build (or reuse) a demo pair with pytest's output capture lifted, so its progress shows."""
+def _build(config: pytest.Config, family: str, **rebuild):
+    """A copy of the shipped demo pair in the session's cache folder (as `pytest-ftmodel demo DIR` puts
+    it: a model outside any project, so that `--model PATH` written as two words in the pytest runs
+    under test finds no ini file above it), or (``rebuild=True``) one trained here, with pytest's
+    output capture lifted so its progress shows."""
     from pytest_ftmodel.demo import build_demo
 
+    out = None if rebuild else os.path.join(os.environ["PYTEST_FTMODEL_CACHE"], f"shipped-demo-{os.getpid()}")
     capman = config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-        return build_demo(family)
+        return build_demo(family, out, **rebuild)
+
+
+@pytest.fixture(scope="session")
+def rebuilt_bpe(pytestconfig):
+    """The bpe demo trained again here under another seed: the stand-in for a new torch or transformers
+    release, which trains other bits from the same recipe (about 20 s of CPU, once a session)."""
+    from pytest_ftmodel.demo import SEED
+
+    return _build(pytestconfig, "bpe", rebuild=True, seed=SEED + 1)
 
 
 @pytest.fixture(scope="session")

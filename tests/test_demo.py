@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -38,24 +39,68 @@ def test_data_is_deterministic_and_validation_is_disjoint_from_training() -> Non
         exec(solution + "\n" + problem["test_code"], {})  # noqa: S102 - the reference solutions pass
 
 
-def test_build_is_deterministic(bpe_pair, tmp_path) -> None:
-    again = demo.build_demo("bpe", tmp_path, fresh=True)
-    for which in ("base", "finetuned"):
-        assert (getattr(again, which) / "model.safetensors").read_bytes() == (
-            getattr(bpe_pair, which) / "model.safetensors"
-        ).read_bytes()
+def _quick(family: str):
+    """The family's recipe cut to a few steps: a rebuild's machinery in a second, not its quality."""
+    import dataclasses
+
+    return dataclasses.replace(demo.RECIPES[family], base_steps=4, finetune_steps=6, regressed_steps=3)
 
 
-def test_cached_build_is_reused_without_training(bpe_pair, monkeypatch) -> None:
+def test_a_rebuild_is_deterministic(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(demo.RECIPES, "bpe", _quick("bpe"))
+    one = demo.build_demo("bpe", tmp_path / "one", rebuild=True)
+    two = demo.build_demo("bpe", tmp_path / "two", rebuild=True)
+    other = demo.build_demo("bpe", tmp_path / "other", rebuild=True, seed=demo.SEED + 1)
+    for which in ("base", "finetuned", "regressed"):
+        weights = [(getattr(pair, which) / "model.safetensors").read_bytes() for pair in (one, two, other)]
+        assert weights[0] == weights[1]  # same seed, same releases, same machine: the same bits
+        assert weights[0] != weights[2]  # the seed reaches the weights
+
+
+def test_the_demo_is_the_shipped_one_whatever_the_library_versions(monkeypatch) -> None:
+    """A new torch or transformers release trains other bits from the same recipe; the demo the example
+    suite evaluates must not move with it (nor be trained at all)."""
+    from importlib import metadata
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained a demo model where the shipped one was asked for")
+
+    real_version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "99.0" if name in ("torch", "transformers", "tokenizers") else real_version(name))
+    monkeypatch.setattr(demo, "_build_family", refuse)
+    for family in demo.FAMILIES:
+        pair = demo.build_demo(family)
+        assert pair == demo.shipped_demo(family)
+        package = Path(demo.__file__).resolve().parent
+        assert pair.finetuned.is_relative_to(package) and (pair.finetuned / "model.safetensors").is_file()
+        assert (pair.regressed / "model.safetensors").is_file() and (pair.base / "tokenizer.json").is_file()
+    assert demo.demo_data_dir().is_relative_to(Path(demo.__file__).resolve().parent)
+
+
+def test_the_shipped_data_is_what_the_builder_makes() -> None:
+    from pytest_ftmodel import load_jsonl
+
+    made = demo.demo_data()
+    for name in ("train", "val", "problems"):
+        assert load_jsonl(demo.demo_data_dir() / f"{name}.jsonl") == made[name]
+
+
+def test_a_rebuild_in_the_cache_is_reused_without_training(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PYTEST_FTMODEL_CACHE", str(tmp_path))
+    monkeypatch.setitem(demo.RECIPES, "byte", _quick("byte"))
+    first = demo.build_demo("byte", rebuild=True, seed=7)
+    assert first.finetuned.is_relative_to(tmp_path) and (first.regressed / "config.json").is_file()
+
     def refuse(*args, **kwargs):
         raise AssertionError("rebuilt a cached demo model")
 
     monkeypatch.setattr(demo, "_build_family", refuse)
-    assert demo.build_demo("bpe") == bpe_pair
+    assert demo.build_demo("byte", rebuild=True, seed=7) == first
 
 
-def test_recipe_hash_changes_with_the_data(monkeypatch) -> None:
+def test_recipe_hash_changes_with_the_data_and_the_seed(monkeypatch) -> None:
     before = demo.recipe_hash()
+    assert demo.recipe_hash(demo.SEED + 1) != before
     monkeypatch.setattr(demo, "SEED", demo.SEED + 1)
     assert demo.recipe_hash() != before
 
@@ -65,7 +110,7 @@ def test_unknown_family_is_refused() -> None:
         demo.build_demo("gpt")
 
 
-def test_demo_command_builds_into_a_folder_and_prints_paths(tmp_path) -> None:
+def test_demo_command_copies_the_shipped_models_into_a_folder_and_prints_paths(tmp_path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "pytest_ftmodel", "demo", str(tmp_path), "--family", "bpe"],
         capture_output=True, text=True, check=True, timeout=300,
@@ -73,7 +118,23 @@ def test_demo_command_builds_into_a_folder_and_prints_paths(tmp_path) -> None:
     assert f"bpe/base:      {tmp_path}/bpe/base\n" in out
     assert f"bpe/finetuned: {tmp_path}/bpe/finetuned\n" in out
     assert load_model(tmp_path / "bpe" / "finetuned", device="cpu").kind == "checkpoint"
+    shipped = demo.shipped_demo("bpe")
+    for which in ("base", "finetuned", "regressed"):
+        assert (tmp_path / "bpe" / which / "model.safetensors").read_bytes() == (
+            shipped.finetuned.parent / which / "model.safetensors"
+        ).read_bytes()
     assert (tmp_path / "data" / "val.jsonl").is_file()
+
+
+def test_demo_command_refuses_a_seed_without_rebuild(tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_ftmodel", "demo", str(tmp_path), "--seed", "3"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "pytest-ftmodel demo: --seed sets the training seed of a rebuild: add --rebuild"
+    ]
+    assert not (tmp_path / "bpe").exists()
 
 
 def test_a_build_says_what_it_is_doing(tmp_path, capfd) -> None:

@@ -19,21 +19,50 @@ def suite(pytester: pytest.Pytester) -> Path:
     return dest
 
 
-def test_example_suite_passes_on_the_embedded_demo_by_default(pytester: pytest.Pytester, suite, bpe_pair) -> None:
+def test_example_suite_passes_on_the_embedded_demo_by_default(pytester: pytest.Pytester, suite, rebuilt_bpe) -> None:
+    """Quick start (1): green on the shipped demo, also where the installed releases train other bits
+    (a rebuild under another seed sits in the cache): the suite evaluates the shipped checkpoints."""
     result = pytester.runpytest_subprocess(str(suite))
     assert result.ret == 0, result.stdout.str()
+    from pytest_ftmodel.demo import shipped_demo
+
+    shipped = shipped_demo("bpe")
+    result.stdout.fnmatch_lines([f"ftmodel: model={shipped.finetuned} base_model={shipped.base} *"])
     result.stdout.fnmatch_lines(["*= ftmodel metrics =*", "*metrics recorded, * passed, 0 failed."])
     # compared with the committed baseline of the demo's fine-tuned model, item by item
     result.stdout.fnmatch_lines(["baseline *ftmodel-baseline.bpe.json*: 8 within noise"])
 
 
+def test_a_rebuilt_demo_passes_every_absolute_bar(pytester: pytest.Pytester, suite, rebuilt_bpe) -> None:
+    """The recipe, not one lucky set of bits, clears the example suite's bars: a rebuild under another
+    seed passes every gate (compared with no baseline: the committed one is of the shipped weights)."""
+    result = pytester.runpytest_subprocess(
+        str(suite), f"--model={rebuilt_bpe.finetuned}", f"--base-model={rebuilt_bpe.base}", "--ftmodel-baseline=none",
+        "-p", "no:cacheprovider",
+    )
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["11 metrics recorded, 11 passed, 0 failed."])
+
+
+def test_a_rebuilt_regressed_twin_fails_against_the_rebuilt_fine_tuned_baseline(pytester: pytest.Pytester, suite, rebuilt_bpe) -> None:
+    """The regressed twin clears the absolute bars (above) but a baseline recorded on its own
+    fine-tuned model stops it: the demo's story holds for any rebuild, not only the shipped bits."""
+    baseline = pytester.path / "rebuilt-baseline.json"
+    common = (str(suite / "test_perplexity.py"), f"--base-model={rebuilt_bpe.base}", f"--ftmodel-baseline={baseline}")
+    recorded = pytester.runpytest_subprocess(*common, f"--model={rebuilt_bpe.finetuned}", "--ftmodel-update-baseline")
+    assert recorded.ret == 0, recorded.stdout.str()
+    result = pytester.runpytest_subprocess(*common, f"--model={rebuilt_bpe.regressed}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    result.stdout.fnmatch_lines(["*perplexity regressed against the baseline: *"])
+
+
 def test_example_suite_passes_for_the_fine_tuned_model_given_explicitly(pytester: pytest.Pytester, suite, bpe_pair) -> None:
-    result = pytester.runpytest_subprocess(str(suite), "--model", str(bpe_pair.finetuned), "--base-model", str(bpe_pair.base))
+    result = pytester.runpytest_subprocess(str(suite), f"--model={bpe_pair.finetuned}", f"--base-model={bpe_pair.base}")
     assert result.ret == 0, result.stdout.str()
 
 
 def test_example_suite_fails_for_the_base_model(pytester: pytest.Pytester, suite, bpe_pair) -> None:
-    result = pytester.runpytest_subprocess(str(suite), "--model", str(bpe_pair.base), "--base-model", str(bpe_pair.base))
+    result = pytester.runpytest_subprocess(str(suite), f"--model={bpe_pair.base}", f"--base-model={bpe_pair.base}")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     outcomes = result.parseoutcomes()
     assert outcomes["failed"] >= 2

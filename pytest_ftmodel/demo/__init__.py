@@ -1,4 +1,10 @@
-"""Tiny embedded demo models, built offline in seconds on a CPU.
+"""Tiny embedded demo models, shipped with the package; and the builder that made them.
+
+The six checkpoints (``models/<family>/{base,finetuned,regressed}``) and their data (``data/``) are
+package data: every torch, transformers and tokenizers release evaluates the same weights, so the
+example suite's verdicts and its committed baselines do not move when a library does (a build trains
+other bits under another release, or on another CPU). :func:`build_demo` returns the shipped models;
+``rebuild=True`` (``pytest-ftmodel demo DIR --rebuild``) trains them again, in seconds on a CPU.
 
 Two tokenizer families, because users have both:
 
@@ -12,11 +18,11 @@ end tokens), and a *fine-tuned* model is the base trained further on the instruc
 sentiment labels, small Python functions) the usual way (a *regressed* twin is the same run saved
 before its end: under-trained, worse item by item, yet above every bar of the example suite): through the chat template where the
 tokenizer has one, else as TRL's SFT trainer reads a text: ``tokenizer(instruction + "\\n" + output)``
-(no start token in front for the GPT-2 style) and EOS. Builds are deterministic
-and cached under ``cache_root()/demo/<hash>``, the hash covering this module's source, the data and
-the library versions.
+(no start token in front for the GPT-2 style) and EOS. A rebuild is deterministic
+on one machine under one set of releases, and cached under ``cache_root()/demo/<hash>``, the hash
+covering this module's source, the data, the training seed and the library versions.
 
-``python -m pytest_ftmodel demo DIR`` builds the models into DIR and prints their paths.
+``python -m pytest_ftmodel demo DIR`` copies the shipped models into DIR and prints their paths.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ from pytest_ftmodel.model import cache_root
 
 FAMILIES = ("byte", "bpe")
 SEED = 1234
+#: the shipped checkpoints and data (package data)
+SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
+SHIPPED_DATA = Path(__file__).resolve().parent / "data"
 
 # --------------------------------------------------------------------------------------------
 # Data: templated, so that validation items are new combinations of what training shows.
@@ -244,10 +253,10 @@ def _build_tokenizer(family: str) -> Any:
     return fast
 
 
-def _build_model(recipe: Recipe, tokenizer: Any) -> Any:
+def _build_model(recipe: Recipe, tokenizer: Any, seed: int = SEED) -> Any:
     import torch
 
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     if recipe.family == "byte":
         from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -433,8 +442,11 @@ def say(message: str) -> None:
     print(f"pytest-ftmodel demo: {message}", file=stream, flush=True)
 
 
-def _build_family(family: str, out: Path) -> None:
-    """Train and save ``out/base``, ``out/finetuned`` and ``out/regressed`` for one tokenizer family."""
+def _build_family(family: str, out: Path, seed: int = SEED) -> None:
+    """Train and save ``out/base``, ``out/finetuned`` and ``out/regressed`` for one tokenizer family.
+
+    ``seed`` drives the initial weights and the order of the batches (the data never changes): another
+    seed stands in for another library release, which trains other bits from the same recipe."""
     import copy
 
     started = time.monotonic()
@@ -449,16 +461,18 @@ def _build_family(family: str, out: Path) -> None:
     from pytest_ftmodel.model import quiet_transformers
 
     with quiet_transformers(), _threads(1):
-        model = _build_model(recipe, tokenizer)
+        model = _build_model(recipe, tokenizer, seed)
 
         def progress(stage: str, steps: int) -> Callable[[int, float], None]:
             return lambda step, loss: say(f"{family} {stage}: step {step}/{steps}, loss {loss:.3f}")
 
-        base_history = train(model, plain, recipe, recipe.base_steps, pad_id, report=progress("base", recipe.base_steps))
+        base_history = train(
+            model, plain, recipe, recipe.base_steps, pad_id, seed=seed, report=progress("base", recipe.base_steps)
+        )
         _save(model, tokenizer, out / "base", base_history)
         tuned = copy.deepcopy(model)
         history = train(
-            tuned, sft, recipe, recipe.finetune_steps, pad_id, eval_seqs=sft_val, seed=SEED + 7,
+            tuned, sft, recipe, recipe.finetune_steps, pad_id, eval_seqs=sft_val, seed=seed + 7,
             report=progress("fine-tuning", recipe.finetune_steps),
             prompt_lengths=[prompt_length(tokenizer, r) for r in data["train"]],
             eval_prompt_lengths=[prompt_length(tokenizer, r) for r in data["val"]],
@@ -484,8 +498,8 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def recipe_hash() -> str:
-    """Changes whenever the recipe, the data, this module or the library versions change."""
+def recipe_hash(seed: int = SEED) -> str:
+    """Changes whenever the recipe, the data, the seed, this module or the library versions change."""
     from importlib import metadata
 
     # the installed versions, read without importing the packages: a run that only reuses the cached
@@ -494,6 +508,7 @@ def recipe_hash() -> str:
     digest = hashlib.sha256(Path(__file__).read_bytes())
     digest.update(json.dumps(demo_data(), sort_keys=True).encode())
     digest.update(versions.encode())
+    digest.update(str(seed).encode())
     return digest.hexdigest()[:12]
 
 
@@ -518,33 +533,54 @@ def _lock(path: Path) -> Iterator[None]:
         yield
 
 
-def build_demo(family: str = "byte", out: str | os.PathLike[str] | None = None, *, fresh: bool = False) -> DemoPair:
-    """Build (or reuse from the cache) the demo pair of ``family``; return their paths.
+def shipped_demo(family: str = "byte") -> DemoPair:
+    """The demo pair of ``family`` shipped with the package (no training, no copy)."""
+    _check_family(family)
+    root = SHIPPED_MODELS / family
+    return DemoPair(root / "base", root / "finetuned", SHIPPED_DATA)
 
-    With ``out``, the pair is put into ``out/<family>/{base,finetuned}`` and the data into
-    ``out/data``: copied from the cache when this recipe was built there (builds are deterministic,
-    so the bits are those a fresh build gives), else built, without touching the cache. ``fresh=True``
-    always trains.
-    """
+
+def _check_family(family: str) -> None:
     if family not in FAMILIES:
         raise ValueError(f"unknown demo family {family!r}: use one of {', '.join(FAMILIES)}")
-    cache = cache_root() / "demo" / recipe_hash()
+
+
+def build_demo(
+    family: str = "byte",
+    out: str | os.PathLike[str] | None = None,
+    *,
+    rebuild: bool = False,
+    seed: int = SEED,
+) -> DemoPair:
+    """The demo pair of ``family``: the shipped checkpoints, or with ``rebuild=True`` trained afresh.
+
+    Without ``out`` the shipped pair is returned where the package holds it; a rebuild goes to the
+    cache (``cache_root()/demo/<recipe_hash(seed)>``, built once per recipe, seed and library
+    versions). With ``out``, the models are put into ``out/<family>/{base,finetuned,regressed}`` and
+    the data into ``out/data``: copied from the package, or with ``rebuild=True`` trained there
+    (the cache is not touched). ``seed`` (rebuilds only) changes the initial weights and batch order.
+    """
+    _check_family(family)
+    if not rebuild:
+        pair = shipped_demo(family)
+        if out is None:
+            return pair
+        root = Path(out)
+        say(f"copying the shipped {family} demo models")
+        shutil.copytree(SHIPPED_MODELS / family, root / family, dirs_exist_ok=True)
+        return DemoPair(root / family / "base", root / family / "finetuned", write_data(root / "data"))
     if out is not None:
         root = Path(out)
-        cached = cache / family
-        if not fresh and (cached / "finetuned" / "config.json").exists():
-            say(f"copying the {family} demo models built earlier ({cached})")
-            shutil.copytree(cached, root / family, dirs_exist_ok=True)
-        else:
-            _build_family(family, root / family)
+        _build_family(family, root / family, seed)
         return DemoPair(root / family / "base", root / family / "finetuned", write_data(root / "data"))
+    cache = cache_root() / "demo" / recipe_hash(seed)
     target = cache / family
     with _lock(cache / f".{family}.lock"):
         if not (target / "finetuned" / "config.json").exists():
             cache.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=cache))
             try:
-                _build_family(family, tmp)
+                _build_family(family, tmp, seed)
                 if target.exists():
                     shutil.rmtree(target)
                 os.replace(tmp, target)
@@ -554,8 +590,5 @@ def build_demo(family: str = "byte", out: str | os.PathLike[str] | None = None, 
 
 
 def demo_data_dir() -> Path:
-    """The demo data as JSONL files (``train``, ``val``, ``problems``), written once to the cache."""
-    folder = cache_root() / "demo" / recipe_hash() / "data"
-    if not (folder / "problems.jsonl").exists():
-        write_data(folder)
-    return folder
+    """The demo data as JSONL files (``train``, ``val``, ``problems``), shipped with the package."""
+    return SHIPPED_DATA
