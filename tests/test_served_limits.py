@@ -189,3 +189,12 @@ def test_the_served_model_id_is_escaped_in_pytests_output(serve, pytester):
     out = result.stdout.str() + result.stderr.str()
     assert not _raw(out)
     assert "served model: evil\\x1b[2J\\x1b[H\\x1b[32mALL GREEN \\x1b]8;;http://x.example/\\x07link" in out
+
+
+def test_a_token_the_server_names_is_escaped_in_a_logprobs_error():
+    from pytest_ftmodel.served.logprobs import LogprobsError, PromptLogprobs, check_alignment
+
+    scored = PromptLogprobs(tokens=(None, "token_id:\x1b[2J\u202e"), logprobs=(None, -1.0))
+    with pytest.raises(LogprobsError, match=r"^text 0: token 1 is token_id:") as info:
+        check_alignment(scored, [1, 2], ["a", "b"], where="text 0")
+    assert not _raw(str(info.value)) and "token_id:\\x1b[2J\\u202e" in str(info.value)
