@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import re
 import sys
 from typing import Any, Callable, Sequence
 
@@ -41,13 +40,12 @@ class _Back(Exception):
     pass
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def shown(text: Any) -> str:
-    """Untrusted text made safe for a terminal: control characters (ANSI escapes included) become
-    visible escapes instead of acting on the terminal."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
+    """Untrusted text made safe for a terminal: control characters (ANSI escapes included) and bidi
+    overrides become visible escapes instead of acting on the terminal."""
+    from pytest_ftmodel.escaping import visible
+
+    return visible(text)
 
 
 def _ask(question: str, valid: Callable[[str], bool], hint: str, *, back: tuple[str, ...] = ("b", "back", "p")) -> str:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pytest_ftmodel import files
 from pytest_ftmodel._stack import SessionStack
 
 FORMAT = 1
@@ -60,12 +60,15 @@ class _Store:
     def _read(self, key: str, field_: str, valid: Callable[[Any], bool]) -> Any:
         path = self._path(key)
         try:
-            raw = path.read_text(encoding="utf-8")
+            raw = files.read_trusted(path)
         except FileNotFoundError:
             self.misses += 1
             return None
         except OSError as exc:
             self._distrust(path, f"unreadable ({exc.strerror or exc})")
+            return None
+        except (files.Untrusted, UnicodeDecodeError) as exc:  # another user's answers are not ours to serve
+            self._distrust(path, str(exc))
             return None
         try:
             data = json.loads(raw)
@@ -88,10 +91,7 @@ class _Store:
     def _write(self, key: str, field_: str, value: Any) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(value)}.tmp")
-            tmp.write_text(json.dumps({"format": FORMAT, "key": key, field_: value}, ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp, path)
+            files.write_atomic(path, json.dumps({"format": FORMAT, "key": key, field_: value}, ensure_ascii=False))
         except OSError as exc:  # a read-only cache only costs recomputation
             warnings.warn(f"cannot write {self.what} under {self.root}: {exc.strerror or exc}", CacheWarning, stacklevel=4)
 
@@ -205,8 +205,8 @@ class GenerationCache(_Store):
         """What a model that loaded earlier under ``key`` gave (device, dtype), or None. A missing or
         unreadable record only means loading the model now."""
         try:
-            data = json.loads((self.root / "models" / f"{key}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = json.loads(files.read_trusted(self.root / "models" / f"{key}.json"))
+        except (OSError, ValueError, files.Untrusted):
             return None
         if isinstance(data, dict) and data.get("key") == key and isinstance(data.get("device"), str) and isinstance(data.get("dtype"), str):
             return {"device": data["device"], "dtype": data["dtype"]}
@@ -215,12 +215,21 @@ class GenerationCache(_Store):
     def remember_load(self, key: str, info: dict[str, str]) -> None:
         path = self.root / "models" / f"{key}.json"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"key": key, **info}), encoding="utf-8")
-            os.replace(tmp, path)
+            files.write_atomic(path, json.dumps({"key": key, **info}))
         except OSError:
             pass  # not remembered: the next run loads the model again
+
+
+def distrust(root: Path) -> str:
+    """Why the cache folder ``root`` must not be used (one line), or "" when it may: a folder that
+    another user owns or can write (it or a folder above it) could hold answers and scores they wrote."""
+    why = files.untrusted(root)
+    if not why:
+        return ""
+    return (
+        f"not using the cache {root}: {why}, so another user could plant answers and scores in it; "
+        "this run computes everything afresh (give --ftmodel-cache-dir a folder only you can write)"
+    )
 
 
 _caches: SessionStack[GenerationCache | None] = SessionStack(None)

@@ -43,12 +43,9 @@ def load_jsonl(path: str | os.PathLike[str], *, required: Sequence[str] = ()) ->
 
 
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + f".{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, p)
-    return p
+    from pytest_ftmodel.files import write_atomic
+
+    return write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def text_of(item: Any, *, key: str = "text", also: Sequence[str] = ()) -> str | None:

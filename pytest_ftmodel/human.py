@@ -19,11 +19,11 @@ import contextlib
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
+from pytest_ftmodel import files
 from pytest_ftmodel._stack import SessionStack
 from pytest_ftmodel.errors import DataError
 
@@ -43,42 +43,23 @@ T = TypeVar("T")
 
 
 def write_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(p.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return p
+    """Write the sheet ``data`` as a whole, durably, never through a planted link (see :mod:`pytest_ftmodel.files`);
+    private to its owner (0600), as sheets and A/B keys have always been written."""
+    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    return files.write_atomic(path, text, mode=0o600, durable=True)
 
 
 @contextlib.contextmanager
 def sheet_lock(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold an exclusive lock on ``.NAME.lock`` beside the sheet (between processes and threads)."""
-    import fcntl
-
+    """Hold an exclusive lock on ``.NAME.lock`` beside the sheet (between processes and threads).
+    A link planted at that name is refused, never followed to create its target."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p.with_name(f".{p.name}.lock"), "a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
+    lock = p.with_name(f".{p.name}.lock")
+    try:
+        with files.locked(lock):
             yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    except files.LinkRefused as exc:
+        raise DataError(f"{lock} is a symbolic link, refused as the sheet's lock: remove it (someone may have planted it)") from exc
 
 
 def modify_sheet(path: str | os.PathLike[str], kind: str, change: Callable[[dict[str, Any]], T]) -> T:

@@ -132,27 +132,52 @@ def _remembered_sha256(path: Path) -> str:
     """sha256 of ``path``, remembered on disk keyed by (path, size, mtime, inode).
 
     Multi-GB weights are read once; later runs only ``stat`` them. A stale or unreadable memo is
-    simply recomputed.
+    simply recomputed. A memo, or a memo folder, that another user could have written is not
+    believed (its stamp is easy to copy, its hash anything they like): the weights are hashed afresh,
+    with a warning, and nothing is written there.
     """
+    from pytest_ftmodel import files
+
     st = path.stat()
     stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
     memo_dir = cache_root() / "fingerprints"
     memo = memo_dir / (hashlib.sha1(str(path.resolve()).encode()).hexdigest() + ".json")
-    try:
-        saved = json.loads(memo.read_text())
-        if saved.get("stamp") == stamp and isinstance(saved.get("sha256"), str):
-            return str(saved["sha256"])
-    except (OSError, ValueError):
-        pass
+    why = files.untrusted(memo_dir)
+    if not why:
+        try:
+            saved = json.loads(files.read_trusted(memo))
+            if isinstance(saved, dict) and saved.get("stamp") == stamp and isinstance(saved.get("sha256"), str):
+                return str(saved["sha256"])
+        except files.Untrusted as exc:
+            _distrust_memo(f"{memo} is {exc}")
+        except (OSError, ValueError):
+            pass
+    else:
+        _distrust_memo(why)
     digest = _file_sha256(path)
-    try:
-        memo_dir.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"stamp": stamp, "sha256": digest}))
-        os.replace(tmp, memo)
-    except OSError:
-        pass  # a read-only home directory only costs a re-hash next time
+    if not why:
+        try:
+            files.write_atomic(memo, json.dumps({"stamp": stamp, "sha256": digest}))
+        except OSError:
+            pass  # a read-only home directory only costs a re-hash next time
     return digest
+
+
+_memo_warned: set[str] = set()
+
+
+def _distrust_memo(why: str) -> None:
+    """Say once per reason that remembered fingerprints are not used."""
+    if why not in _memo_warned:
+        _memo_warned.add(why)
+        import warnings
+
+        from pytest_ftmodel.cache import CacheWarning
+
+        warnings.warn(
+            f"ignoring remembered fingerprints: {why}, so another user could have written them; the weights are hashed afresh",
+            CacheWarning, stacklevel=4,
+        )
 
 
 def model_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -530,6 +555,7 @@ def load_model(
     revision: str | None = None,
     timeout: float = 300.0,
     max_memory: str | MaxMemory | None = None,
+    max_response_bytes: int | None = None,
 ) -> Any:
     """Load a transformers checkpoint directory, or a PEFT adapter directory on its base model, or
     connect to a served model when ``path`` is a URL (``http://host:8000/v1``).
@@ -544,7 +570,8 @@ def load_model(
     Served models only (see :func:`pytest_ftmodel.served.load_served`): ``tokenizer`` (a local
     tokenizer directory), ``name`` (the served model's id), ``api_key_env`` (the environment variable
     holding the key), ``concurrency`` (requests in flight), ``revision`` (enters the fingerprint),
-    ``timeout`` (seconds per request). Returns an :class:`FTModel`, or a
+    ``timeout`` (seconds a request may take, from connecting to the last byte), ``max_response_bytes``
+    (the largest answer read; default 64 MiB). Returns an :class:`FTModel`, or a
     :class:`~pytest_ftmodel.served.ServedModel` for a URL.
     """
     from pytest_ftmodel.served.client import is_url
@@ -554,7 +581,7 @@ def load_model(
 
         return load_served(
             str(path), name=name, tokenizer=tokenizer, api_key_env=api_key_env, concurrency=concurrency,
-            revision=revision, timeout=timeout,
+            revision=revision, timeout=timeout, **({} if max_response_bytes is None else {"max_response_bytes": max_response_bytes}),
         )
     if tokenizer is not None or name is not None or api_key_env is not None or revision is not None:
         raise ModelPathError(f"tokenizer, name, api_key_env and revision apply to served models (a URL), not to {str(path)!r}")

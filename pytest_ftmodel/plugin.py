@@ -49,7 +49,8 @@ _SERVED_OPTIONS = (
     ("--model-api-key-env", "ftmodel_model_api_key_env", "VAR", "environment variable holding the served model's API key (never printed)", "no key"),
     ("--model-concurrency", "ftmodel_model_concurrency", "N", "requests in flight to a served model", "16"),
     ("--model-revision", "ftmodel_model_revision", "REV", "revision label of the served model; enters its fingerprint (cache, baselines, sheets)", "none"),
-    ("--model-timeout", "ftmodel_model_timeout", "SECONDS", "timeout of one request to a served model", "300"),
+    ("--model-timeout", "ftmodel_model_timeout", "SECONDS", "time one request to a served model may take, from connecting to the last byte", "300"),
+    ("--model-max-response-bytes", "ftmodel_model_max_response_bytes", "BYTES", "largest answer read from a served model", "67108864 (64 MiB)"),
 )
 
 
@@ -70,6 +71,7 @@ def _positive(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
 _SERVED_TYPES: dict[str, Callable[[str], Any]] = {
     "ftmodel_model_concurrency": _positive(int, "model concurrency"),
     "ftmodel_model_timeout": _positive(float, "model timeout"),
+    "ftmodel_model_max_response_bytes": _positive(int, "model max response bytes"),
 }
 
 
@@ -300,6 +302,7 @@ class FTModelSession:
             "concurrency": int(o["model_concurrency"] or 16),
             "revision": None if base else o["model_revision"],
             "timeout": float(o["model_timeout"] or 300.0),
+            "max_response_bytes": int(o["model_max_response_bytes"] or 64 * 1024 * 1024),
         }
 
     @classmethod
@@ -330,6 +333,10 @@ class FTModelSession:
         if path is None:
             provider = getattr(config, "cache", None)
             path = provider.mkdir("ftmodel") if provider is not None else config.rootpath / ".pytest_cache" / "ftmodel"
+        why = gen_cache.distrust(Path(path))
+        if why:
+            config.issue_config_time_warning(gen_cache.CacheWarning(why), stacklevel=2)
+            return None
         return gen_cache.GenerationCache(Path(path))
 
     def _baseline(self, config: pytest.Config) -> BaselineSession | None:
@@ -382,7 +389,10 @@ class FTModelSession:
         options = self.served_options(role)
         flag = "--model" if role == "model" else "--base-model"
         try:
-            check_served(url, name=options["name"], api_key_env=options["api_key_env"], timeout=options["timeout"])
+            check_served(
+                url, name=options["name"], api_key_env=options["api_key_env"], timeout=options["timeout"],
+                max_response_bytes=options["max_response_bytes"],
+            )
         except FTModelError as exc:
             raise pytest.UsageError(f"{flag}: {exc}") from None
 
@@ -675,12 +685,14 @@ def _one_line_repr(path: str, lineno: int, message: str) -> Any:
 
 def _served_lines(session: FTModelSession) -> list[str]:
     """What a served model's figures rest on: its fingerprint's source and what determinism holds."""
+    from pytest_ftmodel.escaping import visible
+
     out = []
     for role, model in session._loaded.items():
         determinism = getattr(model, "determinism", None)
         if isinstance(determinism, str):
-            out.append(
-                f"served {role}: {model.model_id} at {model.url} (fingerprint {model.fingerprint} from /v1/models: "
+            out.append(  # the id is the server's text: escaped, so it cannot drive the terminal
+                f"served {role}: {visible(model.model_id)} at {model.url} (fingerprint {model.fingerprint} from /v1/models: "
                 f"weaker than a hash of the weights); {determinism}"
             )
     return out

@@ -17,7 +17,8 @@ try:
     import matplotlib.figure  # noqa: F401
 except ImportError:  # pragma: no cover - the report extra is part of the test extra
     pass
-from pytest_ftmodel.report.document import SCHEMA_VERSION, _umask, build_document, write_json
+from pytest_ftmodel.files import _umask
+from pytest_ftmodel.report.document import SCHEMA_VERSION, build_document, write_json
 from pytest_ftmodel.report.html import render_html
 from pytest_ftmodel.report.markdown import md_code_block, md_text, render_markdown
 

@@ -329,6 +329,25 @@ def test_hostile_answers_are_shown_as_text_never_run(serve, page, tmp_path) -> N
     assert page.locator(".card.answer pre.code code").first.inner_text().startswith("def reverse_words(sentence: str) -> str:")
 
 
+def test_bidi_overrides_in_a_sheet_are_shown_as_escapes(serve, page, tmp_path) -> None:
+    """U+202E and the other bidi controls would reorder what the reviewer reads ("Trojan Source"):
+    the page shows them as \\u202e, in the answers, the prompt, the id and the criteria alike."""
+    sheet = eval_sheet(tmp_path / "s.json", 2)
+    data = json.loads(sheet.read_text())
+    trick = "return True\u202e \u2066# admin only\u2069\u202c"
+    data["items"][0].update(id="val-0\u202e", prompt=f"check {trick}", generated=f"```python\n{trick}\n```\n\nand {trick}")
+    data["criteria"][0] = "accuracy\u2067"
+    sheet.write_text(json.dumps(data))
+    s = serve(sheet, "review", "--judge", "ana")
+    page.goto(s.url)
+    page.wait_for_selector("text=item 1 of 2")
+    shown = page.inner_text("body")
+    assert not any(c in shown for c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+    assert "return True\\u202e \\u2066# admin only\\u2069\\u202c" in page.inner_text(".card.answer")
+    assert "id val-0\\u202e" in shown and "check return True\\u202e" in shown
+    assert page.locator(".criterion .name").first.text_content() == "accuracy\\u2067"  # (shown in capitals by the style)
+
+
 def test_two_reviewers_at_once_both_survive(serve, browser, tmp_path) -> None:
     sheet = eval_sheet(tmp_path / "s.json", 6)
     one, two = serve(sheet, "review", "--judge", "ana"), serve(sheet, "review", "--judge", "bo")  # two servers, one sheet

@@ -157,7 +157,7 @@ def test_errors_are_one_line_each(serve, tmp_path) -> None:
     with pytest.raises(ServedModelError, match=r"^GET http://127\.0\.0\.1:\d+/v1/models failed: HTTP 500: try again \(500\)$"):
         load_model(stub.url)
     slow = serve(stall=1.5)
-    with pytest.raises(ServedModelError, match=r"timed out after 0\.5 s: raise --model-timeout"):
+    with pytest.raises(ServedModelError, match=r"did not finish within 0\.5 s \(--model-timeout bounds each request, from connecting to the last byte\): raise --model-timeout"):
         load_model(slow.url, timeout=0.5)
     several = serve(models=[{"id": "a"}, {"id": "b"}])
     with pytest.raises(ServedModelError, match=r"serves 2 models \('a', 'b'\): pick one with --model-name NAME"):

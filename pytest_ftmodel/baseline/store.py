@@ -15,10 +15,10 @@ import inspect
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from pytest_ftmodel import files
 from pytest_ftmodel.errors import DataError
 
 #: the file's own layout
@@ -295,21 +295,8 @@ def dumps(entries: Mapping[str, Any]) -> str:
 
 
 def write(path: Path, entries: Mapping[str, Any]) -> None:
-    """Write atomically: a temporary file beside ``path`` replaces it."""
-    text = dumps(entries)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, _mode_of(path))  # mkstemp's 0600 would hide a committed file from the team
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write atomically: a temporary file beside ``path`` replaces it (see :mod:`pytest_ftmodel.files`)."""
+    files.write_atomic(path, dumps(entries), mode=_mode_of(path))  # mkstemp's 0600 would hide a committed file from the team
 
 
 def _mode_of(path: Path) -> int:
@@ -371,12 +358,10 @@ def unused_entries(
 
 def keep_aside(path: Path) -> Path:
     """Copy ``path`` to ``<name>.broken`` (``.broken.2``, ... when taken) beside it; the copy's path."""
-    import shutil
-
     target = path.with_name(path.name + BROKEN)
     count = 1
     while target.exists():
         count += 1
         target = path.with_name(f"{path.name}{BROKEN}.{count}")
-    shutil.copy2(path, target)
+    files.write_atomic(target, path.read_bytes(), mode=_mode_of(path))  # a link planted at the name is replaced, not written through
     return target

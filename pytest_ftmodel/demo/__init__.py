@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from pytest_ftmodel.data import write_jsonl
+from pytest_ftmodel.files import locked, write_atomic
 from pytest_ftmodel.model import cache_root
 
 FAMILIES = ("byte", "bpe")
@@ -429,7 +430,7 @@ def _save(model: Any, tokenizer: Any, out: Path, history: list[dict[str, Any]]) 
         "best_metric": best["eval_loss"] if best else None,
         "log_history": history,
     }
-    (out / "trainer_state.json").write_text(json.dumps(state, indent=1))
+    write_atomic(out / "trainer_state.json", json.dumps(state, indent=1))
 
 
 def say(message: str) -> None:
@@ -521,15 +522,9 @@ def write_data(out: Path) -> Path:
 
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock so that parallel workers build a recipe once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            import fcntl
-
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - Windows: builds may race, the rename keeps them whole
-            pass
+    """An exclusive lock so that parallel workers build a recipe once (a link planted at its name is
+    refused, never followed: see :func:`pytest_ftmodel.files.locked`)."""
+    with locked(path):
         yield
 
 

@@ -81,8 +81,9 @@ def write_reports(
             attempt("Markdown summary", paths["markdown"], lambda: write_atomic(paths["markdown"], text))
         if step_summary and records:
             def append() -> None:
-                with open(step_summary, "a", encoding="utf-8") as handle:
-                    handle.write(text + "\n")
+                from pytest_ftmodel.files import append_text
+
+                append_text(step_summary, text + "\n")
 
             attempt("job summary", step_summary, append)
     if paths.get("html"):

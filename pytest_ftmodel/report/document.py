@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pytest_ftmodel import files
 from pytest_ftmodel.report import versus
 from pytest_ftmodel.report.records import MetricRecord, display_names, json_safe, model_label
 
@@ -42,27 +42,10 @@ def build_document(records: list[MetricRecord], session: dict[str, Any] | None =
     )
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so a
-    reader (or a crash) never sees half a report."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # as an ordinary new file is (mkstemp makes it private)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    """Write ``text`` to ``path`` as a whole, never through a planted link (see :mod:`pytest_ftmodel.files`),
+    so a reader (or a crash) never sees half a report."""
+    return files.write_atomic(path, text)
 
 
 def write_json(path: str | os.PathLike[str], records: list[MetricRecord], session: dict[str, Any] | None = None) -> Path:

@@ -9,9 +9,9 @@ text from the run is HTML-escaped.
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
+from pytest_ftmodel.escaping import html_text
 from pytest_ftmodel.report import versus
 from pytest_ftmodel.report.records import MetricRecord, display_names, fmt, model_label
 
@@ -58,7 +58,7 @@ pre.diagnosis { background: #f6f8fa; border: 1px solid var(--line); border-left:
 
 def _e(value: Any) -> str:
     """``value`` as HTML text; control characters (terminal escapes) shown as ``\\x1b``, never kept raw."""
-    return html.escape(versus.visible(value), quote=True)
+    return html_text(value)
 
 
 def _verdict(b: dict[str, Any] | None) -> str:

@@ -90,6 +90,7 @@ def format_table(records: list[MetricRecord], *, verbose: bool = False, width: i
 def _aligned(rows: list[dict[str, str]], *, verbose: bool, width: int) -> list[str]:
     if not rows:
         return []
+    rows = [{c: versus.visible(v) for c, v in row.items()} for row in rows]  # test ids, names, served ids: untrusted
     columns = list(rows[0])
     widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
     if not verbose:
@@ -114,7 +115,7 @@ def summary_lines(records: list[MetricRecord], *, verbose: bool = False, baselin
     lines = format_table(records, verbose=verbose)
     models = _primary_models(records, display_names(records))
     if not verbose and len(models) == 1:
-        lines.insert(0, f"model: {models[0]}")
+        lines.insert(0, f"model: {versus.visible(models[0])}")
     lines.append(f"{len(records)} metrics recorded, {len(records) - failed} passed, {failed} failed.")
     counted = versus.summary_line(records, baseline_path)
     if counted:
@@ -122,7 +123,7 @@ def summary_lines(records: list[MetricRecord], *, verbose: bool = False, baselin
         if not verbose:
             lines.extend(_aligned(baseline_rows(records), verbose=False, width=WIDTH))
         for r in records:
-            what = f"{r.test.rsplit('::', 1)[-1] if not verbose else r.test} {r.name}"
+            what = versus.visible(f"{r.test.rsplit('::', 1)[-1] if not verbose else r.test} {r.name}")
             if versus.verdict_of(r.baseline) == "mismatch":
                 lines.extend(_wrap(f"mismatch: {what}: {versus.visible((r.baseline or {}).get('reason') or 'not compared')}"))
             notes = versus.verdict_notes(r.baseline)

@@ -11,21 +11,13 @@ number formats defined here, so the terminal, Markdown, HTML and JUnit say the s
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable
 
+from pytest_ftmodel.escaping import visible
 from pytest_ftmodel.report.records import MetricRecord, fmt
 
 #: the order verdicts are counted and listed in: what needs attention first
 VERDICTS = ("regressed", "mismatch", "inconclusive", "within noise", "improved", "new")
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def visible(text: Any) -> str:
-    """``text`` with its control characters (terminal escapes included) shown as ``\\x1b``, never obeyed."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", "" if text is None else str(text))
-
 
 def baseline_failed(b: dict[str, Any] | None) -> bool:
     """Whether the comparison fails the test: a regression, a stopped comparison, or (in

@@ -4,7 +4,6 @@ say how it ended. Orchestrates one run: pipes, start, collect, verdict, sweep.""
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import selectors
 import shutil
@@ -17,19 +16,15 @@ from typing import Callable, Sequence
 
 from pytest_ftmodel.sandbox import forkserver, isolation, uids
 from pytest_ftmodel.sandbox.isolation import Isolation, SandboxUnavailable
+from pytest_ftmodel.escaping import visible
 from pytest_ftmodel.sandbox.plain import encode
 
 LEFT_BEHIND = 125  # harness.LEFT_BEHIND: the process level's supervisor killed leftover descendants
 
 # how a run that hit the CPU-time limit ends: the signal itself, or `unshare` passing it on
 _CPU_KILLED = (-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL)
-# what could drive a terminal or hide text: C0/C1 controls but newline and tab, DEL, bidi overrides
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def escape_controls(text: str) -> str:
-    """``text`` with control characters shown as escapes (``\\x1b``), so no output drives a terminal."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+# what could drive a terminal or hide text is shown as escapes: the one rule every surface uses
+escape_controls = visible
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ thread-safe pooled ``Client`` with per-request timeouts. Retries are ours, so th
 are retried (429, 5xx, refused or reset connections) and how each failure reads stay in one place.
 It is imported only when a served model is used, never at plugin import.
 
+A server is not trusted to end its answers: each request, from connecting to the last byte, ends
+within ``timeout`` (a server trickling a byte at a time is stopped, not waited for), and a body
+larger than ``max_response_bytes`` is refused as it streams in, never read whole. Text the server
+sends (model ids, error messages) is shown escaped (:func:`pytest_ftmodel.escaping.visible`).
+
 The API key is read from the environment variable the user names, kept in the request headers
 only, and never enters a message, a ``repr``, a cache key or a report.
 """
@@ -20,14 +25,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pytest_ftmodel.errors import FTModelError
+from pytest_ftmodel.escaping import visible
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_RETRIES = 4
+#: the largest answer read from a server: far above any completion or prompt-logprob answer (a few
+#: MB for thousands of tokens with their alternatives), far below what would exhaust a CI runner
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 class ServedModelError(FTModelError, RuntimeError):
-    """A served model could not be reached, refused us, or answered something unusable."""
+    """A served model could not be reached, refused us, or answered something unusable. Its message
+    often quotes the server: control characters and bidi overrides are escaped, never obeyed."""
+
+    def __init__(self, message: str = "", *args: Any) -> None:
+        super().__init__(visible(message), *args)
 
 
 class HTTPStatusFailure(ServedModelError):
@@ -36,7 +49,11 @@ class HTTPStatusFailure(ServedModelError):
     def __init__(self, message: str, status: int, detail: str) -> None:
         super().__init__(message)
         self.status = status
-        self.detail = detail
+        self.detail = visible(detail)
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def is_url(value: object) -> bool:
@@ -52,21 +69,21 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def _detail(response: Any) -> str:
-    """The server's own error message, short, from a JSON error body or the text."""
+def _detail(body: bytes) -> str:
+    """The server's own error message, short and escaped, from a JSON error body or the text."""
     try:
-        body = response.json()
+        parsed = json.loads(body)
     except ValueError:
-        body = None
+        parsed = None
     text = ""
-    if isinstance(body, dict):
-        err = body.get("error", body.get("detail", body.get("message")))
+    if isinstance(parsed, dict):
+        err = parsed.get("error", parsed.get("detail", parsed.get("message")))
         if isinstance(err, dict):
             err = err.get("message", err)
         text = err if isinstance(err, str) else json.dumps(err)[:300]
     if not text:
-        text = response.text or ""
-    text = " ".join(str(text).split())
+        text = body[:2000].decode("utf-8", "replace")
+    text = " ".join(visible(text).split())
     return text[:297] + "..." if len(text) > 300 else text
 
 
@@ -82,6 +99,7 @@ class Client:
         retries: int = DEFAULT_RETRIES,
         concurrency: int = 16,
         backoff: float = 0.5,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         import httpx2
 
@@ -90,6 +108,7 @@ class Client:
         self.timeout = float(timeout)
         self.retries = max(1, int(retries))
         self.backoff = backoff
+        self.max_response_bytes = int(max_response_bytes)
         headers = {"accept": "application/json"}
         if api_key_env:
             key = os.environ.get(api_key_env)
@@ -133,11 +152,13 @@ class Client:
                 with self._lock:
                     self.retried += 1
             try:
-                response = self._http.request(method, url, json=body)
+                status, headers, content = self._attempt(method, url, body)
             except self._httpx.TimeoutException:
+                raise self._timed_out(method, url) from None
+            except _TooLarge:
                 raise ServedModelError(
-                    f"{method} {url} timed out after {self.timeout:g} s: raise --model-timeout, or lower "
-                    "--model-concurrency if the server is overloaded"
+                    f"{method} {url} answered more than {self.max_response_bytes} bytes, the most read from a server "
+                    "(--model-max-response-bytes): raise it if this server's answers are that large, or check that --model names the right server"
                 ) from None
             except self._httpx.TransportError as exc:  # refused, reset, DNS: the server may come back
                 last = _transport_reason(exc)
@@ -148,15 +169,14 @@ class Client:
                     f"the served model at {self.url} does not answer ({last}; {tries} attempt(s) over "
                     f"{time.monotonic() - started:.1f} s): is the server running? check --model"
                 ) from None
-            status = response.status_code
             if status < 400:
                 try:
-                    return response.json()
+                    return json.loads(content)
                 except ValueError:
                     raise ServedModelError(
                         f"{method} {url} answered HTTP {status} with a body that is not JSON: is this an OpenAI-compatible API root (…/v1)?"
                     ) from None
-            detail = _detail(response)
+            detail = _detail(content)
             if status in (401, 403):
                 fix = (
                     f"check the key in ${self.api_key_env}" if self.api_key_env
@@ -165,10 +185,58 @@ class Client:
                 raise HTTPStatusFailure(f"{method} {url} was refused (HTTP {status}: {detail}): {fix}", status, detail)
             if status in RETRY_STATUS and attempt + 1 < tries:
                 last = f"HTTP {status}"
-                time.sleep(self._delay(attempt, response.headers.get("retry-after")))
+                time.sleep(self._delay(attempt, headers.get("retry-after")))
                 continue
             raise HTTPStatusFailure(f"{method} {url} failed: HTTP {status}: {detail}", status, detail)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _timed_out(self, method: str, url: str) -> ServedModelError:
+        return ServedModelError(
+            f"{method} {url} did not finish within {self.timeout:g} s (--model-timeout bounds each request, from "
+            "connecting to the last byte): raise --model-timeout, or lower --model-concurrency if the server is overloaded"
+        )
+
+    def _attempt(self, method: str, url: str, body: dict[str, Any] | None) -> tuple[int, Any, bytes]:
+        """One exchange, ended at ``timeout`` whatever the server does. httpx's timeouts bound each
+        read, and a server sending a byte now and then never lets one expire: so the exchange runs in
+        a thread of its own and this one stops waiting at the deadline. The abandoned thread stops at
+        its next chunk, or at the read timeout, and closes its connection."""
+        outcome: dict[str, Any] = {}
+        abandoned = threading.Event()
+
+        def run() -> None:
+            try:
+                outcome["value"] = self._exchange(method, url, body, abandoned)
+            except BaseException as exc:  # handed to the waiting thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run, name="ftmodel-served-request", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            abandoned.set()
+            raise self._timed_out(method, url)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]  # type: ignore[no-any-return]
+
+    def _exchange(self, method: str, url: str, body: dict[str, Any] | None, abandoned: threading.Event) -> tuple[int, Any, bytes]:
+        """Status, headers and the body, read as it streams and refused past ``max_response_bytes``
+        (counted after decompression, so a small compressed answer cannot flood memory either)."""
+        with self._http.stream(method, url, json=body) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_response_bytes:
+                raise _TooLarge()
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                if abandoned.is_set():
+                    break
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise _TooLarge()
+                chunks.append(chunk)
+            return response.status_code, response.headers, b"".join(chunks)
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:

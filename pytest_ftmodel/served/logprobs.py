@@ -21,10 +21,15 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from pytest_ftmodel.errors import FTModelError
+from pytest_ftmodel.escaping import visible
 
 
 class LogprobsError(FTModelError, RuntimeError):
-    """A server's log-probabilities are missing, malformed, or do not line up with the local tokens."""
+    """A server's log-probabilities are missing, malformed, or do not line up with the local tokens.
+    Its message may quote the server's tokens: control characters and bidi overrides are escaped."""
+
+    def __init__(self, message: str = "", *args: Any) -> None:
+        super().__init__(visible(message), *args)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from pytest_ftmodel.errors import DataError, ModelLoadError
 from pytest_ftmodel.served.client import (
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
     Client,
@@ -188,16 +189,18 @@ def load_served(
     revision: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     retries: int = DEFAULT_RETRIES,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> ServedModel:
     """Connect to the OpenAI-compatible API at ``url`` (e.g. ``http://127.0.0.1:8000/v1``).
 
     ``name``: the served model (default: the only one ``/models`` lists). ``tokenizer``: a local
     tokenizer directory, for counting and chat formatting client-side and for perplexity.
-    ``api_key_env``: the environment variable holding the API key.
+    ``api_key_env``: the environment variable holding the API key. ``timeout``: seconds a request
+    may take, from connecting to the last byte. ``max_response_bytes``: the largest answer read.
     """
     if concurrency < 1:
         raise ModelLoadError(f"model concurrency {concurrency} must be at least 1")
-    client = Client(url, api_key_env=api_key_env, timeout=timeout, retries=retries, concurrency=concurrency)
+    client = Client(url, api_key_env=api_key_env, timeout=timeout, retries=retries, concurrency=concurrency, max_response_bytes=max_response_bytes)
     try:
         entry = _pick_model(client.url, client.get("/models"), name)
     except BaseException:
@@ -229,10 +232,12 @@ def load_served(
     )
 
 
-def check_served(url: str, *, name: str | None, api_key_env: str | None, timeout: float) -> None:
+def check_served(
+    url: str, *, name: str | None, api_key_env: str | None, timeout: float, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+) -> None:
     """The start-up check: the server answers, the key is accepted, the model name is right. Raises
     :class:`ServedModelError` with one line."""
-    client = Client(url, api_key_env=api_key_env, timeout=min(timeout, 30.0), retries=2, concurrency=1)
+    client = Client(url, api_key_env=api_key_env, timeout=min(timeout, 30.0), retries=2, concurrency=1, max_response_bytes=max_response_bytes)
     try:
         _pick_model(client.url, client.get("/models"), name)
     finally:

@@ -17,10 +17,13 @@ function el(tag, props, ...children) {
   return node;
 }
 
-// Control characters (ANSI escapes among them) shown as visible \\xNN escapes, never acted on.
+// Control characters (ANSI escapes among them) shown as visible \\xNN escapes, and bidirectional
+// controls (which reorder what is shown: "Trojan Source") as \\uNNNN, never acted on: the same
+// characters, in the same form, as pytest_ftmodel/escaping.py escapes for the terminal and the reports.
 function visible(text) {
-  return String(text).replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => {
-    return "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0");
+  return String(text).replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    const code = c.charCodeAt(0);
+    return code > 0xff ? "\\u" + code.toString(16).padStart(4, "0") : "\\x" + code.toString(16).padStart(2, "0");
   });
 }
 
@@ -224,7 +227,7 @@ function renderReviewPanel(it) {
     return el("div", {
       class: "criterion" + (ci === state.criterion ? " current" : ""), "data-criterion": c,
       onclick: (e) => { if (e.target.tagName !== "BUTTON") { state.criterion = ci; render(); } },
-    }, el("span", { class: "name", text: c }), el("span", { class: "scores" }, ...buttons));
+    }, el("span", { class: "name", text: visible(c) }), el("span", { class: "scores" }, ...buttons));
   });
   const notes = el("textarea", { id: "notes", rows: "4", maxlength: "20000", placeholder: "notes (optional): what is wrong or good" });
   notes.value = m ? m.notes || "" : "";
