@@ -414,18 +414,22 @@ def assert_training_converged(path: Any, *, patience: int = 3, tolerance: float 
 
 
 @_gated
-def assert_no_leakage(train: Sequence[Any], val: Sequence[Any], *, margin: Margin = None) -> list[Any]:
-    """Fail when a validation item also appears in training, exactly or after normalisation."""
+def assert_no_leakage(train: Sequence[Any], val: Sequence[Any], *, normalize: str = "structure", margin: Margin = None) -> list[Any]:
+    """Fail when a validation item also appears in training, exactly or after folding by the rule
+    ``normalize`` names (see :func:`~pytest_ftmodel.splits.find_leakage`)."""
     __tracebackhide__ = True
-    from pytest_ftmodel.splits import find_leakage
+    from pytest_ftmodel.splits import NORMALIZE, find_leakage
 
-    leaks = find_leakage(train, val)
-    if not _judged("leaked val items", len(leaks), 0, "<=", n=len(val), unit="val items", result=leaks):
+    leaks = find_leakage(train, val, normalize=normalize)
+    if not _judged("leaked val items", len(leaks), 0, "<=", n=len(val), unit="val items", result=leaks, settings={"normalize": normalize}):
         shown = [
-            f"    val {x.val_index} = train {x.train_index} ({'exact' if x.exact else 'after normalising case, spaces, punctuation'}): {_cut(x.text)!r}"
+            f"    val {x.val_index} = train {x.train_index} ({'exact' if x.exact else 'after folding'}): {_cut(x.text)!r}"
             for x in leaks[:5]
         ]
-        raise AssertionError(f"{len(leaks)} of {len(val)} validation items also appear in training:\n" + "\n".join(shown))
+        raise AssertionError(
+            f"{len(leaks)} of {len(val)} validation items also appear in training (normalize={normalize!r}: {NORMALIZE[normalize]}):\n"
+            + "\n".join(shown)
+        )
     return leaks
 
 
