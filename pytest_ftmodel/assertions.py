@@ -336,19 +336,38 @@ def assert_passk(
     )
     if not passed:
         low, high = result.intervals[k]
+        worst = sorted(result.failing(), key=lambda p: p.correct / p.n)  # stable: ties keep the problems' order
         lines = []
-        for problem in result.failing()[:5]:
+        for problem in worst[:5]:
             bad = next(s for s in problem.samples if s.status != "passed")
             err = [_cut(line, 100) for line in bad.stderr.strip().splitlines() if line.strip()][-2:]
             lines.append(f"    {problem.task_id}: {problem.correct}/{problem.n} passed; {bad.status}: {' | '.join(err) or '(no stderr)'}")
-        more = len(result.failing()) - len(lines)
+            lines.extend(_code_lines(bad.completion))
+        more = len(worst) - min(len(worst), 5)
         raise AssertionError(
             f"pass@{k} {value:.3f} is below the bar {at_least:.3f} on {len(result.problems)} problems, "
             f"n={n} samples each (95% CI [{low:.3f}, {high:.3f}]; model {_name(model)}; sandbox: {result.isolation}; "
             f"judged {', '.join(f'{c} {v}' for v, c in sorted(result.verdicts.items()))})\n"
-            f"  failing problems:\n" + "\n".join(lines) + (f"\n    ... and {more} more" if more > 0 else "")
+            f"  failing problems (worst first), with the first lines of their code:\n" + "\n".join(lines)
+            + (f"\n    ... and {more} more" if more > 0 else "")
         )
     return result
+
+
+def _code_lines(completion: str, shown: int = 3, width: int = 100) -> list[str]:
+    """The first lines of the code a failing sample ran, indentation kept, every control character,
+    terminal escape and bidi override shown as an escape (generated code is untrusted text)."""
+    from pytest_ftmodel.metrics.code import extract_code
+    from pytest_ftmodel.sandbox import escape_controls
+
+    # split on newlines only: the other line breaks str.splitlines knows are controls, shown escaped
+    code = extract_code(completion).strip("\n").split("\n")
+    if code == [""]:
+        return ["      | (no code)"]
+    out = [f"      | {escape_controls(line if len(line) <= width else line[: width - 3] + '...')}".rstrip() for line in code[:shown]]
+    if len(code) > shown:
+        out.append(f"      | ... ({len(code) - shown} more line{'s' if len(code) - shown > 1 else ''})")
+    return out
 
 
 @_gated(max_gap=number(0.2), max_memorised=proportion(0.1, optional=True), min_distinct2=proportion(0.5, optional=True))
