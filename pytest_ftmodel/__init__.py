@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "BarError": "pytest_ftmodel.errors",
+    "BarTypeError": "pytest_ftmodel.errors",
     "DataError": "pytest_ftmodel.errors",
     "FTModelError": "pytest_ftmodel.errors",
     "ModelLoadError": "pytest_ftmodel.errors",
@@ -104,7 +106,7 @@ if TYPE_CHECKING:
     from pytest_ftmodel.sandbox import SandboxResult, run_sandboxed
     from pytest_ftmodel.metrics.text import ClassificationResult, RougeResult, classify, extract_label, rouge
     from pytest_ftmodel.data import load_jsonl, texts_of
-    from pytest_ftmodel.errors import DataError, FTModelError, ModelLoadError, ModelPathError
+    from pytest_ftmodel.errors import BarError, BarTypeError, DataError, FTModelError, ModelLoadError, ModelPathError
     from pytest_ftmodel.metrics.perplexity import (
         ImprovementResult,
         PerplexityResult,

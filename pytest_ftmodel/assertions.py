@@ -6,11 +6,14 @@ They decide only; the numbers come from :mod:`pytest_ftmodel.metrics`.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, Mapping, ParamSpec, Sequence, TypeVar, Union
 
+from pytest_ftmodel.bars import MARGIN, Rule, check_bars, choice, number, proportion, whole
 from pytest_ftmodel.baseline.gate import reset_helper_margin, set_helper_margin
 from pytest_ftmodel.baseline.store import effective_settings
 from pytest_ftmodel.report import model_name, record_metric, recorder
+from pytest_ftmodel.splits import NORMALIZE
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -29,34 +32,52 @@ def _baseline_failures(start: int) -> list[Any]:
     return [(gate, r) for r in rec.records[start:] if r.baseline and not r.passed and r.baseline.get("verdict") != "new"]
 
 
-def _gated(func: Callable[P, R]) -> Callable[P, R]:
-    """Fail the test when a figure the helper recorded regressed against the baseline file (or does
-    not match its entry), even when the absolute bar holds; ``margin=`` applies to those figures."""
+def _gated(**bars: Rule) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Check the helper's bars first, then fail the test when a figure the helper recorded regressed
+    against the baseline file (or does not match its entry), even when the absolute bar holds;
+    ``margin=`` applies to those figures.
 
-    @functools.wraps(func)
-    def gated(*args: P.args, **kwargs: P.kwargs) -> R:
-        __tracebackhide__ = True
-        start = len(recorder().records)
-        token = set_helper_margin(kwargs.get("margin"))
-        try:
-            result = func(*args, **kwargs)
-        except AssertionError as exc:
+    ``bars`` names a :class:`~pytest_ftmodel.bars.Rule` for every threshold the helper takes (and
+    ``margin``, which every helper takes, is added): they run on the call's arguments before any
+    model work, so a bar of the wrong type or range fails in one line, never after the model ran."""
+    rules = {**bars, "margin": MARGIN}
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def gated(*args: P.args, **kwargs: P.kwargs) -> R:
+            __tracebackhide__ = True
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError:
+                return func(*args, **kwargs)  # raises Python's own message for a wrong call
+            bound.apply_defaults()
+            check_bars(func.__name__, rules, bound.arguments)
+            start = len(recorder().records)
+            token = set_helper_margin(kwargs.get("margin"))
+            try:
+                result = func(*args, **kwargs)
+            except AssertionError as exc:
+                failures = _baseline_failures(start)
+                if failures:
+                    raise AssertionError("\n".join([str(exc), *(g.failure_message(r) for g, r in failures)])) from None
+                raise
+            finally:
+                reset_helper_margin(token)
             failures = _baseline_failures(start)
             if failures:
-                raise AssertionError("\n".join([str(exc), *(g.failure_message(r) for g, r in failures)])) from None
-            raise
-        finally:
-            reset_helper_margin(token)
-        failures = _baseline_failures(start)
-        if failures:
-            import pytest
+                import pytest
 
-            if all(r.baseline.get("verdict") == "mismatch" for _, r in failures):
-                pytest.fail("\n".join(g.failure_message(r) for g, r in failures), pytrace=False)
-            raise AssertionError("\n".join(g.failure_message(r) for g, r in failures))
-        return result
+                if all(r.baseline.get("verdict") == "mismatch" for _, r in failures):
+                    pytest.fail("\n".join(g.failure_message(r) for g, r in failures), pytrace=False)
+                raise AssertionError("\n".join(g.failure_message(r) for g, r in failures))
+            return result
 
-    return gated
+        gated.bars = rules  # type: ignore[attr-defined]  # what the tests check every helper declares
+        return gated
+
+    return decorate
 
 
 def _judged(
@@ -105,7 +126,7 @@ def _ppl_summary(result: Any) -> str:
     )
 
 
-@_gated
+@_gated(max_perplexity=number(12.0, low=1, why="a perplexity is at least 1"))
 def assert_perplexity_below(
     model: Any,
     texts: Sequence[Any],
@@ -143,7 +164,7 @@ def assert_perplexity_below(
     return result
 
 
-@_gated
+@_gated(min_improvement=number(0.25, high=1, why="1 would be a perplexity of 0"))
 def assert_perplexity_improves(
     model: Any,
     base: Any,
@@ -194,7 +215,7 @@ def _require_a_bar(**bars: float | None) -> dict[str, float]:
     return given
 
 
-@_gated
+@_gated(rouge1=proportion(optional=True), rouge2=proportion(optional=True), rougeL=proportion(optional=True))
 def assert_rouge_above(
     model: Any,
     data: Sequence[dict[str, Any]],
@@ -236,7 +257,7 @@ def assert_rouge_above(
     return result
 
 
-@_gated
+@_gated(min_accuracy=proportion(optional=True), min_macro_f1=proportion(optional=True))
 def assert_classification(
     model: Any,
     data: Sequence[dict[str, Any]],
@@ -281,7 +302,7 @@ def assert_classification(
     return result
 
 
-@_gated
+@_gated(k=whole(1, low=1), at_least=proportion(0.6), n=whole(1, low=1, optional=True))
 def assert_passk(
     model: Any,
     problems: Sequence[dict[str, Any]],
@@ -315,22 +336,41 @@ def assert_passk(
     )
     if not passed:
         low, high = result.intervals[k]
+        worst = sorted(result.failing(), key=lambda p: p.correct / p.n)  # stable: ties keep the problems' order
         lines = []
-        for problem in result.failing()[:5]:
+        for problem in worst[:5]:
             bad = next(s for s in problem.samples if s.status != "passed")
             err = [_cut(line, 100) for line in bad.stderr.strip().splitlines() if line.strip()][-2:]
             lines.append(f"    {problem.task_id}: {problem.correct}/{problem.n} passed; {bad.status}: {' | '.join(err) or '(no stderr)'}")
-        more = len(result.failing()) - len(lines)
+            lines.extend(_code_lines(bad.completion))
+        more = len(worst) - min(len(worst), 5)
         raise AssertionError(
             f"pass@{k} {value:.3f} is below the bar {at_least:.3f} on {len(result.problems)} problems, "
             f"n={n} samples each (95% CI [{low:.3f}, {high:.3f}]; model {_name(model)}; sandbox: {result.isolation}; "
             f"judged {', '.join(f'{c} {v}' for v, c in sorted(result.verdicts.items()))})\n"
-            f"  failing problems:\n" + "\n".join(lines) + (f"\n    ... and {more} more" if more > 0 else "")
+            f"  failing problems (worst first), with the first lines of their code:\n" + "\n".join(lines)
+            + (f"\n    ... and {more} more" if more > 0 else "")
         )
     return result
 
 
-@_gated
+def _code_lines(completion: str, shown: int = 3, width: int = 100) -> list[str]:
+    """The first lines of the code a failing sample ran, indentation kept, every control character,
+    terminal escape and bidi override shown as an escape (generated code is untrusted text)."""
+    from pytest_ftmodel.metrics.code import extract_code
+    from pytest_ftmodel.sandbox import escape_controls
+
+    # split on newlines only: the other line breaks str.splitlines knows are controls, shown escaped
+    code = extract_code(completion).strip("\n").split("\n")
+    if code == [""]:
+        return ["      | (no code)"]
+    out = [f"      | {escape_controls(line if len(line) <= width else line[: width - 3] + '...')}".rstrip() for line in code[:shown]]
+    if len(code) > shown:
+        out.append(f"      | ... ({len(code) - shown} more line{'s' if len(code) - shown > 1 else ''})")
+    return out
+
+
+@_gated(max_gap=number(0.2), max_memorised=proportion(0.1, optional=True), min_distinct2=proportion(0.5, optional=True))
 def assert_no_overfit(
     model: Any,
     train: Sequence[Any],
@@ -382,7 +422,7 @@ def assert_no_overfit(
     return result
 
 
-@_gated
+@_gated(patience=whole(3, low=1), tolerance=number(0.05, low=0))
 def assert_training_converged(path: Any, *, patience: int = 3, tolerance: float = 0.05, margin: Margin = None) -> Any:
     """Fail when training loss did not fall, or when eval loss turned up after its best while
     training loss kept falling: no improvement for ``patience`` evaluations, a final eval loss more
@@ -413,23 +453,27 @@ def assert_training_converged(path: Any, *, patience: int = 3, tolerance: float 
     return curve
 
 
-@_gated
-def assert_no_leakage(train: Sequence[Any], val: Sequence[Any], *, margin: Margin = None) -> list[Any]:
-    """Fail when a validation item also appears in training, exactly or after normalisation."""
+@_gated(normalize=choice(*NORMALIZE))
+def assert_no_leakage(train: Sequence[Any], val: Sequence[Any], *, normalize: str = "structure", margin: Margin = None) -> list[Any]:
+    """Fail when a validation item also appears in training, exactly or after folding by the rule
+    ``normalize`` names (see :func:`~pytest_ftmodel.splits.find_leakage`)."""
     __tracebackhide__ = True
     from pytest_ftmodel.splits import find_leakage
 
-    leaks = find_leakage(train, val)
-    if not _judged("leaked val items", len(leaks), 0, "<=", n=len(val), unit="val items", result=leaks):
+    leaks = find_leakage(train, val, normalize=normalize)
+    if not _judged("leaked val items", len(leaks), 0, "<=", n=len(val), unit="val items", result=leaks, settings={"normalize": normalize}):
         shown = [
-            f"    val {x.val_index} = train {x.train_index} ({'exact' if x.exact else 'after normalising case, spaces, punctuation'}): {_cut(x.text)!r}"
+            f"    val {x.val_index} = train {x.train_index} ({'exact' if x.exact else 'after folding'}): {_cut(x.text)!r}"
             for x in leaks[:5]
         ]
-        raise AssertionError(f"{len(leaks)} of {len(val)} validation items also appear in training:\n" + "\n".join(shown))
+        raise AssertionError(
+            f"{len(leaks)} of {len(val)} validation items also appear in training (normalize={normalize!r}: {NORMALIZE[normalize]}):\n"
+            + "\n".join(shown)
+        )
     return leaks
 
 
-@_gated
+@_gated(min_mean=Rule("scores", {"accuracy": 4.0}, optional=True), min_scored=whole(20))
 def assert_human_scores(
     sheet: Any,
     *,
@@ -487,7 +531,10 @@ def _human_agreement(result: Any) -> str:
     return f"agreement between {len(result.reviewers)} reviewers on {result.n_multi} items reviewed by several ({result.agreement_kind}): {shown}"
 
 
-@_gated
+@_gated(
+    at_least=proportion(0.5), alpha=proportion(0.05), min_human_agreement=number(0.6, low=-1, high=1, why="Cohen's kappa"),
+    min_overlap=whole(20),
+)
 def assert_ab_win_rate(
     sheet_or_result: Any,
     *,

@@ -17,3 +17,11 @@ class ModelLoadError(FTModelError, RuntimeError):
 
 class DataError(FTModelError, ValueError):
     """Evaluation data is empty or malformed; the message names the item and the fix."""
+
+
+class BarError(FTModelError, ValueError):
+    """A bar (threshold) or setting of an ``assert_*`` helper is out of range; found before any model work."""
+
+
+class BarTypeError(BarError, TypeError):
+    """A bar or setting of an ``assert_*`` helper has the wrong type (``"800"`` for 800)."""

@@ -17,7 +17,7 @@ import pytest
 
 from pytest_ftmodel import __version__, progress, report
 from pytest_ftmodel import cache as gen_cache
-from pytest_ftmodel.baseline.gate import BaselineSession, parse_margins
+from pytest_ftmodel.baseline.gate import BaselineSession, misnamed_margin, parse_margins
 from pytest_ftmodel.baseline.store import BaselineFileError
 from pytest_ftmodel.errors import FTModelError, ModelPathError
 from pytest_ftmodel.model import DEVICE_CHOICES, DTYPE_CHOICES, check_model_path, parse_device, parse_dtype
@@ -263,6 +263,8 @@ class FTModelSession:
         self.started = time.monotonic()
         self.progress_sink: Any = None
         self.cache = self._cache(config)
+        self.margins = self._margins(config)  # checked even without a baseline file: a typo never passes unseen
+        self.margin_errors: list[str] = []
         self.baseline = self._baseline(config)
         self.served = self._served(config)
         self._loaded: dict[str, Any] = {}
@@ -339,6 +341,11 @@ class FTModelSession:
             return None
         return gen_cache.GenerationCache(Path(path))
 
+    @staticmethod
+    def _margins(config: pytest.Config) -> dict[str, float]:
+        given = [*(config.getini("ftmodel_margins") or []), *(config.getoption("ftmodel_margins") or [])]
+        return dict(pair for line in given for pair in parse_margins(line))
+
     def _baseline(self, config: pytest.Config) -> BaselineSession | None:
         """The baseline gate: on when updating, or when the baseline file exists (so a project without
         one runs exactly as before)."""
@@ -356,8 +363,6 @@ class FTModelSession:
                     f"or pass --ftmodel-baseline={BASELINE_OFF} to compare with none"
                 )
             return None
-        given_margins = [*(config.getini("ftmodel_margins") or []), *(config.getoption("ftmodel_margins") or [])]
-        margins = dict(pair for line in given_margins for pair in parse_margins(line))
         mode = parse_baseline_mode(self._value(config, "ftmodel_baseline_mode") or "superiority")
         given = [
             f"{flag}={value}" for flag, dest in (("--model", "ftmodel_model"), ("--base-model", "ftmodel_base_model"), ("--ftmodel-baseline", "ftmodel_baseline"))
@@ -365,7 +370,7 @@ class FTModelSession:
         ]
         try:
             baseline = BaselineSession(
-                path, update=update, mode=mode, margins=margins, command_options=given, version=__version__, rootdir=config.rootpath
+                path, update=update, mode=mode, margins=self.margins, command_options=given, version=__version__, rootdir=config.rootpath
             )
         except BaselineFileError as exc:
             raise ModelPathError(str(exc)) from None
@@ -587,11 +592,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if workeroutput is not None:  # a pytest-xdist worker: the controller reports
         workeroutput["ftmodel"] = _worker_payload(ftsession)
         return
+    misnamed = False
     if ftsession.baseline is not None:
         ftsession.baseline.finish(ftsession.recorder.ordered())
-        ended_badly = ftsession.baseline.end_of_session(ftsession.recorder.ordered())  # e.g. a margin naming no metric
-        if (ended_badly or ftsession.baseline.write_failed) and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        misnamed = ftsession.baseline.end_of_session(ftsession.recorder.ordered())  # a margin naming no metric
+        if ftsession.baseline.write_failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the run did not do what it was asked
+    elif ftsession.margins:  # no file to compare with, yet a misspelt margin is still a usage error
+        recorded = {r.name for r in ftsession.recorder.ordered()}
+        lines = [misnamed_margin(name, recorded, listed=recorded, listed_as="recorded in this run") for name in sorted(ftsession.margins)]
+        ftsession.margin_errors = [line for line in lines if line]
+        misnamed = bool(ftsession.margin_errors)
+    if misnamed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED, pytest.ExitCode.TESTS_FAILED):
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR  # as argparse's own check of the option's form
     ftsession.written = report.write_reports(
         ftsession.recorder.ordered(), _report_session(ftsession, session), ftsession.reports, os.environ.get("GITHUB_STEP_SUMMARY")
     )
@@ -709,6 +722,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         lines.extend(c.summary() for c in (session.cache, session.cache.scores) if c.hits + c.misses)
     if session.baseline is not None:
         lines.extend(session.baseline.outcome)
+    lines.extend(session.margin_errors)
     lines.extend(_served_lines(session))
     lines.extend(session.written)
     if not lines:

@@ -84,10 +84,41 @@ def _text(item: Any) -> str:
     return text
 
 
-def normalise(text: str) -> str:
-    """Case, whitespace and punctuation folded away (what a near-duplicate keeps)."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = "".join(" " if unicodedata.category(c).startswith("P") else c for c in text)
+#: the rules :func:`find_leakage` may fold texts by (``normalize=``), and what each folds away.
+#: ``structure`` keeps everything that can carry meaning in code and data (``[[1], [2]]`` is not
+#: ``[1, 2]``); ``prose`` also folds punctuation, for natural-language items only.
+NORMALIZE = {
+    "structure": "case, runs of whitespace and Unicode forms (NFKC) folded; brackets, operators and quotes kept",
+    "prose": "case, runs of whitespace, Unicode forms (NFKC) and punctuation folded",
+    "exact": "nothing folded",
+}
+
+
+def check_rule(normalize: str) -> str:
+    """``normalize`` when it names a rule of :data:`NORMALIZE`, else ValueError naming them."""
+    if not isinstance(normalize, str) or normalize not in NORMALIZE:
+        raise ValueError(f"unknown normalize rule {normalize!r}: use one of {', '.join(map(repr, NORMALIZE))}")
+    return normalize
+
+
+def _fold_case_and_form(text: str) -> str:
+    # casefold can leave text that NFKC changes again (and NFKC text that casefold changes), so
+    # both are applied until neither changes anything: the fold must be idempotent
+    for _ in range(4):
+        folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+        if folded == text:
+            break
+        text = folded
+    return text
+
+
+def normalise(text: str, rule: str = "structure") -> str:
+    """``text`` as the leakage check compares it under ``rule`` (see :data:`NORMALIZE`)."""
+    if check_rule(rule) == "exact":
+        return text
+    text = _fold_case_and_form(text)
+    if rule == "prose":
+        text = "".join(" " if unicodedata.category(c).startswith("P") else c for c in text)
     return re.sub(r"\s+", " ", text).strip()
 
 
@@ -97,21 +128,26 @@ class Leak:
     val_index: int
     exact: bool
     text: str
+    rule: str = "structure"  # the normalize rule under which the two items matched
 
 
-def find_leakage(train: Sequence[Any], val: Sequence[Any]) -> list[Leak]:
-    """Validation items that also appear in training: exactly, or after :func:`normalise`."""
+def find_leakage(train: Sequence[Any], val: Sequence[Any], *, normalize: str = "structure") -> list[Leak]:
+    """Validation items that also appear in training: exactly, or after folding by the rule
+    ``normalize`` names (:data:`NORMALIZE`): by default case, runs of whitespace and Unicode forms,
+    keeping brackets, operators and quotes; ``"prose"`` also folds punctuation; ``"exact"`` nothing."""
+    rule = check_rule(normalize)
     exact: dict[str, int] = {}
     loose: dict[str, int] = {}
     for i, item in enumerate(train):
         t = _text(item)
         exact.setdefault(t, i)
-        loose.setdefault(normalise(t), i)
+        loose.setdefault(normalise(t, rule), i)
     leaks = []
     for j, item in enumerate(val):
         t = _text(item)
+        folded = normalise(t, rule)
         if t in exact:
-            leaks.append(Leak(exact[t], j, True, t))
-        elif normalise(t) in loose and normalise(t):
-            leaks.append(Leak(loose[normalise(t)], j, False, t))
+            leaks.append(Leak(exact[t], j, True, t, rule))
+        elif folded and folded in loose:
+            leaks.append(Leak(loose[folded], j, False, t, rule))
     return leaks

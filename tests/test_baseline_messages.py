@@ -270,7 +270,7 @@ def test_margins_in_a_session_ini_on_one_line_and_unknown_names(pytester: pytest
     assert ok.ret == 0
     bad = pytester.runpytest_subprocess("-p", "no:randomly", "--ftmodel-margin", "perplexty=0.1")
     bad.stdout.fnmatch_lines(["*margin 'perplexty'*no metric has that name*did you mean 'perplexity'?*"])
-    assert bad.ret == 1
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR  # as for other usage errors
     assert re.search(r"warnings summary", bad.stdout.str())
 
 

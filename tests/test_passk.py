@@ -136,6 +136,46 @@ def test_the_gate_passes_for_fine_tuned_and_explains_the_base(bpe_model, bpe_pai
     assert "judged 8 split)" in message  # every short-form demo problem calls the candidate's function
 
 
+# generated code that would drive a terminal or reorder what is read, were it shown as it is
+HOSTILE = {
+    "Write f, returning 1.": "def f():\n    return 1\n",
+    "Write g, returning 2.": (
+        "def g():\n    x = '\x1b[2J\x1b[31mred\x1b[0m'  # \u202eexe.txt\n    return x\r\n    y = 1\n    z = 2\n    w = 3\n"
+    ),
+    "Write h, returning 3.": "```python\ndef h():\n    return '\u2066\x07\u2069'\n```",
+}
+TESTS = {"f": "assert f() == 1", "g": "assert g() == 2", "h": "assert h() == 3"}
+
+
+def _hostile_problems() -> list[dict[str, str]]:
+    return [{"task_id": f"t/{i}", "prompt": p, "test_code": TESTS[p.split()[1][0]]} for i, p in enumerate(HOSTILE)]
+
+
+def test_a_failing_gate_shows_the_worst_problems_code_escaped(serve, private_record) -> None:
+    def answer(body):
+        prompt = body.get("prompt") or body["messages"][-1]["content"]
+        return next(code for p, code in HOSTILE.items() if p in prompt)
+
+    served = load_model(serve(answer=answer).url)
+    with pytest.raises(AssertionError) as info:
+        assert_passk(served, _hostile_problems(), k=1, at_least=0.9, cache=None)
+    message = str(info.value)
+    lines = message.splitlines()
+    start = lines.index("  failing problems (worst first), with the first lines of their code:")
+    assert lines[start + 1].startswith("    t/1: 0/1 passed; failed: ")
+    assert lines[start + 2 : start + 6] == [
+        "      | def g():",
+        "      |     x = '\\x1b[2J\\x1b[31mred\\x1b[0m'  # \\u202eexe.txt",
+        "      |     return x\\r",
+        "      | ... (3 more lines)",
+    ]
+    assert lines[start + 6].startswith("    t/2: 0/1 passed; failed: ")
+    assert lines[start + 7 : start + 9] == ["      | def h():", "      |     return '\\u2066\\x07\\u2069'"]
+    for raw in ("\x1b", "\x07", "\r", "\u202e", "\u2066", "\u2069"):
+        assert raw not in message
+    assert "t/0" not in message  # it passed
+
+
 # ---- the --sandbox option ---------------------------------------------------------------------
 
 

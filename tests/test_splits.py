@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from pytest_ftmodel import DataError, assert_no_leakage, find_leakage, split
 from pytest_ftmodel.demo import demo_data
+from pytest_ftmodel.splits import NORMALIZE, normalise
 
 
 records = st.lists(
@@ -89,30 +91,103 @@ def _perturb(text: str, how: int) -> str:
 
 
 @given(texts=distinct_texts, data=st.data())
-def test_finds_every_planted_duplicate(texts, data) -> None:
+def test_prose_finds_every_planted_duplicate(texts, data) -> None:
     half = len(texts) // 2
     train, val = texts[:half] or texts[:1], texts[half:]
     planted = data.draw(st.lists(st.tuples(st.integers(0, len(train) - 1), st.integers(0, 4)), max_size=5))
     val = val + [_perturb(train[i], how) for i, how in planted]
-    leaks = find_leakage(train, val)
+    leaks = find_leakage(train, val, normalize="prose")
     found = {(x.train_index, x.val_index) for x in leaks}
     for k, (i, how) in enumerate(planted):
         j = len(val) - len(planted) + k
         assert any(v == j for _, v in found)
         assert next(x for x in leaks if x.val_index == j).exact == (how == 0)
     assert len(leaks) == len(planted) + sum(t in train for t in texts[half:])
+    assert {x.rule for x in leaks} <= {"prose"}
 
 
 @given(texts=distinct_texts)
 def test_no_false_positives_on_distinct_items(texts) -> None:
     half = len(texts) // 2
-    assert find_leakage(texts[:half], texts[half:]) == []
+    for rule in NORMALIZE:
+        assert find_leakage(texts[:half], texts[half:], normalize=rule) == []
+
+
+def test_brackets_carry_meaning_by_default() -> None:
+    # the structure of code and data is in its brackets, operators and quotes: these differ
+    train = ["[[1], [2]]", "f(a) + b", "x = 'a'", "a - b"]
+    val = ["[1, 2]", "f(a + b)", "x = a", "a + b"]
+    assert find_leakage(train, val) == []
+    assert find_leakage(train, val, normalize="structure") == []
+    # the old rule, for prose, folds punctuation away and calls three of them the same
+    assert [(x.train_index, x.val_index, x.rule) for x in find_leakage(train, val, normalize="prose")] == [
+        (0, 0, "prose"), (1, 1, "prose"), (2, 2, "prose"),
+    ]
+
+
+def test_exact_folds_nothing() -> None:
+    leaks = find_leakage(["Same text", "other"], ["Same text", "same  text", "SAME TEXT"], normalize="exact")
+    assert [(x.train_index, x.val_index, x.exact, x.rule) for x in leaks] == [(0, 0, True, "exact")]
+
+
+def test_an_unknown_rule_names_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"unknown normalize rule 'code': use one of 'structure', 'prose', 'exact'"):
+        find_leakage(["a"], ["a"], normalize="code")
+
+
+# texts with brackets, operators, quotes, letters of several scripts, digits and whitespace of all kinds
+_CHARS = st.characters(codec="utf-8", exclude_categories=("Cs",))
+_CODE = st.text(st.sampled_from(list("abcXYZ019 _.,:;=+-*/<>()[]{}'\"\t\n") + ["\u00e9", "\u00df", "\u03a3", "\uff21"]), min_size=1, max_size=40)
+_BRACKETS = "()[]{}<>'\"+-*/=,:"
+
+
+@given(text=st.text(_CHARS, max_size=40), rule=st.sampled_from(sorted(NORMALIZE)))
+def test_folding_is_idempotent(text, rule) -> None:
+    once = normalise(text, rule)
+    assert normalise(once, rule) == once
+
+
+def _respelled(text: str, how: list[int]) -> str:
+    """``text`` in another case, with other runs of whitespace, in another Unicode form."""
+    out = []
+    for c, h in zip(text, how + [0] * len(text)):
+        if c.isspace():
+            out.append([" ", "\t", "  \n ", "\u00a0", "\u3000"][h % 5])
+        else:
+            out.append([c, c.upper(), c.lower(), c.swapcase(), c][h % 5])
+    return unicodedata.normalize(["NFC", "NFD", "NFKC", "NFKD"][sum(how) % 4], "\n " + "".join(out) + " ")
+
+
+@given(text=_CODE, how=st.lists(st.integers(0, 4), max_size=40))
+def test_case_whitespace_and_unicode_forms_are_matched(text, how) -> None:
+    other = _respelled(text, how)
+    if not text.split():
+        return  # all whitespace: nothing to leak
+    leaks = find_leakage([text], [other])
+    assert [(x.train_index, x.val_index, x.exact, x.rule) for x in leaks] == [(0, 0, text == other, "structure")]
+
+
+@given(text=_CODE, where=st.integers(0, 40), mark=st.sampled_from(_BRACKETS))
+def test_a_bracket_operator_or_quote_more_is_another_item(text, where, mark) -> None:
+    changed = text[:where] + mark + text[where:]
+    assert find_leakage([text], [changed]) == []
+    assert find_leakage([changed], [text.upper()]) == []
 
 
 def test_records_and_the_gate(private_record) -> None:
     data = demo_data()
     assert_no_leakage(data["train"], data["val"])
     leaked = data["val"] + [{**data["train"][3], "instruction": data["train"][3]["instruction"].upper()}]
-    with pytest.raises(AssertionError, match=r"1 of 25 validation items also appear in training:\n    val 24 = train 3 \(after normalising"):
+    with pytest.raises(AssertionError) as failed:
         assert_no_leakage(data["train"], leaked)
+    assert str(failed.value).splitlines()[:2] == [
+        "1 of 25 validation items also appear in training (normalize='structure': case, runs of whitespace and "
+        "Unicode forms (NFKC) folded; brackets, operators and quotes kept):",
+        f"    val 24 = train 3 (after folding): {leaked[-1]['instruction'] + ' ' + leaked[-1]['output']!r}",
+    ]
     assert [r.passed for r in private_record.records] == [True, False]
+    assert [r.settings for r in private_record.records] == [{"normalize": "structure"}] * 2
+    punctuated = data["val"] + [{**data["train"][5], "instruction": data["train"][5]["instruction"] + "!"}]
+    assert_no_leakage(data["train"], punctuated)
+    with pytest.raises(AssertionError, match=r"normalize='prose'.*\n.*val 24 = train 5 \(after folding\)"):
+        assert_no_leakage(data["train"], punctuated, normalize="prose")

@@ -98,6 +98,26 @@ def known_metric(name: str) -> bool:
     return name in KNOWN_METRICS or any(re.fullmatch(p, name) for p in KNOWN_PATTERNS)
 
 
+#: where a session's margins come from, for the lines that name one
+MARGINS_FROM = "--ftmodel-margin / ini ftmodel_margins"
+
+
+def misnamed_margin(name: str, recorded: Iterable[str], *, listed: Iterable[str], listed_as: str) -> str:
+    """The error line for a margin that names no metric (not one the helpers record, nor one in
+    ``recorded``, the names recorded in this run); empty when it names one. ``listed`` are the names
+    shown after ``listed_as`` (e.g. "compared in this run")."""
+    recorded = list(recorded)
+    if known_metric(name) or name in recorded:
+        return ""
+    pool = {m.lower(): m for m in [*KNOWN_METRICS, "pass@1", *recorded]}
+    close = difflib.get_close_matches(name.lower(), list(pool), n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(pool[c]) for c in close)}?)" if close else ""
+    return (
+        f"ERROR baseline: margin {name!r} ({MARGINS_FROM}): no metric has that name{hint}; {listed_as}: "
+        f"{', '.join(sorted(set(listed))) or 'none'}. Fix the name; the run fails until then."
+    )
+
+
 class MarginWarning(UserWarning):
     """A regression margin names a metric that no figure of this run was compared on."""
 
@@ -444,18 +464,11 @@ class BaselineSession:
         for name in sorted(self.margins):
             if name in compared:
                 continue
-            where = "--ftmodel-margin / ini ftmodel_margins"
-            if known_metric(name):
-                line = f"baseline: margin {name!r} ({where}): that metric is not compared in this run (compared in this run: {names})"
-            else:
+            line = misnamed_margin(name, {r.name for r in records}, listed=compared, listed_as="compared in this run")
+            if line:
                 fail = True
-                pool = {m.lower(): m for m in [*KNOWN_METRICS, "pass@1", *compared]}
-                close = difflib.get_close_matches(name.lower(), list(pool), n=3, cutoff=0.6)
-                hint = f" (did you mean {' or '.join(repr(pool[c]) for c in close)}?)" if close else ""
-                line = (
-                    f"ERROR baseline: margin {name!r} ({where}): no metric has that name{hint}; compared in this run: {names}. "
-                    "Fix the name; the run fails until then."
-                )
+            else:
+                line = f"baseline: margin {name!r} ({MARGINS_FROM}): that metric is not compared in this run (compared in this run: {names})"
             self.outcome.append(line)
             warnings.warn(MarginWarning(line), stacklevel=1)
         if self.update:
