@@ -481,7 +481,7 @@ def judged(completion: str, problem: dict = TOY):
     from pytest_ftmodel.metrics.code import build_job, run_programs
 
     job = build_job(problem, completion)
-    assert not isinstance(job, str), "the toy problem must split"
+    assert job.plan is not None, "the toy problem must split"
     [result] = run_programs([job], timeout=TIMEOUT * 2, workers=1, isolation="auto")
     return result
 
@@ -571,14 +571,14 @@ def test_plain_data_crosses_both_ways_and_mutations_come_back() -> None:
     completion = "    if x is ValueError:\n        raise ValueError('boom')\n    out.append(x)\n    return x\n"
     from pytest_ftmodel.metrics.code import build_job
 
-    job = build_job(problem, completion)
+    plan = build_job(problem, completion).plan
     # the test passes a class object once: that is not plain data, so this sample fails with the reason
     r = judged(completion, problem)
     assert r.status == "failed" and "the tests passed an object of type type to echo" in r.stderr
     fixed = dict(problem, test=problem["test"].replace("candidate(ValueError, [])", "candidate('raise', [])"))
     r = judged(completion.replace("x is ValueError", "x == 'raise'"), fixed)
     assert (r.status, r.verdict) == ("passed", "split"), r.stderr
-    assert job.names == ("echo",)
+    assert plan.names == ("echo",)
 
 
 BROKEN = "def f(x):\n    return x +\n"  # a candidate that does not compile
@@ -641,14 +641,25 @@ def test_the_reason_a_candidate_fails_to_load_is_the_same_every_run() -> None:
 
 
 def test_problems_whose_tests_need_the_candidates_objects_run_in_process() -> None:
-    from pytest_ftmodel.metrics.code import build_job
-    from pytest_ftmodel.sandbox.split import plan_short
+    """Decided from the problem's tests (and a HumanEval prompt), never from an answer."""
+    from pytest_ftmodel.metrics.code import build_job, build_program
+    from pytest_ftmodel.sandbox.split import plan_humaneval, plan_short
 
     short = {"prompt": "Write a class Counter", "test_code": "c = Counter()\nc.up()\nassert c.n == 1"}
-    assert isinstance(build_job(short, "class Counter:\n    n = 0\n    def up(self):\n        self.n += 1"), str)
-    assert plan_short("X = 3", "assert X == 3") == "its tests use X other than by calling"
-    plan = plan_short("def add(a, b):\n    return a + b", "assert add(2, 3) == 5")
+    answer = "class Counter:\n    n = 0\n    def up(self):\n        self.n += 1"
+    job = build_job(short, answer)
+    assert (job.plan, job.reason) == (None, "its tests call Counter, named as a class")
+    assert job.program == build_program(short, answer)
+    assert plan_short("assert X == 3") == "its tests use X other than by calling"
+    assert plan_short("s = make_stack()\ns.push(1)\nassert s.pop() == 1") == (
+        "its tests take attributes of what make_stack returns"
+    )
+    assert plan_short("assert first(3).real == 3 and last() is None") == "its tests take attributes of what first returns"
+    plan = plan_short("assert add(2, 3) == 5")
     assert not isinstance(plan, str) and plan.names == ("add",)
+    assert plan_humaneval("class Stack:\n    pass\n", "def check(candidate):\n    assert candidate()\n", "Stack") == (
+        "its prompt defines Stack as a class"
+    )
 
 
 def test_an_in_process_program_never_holds_the_nonce() -> None:
