@@ -279,6 +279,72 @@ def test_host_files_sockets_and_world_writable_directories_are_out_of_reach(path
     path.canaries_hold()
 
 
+# ---- sockets beyond the network namespace, the host's name -------------------------------------
+
+SOCKETS = (
+    "import socket\n"
+    "for name, family, kind in (('vsock', 40, socket.SOCK_STREAM), ('netlink', 16, socket.SOCK_DGRAM), ('packet', 17, socket.SOCK_RAW),"
+    " ('inet', 2, socket.SOCK_STREAM), ('inet6', 10, socket.SOCK_DGRAM)):\n"
+    "    try:\n        socket.socket(family, kind, 15 if name == 'netlink' else 0).close()\n        print('made', name, flush=True)\n"
+    "    except OSError as e:\n        print('refused', name, e.errno, flush=True)\n"
+    "try:\n    socket.socketpair(2, socket.SOCK_STREAM)\n    print('made pair inet', flush=True)\n"
+    "except OSError as e:\n    print('refused pair inet', e.errno, flush=True)\n"
+    "a, b = socket.socketpair()\na.send(b'ok')\nprint('unix pair', b.recv(2).decode(), flush=True)\n"
+    "s = socket.socket(socket.AF_UNIX)\ns.bind('/tmp/own.sock')\nprint('unix socket bound', flush=True)\n"
+    "print('hostname', socket.gethostname(), os.uname().nodename, flush=True)\n"
+)
+
+
+def test_only_unix_sockets_and_a_host_name_of_its_own(path: Path_) -> None:
+    """vsock is not covered by network namespaces (on a VM it may reach the host's services), and a
+    netlink socket hears the host's device events: every family but AF_UNIX is refused. The host
+    name is the run's own."""
+    r = path.run(attempt("sockets", SOCKETS))
+    assert "ATTEMPT sockets" in r.stdout and r.status == "passed", r.stderr
+    assert "unix pair ok" in r.stdout and "unix socket bound" in r.stdout  # multiprocessing and the like still work
+    if path.level.seccomp:
+        for name in ("vsock", "netlink", "packet", "inet", "inet6", "pair inet"):
+            assert f"refused {name} 97" in r.stdout, r.stdout  # EAFNOSUPPORT
+    assert "made" not in r.stdout or not path.level.seccomp
+    if path.level.level == "namespaces":
+        assert path.level.uts_namespace and "own host name" in str(path.level)
+        assert "hostname sandbox sandbox" in r.stdout and socket.gethostname() != "sandbox", r.stdout
+    path.canaries_hold()
+
+
+# ---- file locks and file watches: channels between runs, windows on the host ---------------------
+
+LOCKS = (
+    "import fcntl, struct, ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nfd = os.open(os.__file__, os.O_RDONLY)\n"
+    "def tried(name, call):\n    try:\n        call()\n        print('took', name, flush=True)\n"
+    "    except OSError as e:\n        print('refused', name, e.errno, flush=True)\n"
+    "tried('flock', lambda: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB))\n"
+    "lock = struct.pack('hhqqi', fcntl.F_RDLCK, 0, 0, 0, 0)\n"
+    "for name, command in (('getlk', 5), ('setlk', 6), ('setlkw', 7), ('ofd_getlk', 36), ('ofd_setlk', 37), ('ofd_setlkw', 38)):\n"
+    "    tried(name, lambda: fcntl.fcntl(fd, command, lock))\n"
+    "tried('lease', lambda: fcntl.fcntl(fd, 1025))\ntried('notify', lambda: fcntl.fcntl(os.open('/usr', os.O_RDONLY), 1026, 1))\n"
+    "print('getfd', fcntl.fcntl(fd, fcntl.F_GETFD), flush=True)\n"  # other fcntl commands still work
+    "for name, call in (('inotify_init', lambda: libc.inotify_init()), ('inotify_init1', lambda: libc.inotify_init1(0)),"
+    " ('fanotify_init', lambda: libc.fanotify_init(0, 0))):\n"
+    "    print(name, call(), ctypes.get_errno(), flush=True)\n"
+)
+
+
+def test_file_locks_and_file_watches_are_refused(path: Path_) -> None:
+    """flock() on the read-only stdlib files every run sees carried bits between concurrent runs, and
+    inotify showed which modules other runs and the host open: both refused inside the sandbox."""
+    r = path.run(attempt("locks", LOCKS))
+    assert "ATTEMPT locks" in r.stdout and r.status == "passed", r.stderr
+    if not path.level.seccomp:
+        pytest.skip(f"no system-call filter on this path: {path.level}")
+    for name in ("flock", "getlk", "setlk", "setlkw", "ofd_getlk", "ofd_setlk", "ofd_setlkw", "lease", "notify"):
+        assert f"refused {name} 1" in r.stdout, r.stdout  # EPERM
+    assert "took" not in r.stdout and "getfd 1" in r.stdout  # FD_CLOEXEC: the fcntl family otherwise works
+    for name in ("inotify_init", "inotify_init1", "fanotify_init"):
+        assert f"{name} -1 1" in r.stdout, r.stdout
+    path.canaries_hold()
+
+
 # ---- SysV IPC ----------------------------------------------------------------------------------
 
 

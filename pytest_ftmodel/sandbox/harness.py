@@ -11,8 +11,8 @@ more than the interpreter's start-up):
     a fork server for the namespace level. It never runs a program itself. At start it moves into
     a mount namespace of its own whose root is a read-only minimal tree (the system's ``/usr`` and
     the interpreter's prefix, bound read-only, on an empty tmpfs; see :func:`_minimal_root`). For each
-    request it forks a child into a fresh PID namespace; the child enters fresh mount, network and
-    IPC namespaces, mounts its private ``/tmp``, ``/dev/shm`` and ``/proc``, and runs one program.
+    request it forks a child into a fresh PID namespace; the child enters fresh mount, network,
+    IPC and UTS namespaces (a host name of its own), mounts its private ``/tmp``, ``/dev/shm`` and ``/proc``, and runs one program.
 
 Two ways to judge a program:
 
@@ -87,6 +87,8 @@ def _call(name, *args):
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
 MS_MOVE, MS_REC, MS_PRIVATE = 0x2000, 0x4000, 0x40000
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWUTS = 0x4000000
+HOSTNAME = b"sandbox"  # the run's own UTS namespace: the host's name stays out of sight
 _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
 
@@ -728,7 +730,9 @@ def _child(request, fds, inherited):
         cfg = _config(request.decode("utf-8").split("\n"))
         cfg.update(program_fd=program_r, judge_fd=judge_r, result_fd=result_w)
         os.environ["FTMODEL_SANDBOX_RUN"] = cfg["marker"]  # what the program starts carries it
-        _call("unshare", CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC)
+        _call("unshare", CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+        _call("sethostname", HOSTNAME, len(HOSTNAME))
+        _call("setdomainname", b"(none)", 6)
     except BaseException as exc:  # noqa: BLE001
         _report(exc, ())
         os._exit(1)
