@@ -109,6 +109,27 @@ def test_strict_refuses_below_namespaces_or_runs_in_them() -> None:
             run_sandboxed("pass", isolation="strict")
 
 
+def test_the_system_call_filter_comes_with_a_default_install_and_strict_refuses_to_run_without_it(monkeypatch) -> None:
+    """pyseccomp is a dependency on Linux; where it cannot be imported, the run goes on under
+    ``auto`` (saying so) and ``strict`` refuses it."""
+    import tomllib
+
+    from pytest_ftmodel.sandbox import isolation, kernel
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert "pyseccomp>=0.1.2; sys_platform == 'linux'" in project["dependencies"]
+    if LEVEL.level != "namespaces" or not LEVEL.seccomp:
+        pytest.skip(f"no filtered namespace level here to take the filter from: {LEVEL}")
+    monkeypatch.setitem(sys.modules, "pyseccomp", None)  # as where it is not installed: its import fails
+    monkeypatch.setattr(kernel, "_cached", [])
+    monkeypatch.setattr(isolation, "_probed", {})
+    with pytest.raises(SandboxUnavailable, match=r"strict sandbox isolation asked for, but this machine runs programs "
+                       r"without the system-call filter: namespaces, .*no seccomp filter.*pip install pyseccomp"):
+        run_sandboxed("pass", isolation="strict")
+    r = run_sandboxed("assert sum(range(5)) == 10", isolation="auto")
+    assert r.passed and not r.isolation.seccomp and "libseccomp bindings unavailable" in r.isolation.note
+
+
 def test_the_isolation_level_is_what_the_machine_allows() -> None:
     assert LEVEL.level in ("namespaces", "process")
     if os.geteuid() == 0:

@@ -59,6 +59,12 @@ def _check_isolation(choice: str) -> Isolation:
             f"strict sandbox isolation asked for, but this machine allows only: {best}; "
             "run where unshare works (root or unprivileged user namespaces), or use --sandbox=auto"
         )
+    if choice == "strict" and not best.seccomp:
+        raise SandboxUnavailable(
+            f"strict sandbox isolation asked for, but this machine runs programs without the system-call filter: {best}; "
+            "install libseccomp (libseccomp2) and pyseccomp (a dependency on Linux: pip install pyseccomp), "
+            "or use --sandbox=auto"
+        )
     if choice == "process" and best.level != "process":
         return isolation.process_level(best.uid_dropped, "namespaces not used (isolation='process')")
     return best
@@ -89,7 +95,7 @@ def run_sandboxed(
     limit on files/processes hit), "timeout" (wall clock or CPU time), "memory" (the address-space
     limit), "error" (the sandbox itself could not run it, the text is not valid, or a process
     outlived the run). ``isolation``: "auto" (strongest available), "strict" (refuse to run below
-    namespaces) or "process" (skip the namespace layer). ``verdict`` is "in-process".
+    namespaces, or without the system-call filter) or "process" (skip the namespace layer). ``verdict`` is "in-process".
     """
     level = _check_isolation(isolation)
     return _judged_on_cpu(lambda wall: _run(
