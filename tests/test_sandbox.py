@@ -158,8 +158,12 @@ def test_atexit_exit_after_a_failing_assert_fails(contained) -> None:
 
 
 def test_infinite_loop_times_out(contained) -> None:
+    from pytest_ftmodel.sandbox.api import WALL_FACTOR
+
     r = contained(attempt("loop", "end = time.monotonic() + 60\nwhile time.monotonic() < end:\n    pass"), "loop")
-    assert r.status == "timeout" and r.duration < 3 * TIMEOUT + 3  # re-run once if the machine starved it
+    assert r.status == "timeout" and r.duration < WALL_FACTOR * TIMEOUT + 3
+    # stopped once it had used its CPU time: nothing says it waited
+    assert (r.cpu_seconds or 0) >= TIMEOUT * 0.9 and "[sandbox]" not in r.stderr, (r.cpu_seconds, r.stderr)
 
 
 def test_busy_loop_ignoring_sigalrm_times_out(contained) -> None:
@@ -169,10 +173,13 @@ def test_busy_loop_ignoring_sigalrm_times_out(contained) -> None:
 
 
 def test_sleep_forever_times_out(contained) -> None:
-    r = contained(attempt("sleep", "time.sleep(600)"), "sleep")
-    assert r.status == "timeout" and r.duration < 3 * TIMEOUT + 3
-    if r.cpu_seconds is not None:  # judged on its CPU use: it waited, so it had a second chance
-        assert "timed out twice" in r.stderr and "the program waited, or the machine is too busy" in r.stderr
+    r = contained(attempt("sleep", "time.sleep(600)"), "sleep", timeout=1.0)
+    # it waited: stopped after its timeout of wall clock (time spent waiting for a CPU not counted)
+    assert r.status == "timeout" and 1.0 <= r.duration < 4.0, r.duration
+    assert r.stderr.endswith(
+        "[sandbox] stopped after 1.25 s of wall clock (not counting the time it waited for a CPU) without using its "
+        "1 s of CPU time: the program waited (sleep, input, a lock)"
+    ), r.stderr
 
 
 def test_fork_bomb_is_stopped_by_the_process_limit(contained) -> None:
@@ -449,7 +456,8 @@ def test_without_root_the_fork_server_has_a_user_namespace_of_its_own(monkeypatc
     r = run_sandboxed(program)
     assert r.status == "passed" and r.uid is None
     # PID 1, an unprivileged id of a nested user namespace (not root in it), and not even a loopback
-    assert r.stdout.split()[:4] == ["1", "1000", "OSError", str(errno.ENETUNREACH)]
+    # (the system-call filter refuses every socket family but AF_UNIX; without it, no route)
+    assert r.stdout.split()[:4] == ["1", "1000", "OSError", str(errno.EAFNOSUPPORT if level.seccomp else errno.ENETUNREACH)]
     assert leftover_processes(r) == []  # found by its marker: the sleeper carried it
     forkserver.close_idle_zygotes()
 
@@ -968,13 +976,11 @@ def test_the_path_without_root_holds_when_run_as_an_unprivileged_uid(open_dir) -
     assert out["sleepers"] == []  # the exec'd grandchild with an empty environment went with the run
 
 
-def test_a_run_starved_by_a_busy_machine_is_run_again_not_failed() -> None:
+def test_a_program_starved_by_a_busy_machine_is_judged_on_the_cpu_it_got() -> None:
     """Busy processes hog the CPU the program is pinned to until just after its time is up: the
-    program gets too little CPU to finish, so it runs again (and then has the CPU to itself)."""
+    program gets too little CPU to finish within its timeout of wall clock, and passes all the same."""
     import multiprocessing
 
-    if not LEVEL.forked:
-        pytest.skip("the run's CPU use is measured at the namespace level")
     cpu = sorted(os.sched_getaffinity(0))[0]
     timeout = 1.5
     context = multiprocessing.get_context("fork")
@@ -997,7 +1003,7 @@ def test_a_run_starved_by_a_busy_machine_is_run_again_not_failed() -> None:
     for h in hogs:
         h.join()
     assert (r.status, r.stdout) == ("passed", "done\n"), r.stderr
-    assert r.duration > timeout  # the first run ran out of wall clock, starved; the second passed
+    assert r.duration > timeout  # starved past its timeout of wall clock: judged on its CPU, not failed
 
 
 def test_the_process_level_kills_descendants_that_carry_no_marker(contained) -> None:

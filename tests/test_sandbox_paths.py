@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -503,8 +504,8 @@ def test_a_fork_storm_neither_escapes_nor_fails_a_parallel_run(path: Path_) -> N
     stormy, fine = path.many([("run", (storm,), {"timeout": 3.0, "max_processes": 32}), ("run", (NEEDS_CPU,), {"timeout": 3.0})])
     assert "ATTEMPT storm" in stormy.stdout and "forked" in stormy.stdout, stormy.stderr
     assert int(stormy.stdout.split("forked")[1].split()[0]) < 32
-    # the parallel run passes; at worst, where the machine is too busy, it says it was starved: never "failed"
-    assert fine.status == "passed" or (fine.status == "timeout" and "too busy" in fine.stderr), (fine.status, fine.stderr)
+    # the parallel run passes: judged on the CPU it got, however the storm starves it
+    assert fine.status == "passed", (fine.status, fine.stderr)
     assert left_behind(stormy) == [] and sleepers(tag) == []
     path.canaries_hold()
 
@@ -582,9 +583,6 @@ def test_a_virtual_environments_interpreter_runs_in_the_minimal_root() -> None:
         pytest.skip(f"no minimal root here: {level}")
     if sys.prefix == sys.base_prefix:
         pytest.skip("not running from a virtual environment")
-    if os.path.realpath(sys.prefix).startswith("/tmp/"):
-        # a known limit (README): each run's private /tmp hides a virtual environment kept under /tmp
-        pytest.skip(f"the virtual environment {sys.prefix} is under /tmp, which each run's private /tmp hides")
     program = (
         "import os, subprocess, sys\n"
         "print('exe', sys.executable, os.path.exists(sys.executable), flush=True)\n"
@@ -601,6 +599,62 @@ def test_a_virtual_environments_interpreter_runs_in_the_minimal_root() -> None:
     assert f"child 0 {sys.prefix} []" in r.stdout  # the venv's own interpreter, its site-packages out of sight
     assert "checkout False False" in r.stdout and "prefix 30" in r.stdout  # EROFS
     assert not Path(sys.prefix, "pwned").exists()
+
+
+VENV_RUNNER = r'''
+import dataclasses, json, sys
+sys.path[:0] = json.loads(sys.argv[1])
+from pytest_ftmodel.sandbox import run_sandboxed
+program = (
+    "import subprocess, sys\n"
+    "child = subprocess.run([sys.executable, '-I', '-c', 'import sys; print(sys.prefix)'], capture_output=True, text=True)\n"
+    "print('child', child.returncode, child.stdout.strip(), child.stderr.strip()[-200:], flush=True)\n"
+    "open(sys.executable, 'ab')\n"
+)
+r = run_sandboxed(program, timeout=10)
+print(json.dumps({"prefix": sys.prefix, "executable": sys.executable, "status": r.status, "stdout": r.stdout,
+                  "stderr": r.stderr[-500:], "isolation": str(r.isolation)}))
+'''
+
+
+@pytest.fixture(scope="module")
+def venv_under_tmp() -> Iterator[Any]:
+    """Makes virtual environments under /tmp (as CI images often do): no pip, links to the interpreter."""
+    made = Path(tempfile.mkdtemp(prefix="ftmodel-venv-", dir="/tmp"))
+    made.chmod(0o755)  # uid 65534 runs one too
+
+    def make(python: str) -> Path:
+        venv = made / f"venv-{len(list(made.iterdir()))}"
+        subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+        return venv
+
+    yield make
+    shutil.rmtree(made, ignore_errors=True)
+
+
+@pytest.mark.parametrize("who", ["caller", "unprivileged"])
+def test_a_virtual_environment_under_tmp_can_start_its_interpreter(venv_under_tmp: Any, who: str) -> None:
+    """Each run's private /tmp would hide a virtual environment kept under /tmp: its files are bound
+    again over the run's /tmp (read-only), so a program can start sys.executable there too."""
+    if who == "unprivileged":
+        base = _interpreter_for_nobody()
+        if base is None:
+            pytest.skip("needs root (to become uid 65534), setpriv and an interpreter that uid can run")
+        venv = venv_under_tmp(base)
+        command = [*SETPRIV, str(venv / "bin" / "python")]
+    else:
+        venv = venv_under_tmp(sys.executable)
+        command = [str(venv / "bin" / "python")]
+    done = subprocess.run([*command, "-I", "-c", VENV_RUNNER, json.dumps(_import_paths())], capture_output=True, text=True,
+                          timeout=120, cwd="/")
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["prefix"] == str(venv) and out["executable"].startswith("/tmp/")
+    if "minimal read-only root" not in out["isolation"]:
+        pytest.skip(f"no minimal root here: {out['isolation']}")
+    # the program could not write the interpreter's tree; its child started, the same environment's interpreter
+    assert out["status"] == "failed" and ("Read-only file system" in out["stderr"] or "Permission denied" in out["stderr"]), out
+    assert f"child 0 {venv} " in out["stdout"] + " ", out
 
 
 # ---- where pivot_root is refused ----------------------------------------------------------------
@@ -639,18 +693,45 @@ def test_where_pivot_root_is_refused_the_minimal_root_holds_by_moving_it_over_th
     assert run_sandboxed("assert sum(range(5)) == 10").passed and run_sandboxed("assert False").status == "failed"
 
 
-def test_a_process_level_run_is_judged_on_its_own_cpu_use_too() -> None:
-    """The supervisor reaps every process of the run, so the run's CPU use is known at the process
-    level as well: a run that waited out its time gets a second chance, then says it was starved."""
-    waits = run_sandboxed("import time\ntime.sleep(600)", timeout=1.0, isolation="process")
+def test_a_process_level_run_is_judged_on_its_cpu_use_too() -> None:
+    """The process level too: a loop is stopped once it used its CPU time, a program that waits
+    after its timeout of wall clock (saying so), and the supervisor reaps every process, so the
+    run's CPU use is known."""
+    waits, spins = [run_sandboxed(p, timeout=1.0, isolation="process") for p in ("import time\ntime.sleep(600)", "while True:\n    pass")]
     assert waits.status == "timeout" and waits.cpu_seconds is not None and waits.cpu_seconds < 0.5
-    assert "timed out twice" in waits.stderr and waits.duration >= 3.0
-    spins = run_sandboxed("while True:\n    pass", timeout=1.0, isolation="process")
-    assert spins.status == "timeout" and spins.cpu_seconds is not None and spins.cpu_seconds > 0
-    # judged once where it had its CPU; a second chance only where the machine starved it
-    assert ("timed out twice" in spins.stderr) == (spins.duration > 2.5 and spins.cpu_seconds < 0.5)
+    assert "the program waited (sleep, input, a lock)" in waits.stderr and 1.0 <= waits.duration < 4.0
+    assert spins.status == "timeout" and "[sandbox]" not in spins.stderr, spins.stderr
     done = run_sandboxed("print(sum(range(10**6)))", isolation="process")
     assert done.passed and done.cpu_seconds is not None and 0 < done.cpu_seconds < 5
+
+
+# ---- a busy machine -----------------------------------------------------------------------------
+
+HALF_A_SECOND = (
+    "import os, time\nos.sched_setaffinity(0, {CPU})\nstart = time.process_time()\n"
+    "while time.process_time() - start < 0.5:\n    pass\nprint('done', flush=True)\n"
+)
+HOG = "import os, sys, time\nos.setsid()\nos.sched_setaffinity(0, {CPU})\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def test_a_correct_program_is_never_failed_because_the_machine_is_busy(path: Path_) -> None:
+    """Four busy processes (each in a session of its own, as a run is) saturate the core the program
+    is pinned to, for the whole test: the program, which needs 0.5 s of CPU with a 1 s timeout, gets
+    about a fifth of that core, and passes, judged on the CPU it got; an infinite loop beside it still
+    times out."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    hogs = [subprocess.Popen([sys.executable, "-I", "-c", HOG.replace("{CPU}", f"{{{cpu}}}"), "30"]) for _ in range(4)]
+    try:
+        time.sleep(0.2)  # all of them busy before the programs start
+        fine, loop = path.many([("run", (HALF_A_SECOND.replace("{CPU}", f"{{{cpu}}}"),), {"timeout": 1.0}),
+                                ("run", ("while True:\n    pass\n",), {"timeout": 1.0})])
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert (fine.status, fine.stdout) == ("passed", "done\n"), (fine.status, fine.stderr[-500:])
+    assert fine.duration > 1.0  # it needed more than its timeout of wall clock: it was starved, not failed
+    assert loop.status == "timeout" and "[sandbox]" not in loop.stderr, (loop.status, loop.stderr[-500:])  # its CPU time spent
 
 
 def test_the_cgroup_v2_set_up_on_a_delegating_tree(tmp_path: Path) -> None:

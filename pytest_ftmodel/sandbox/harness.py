@@ -124,6 +124,19 @@ def _bind_sources():
     return chosen
 
 
+TMP_STASH = "/.under-tmp"  # where the interpreter's files from under /tmp wait for each run's /tmp
+_UNDER_TMP: list = []  # those paths (the fork server's; its children inherit the list)
+
+
+def _mount_point(target, directory):
+    """An empty directory, or an empty file for a file, to bind onto."""
+    if directory:
+        os.makedirs(target, mode=0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+
+
 def _read_only_bind(source, target):
     _mount(source, target, None, MS_BIND | MS_REC, None)
     keep = 0
@@ -142,15 +155,21 @@ def _minimal_root(own_proc):
     _call("unshare", CLONE_NEWNS)
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None)  # nothing we mount reaches the host
     base = "/tmp"
+    sources = _bind_sources()
+    # what lives under /tmp (a virtual environment made there): held open before the new root's
+    # tmpfs covers /tmp, bound out of each run's way, and bound again over its private /tmp
+    held = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in sources if p.startswith("/tmp/")}
     _mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
-    for path in _bind_sources():
-        target = base + path
-        if os.path.isdir(path):
-            os.makedirs(target, mode=0o755, exist_ok=True)
-        else:  # a file is bound onto an empty file
-            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
-        _read_only_bind(path, target)
+    try:
+        for path in sources:
+            source = f"/proc/self/fd/{held[path]}" if path in held else path
+            target = base + (TMP_STASH + path if path in held else path)
+            _mount_point(target, os.path.isdir(source))
+            _read_only_bind(source, target)
+    finally:
+        for fd in held.values():
+            os.close(fd)
+    _UNDER_TMP.extend(held)
     for name in os.listdir("/"):  # /bin -> usr/bin and the like
         if os.path.islink("/" + name):
             os.symlink(os.readlink("/" + name), f"{base}/{name}")
@@ -189,6 +208,9 @@ def _private_mounts(cfg):
     uid = cfg["uid"] if cfg["uid"] is not None else 0
     opts = f"size={cfg['tmpfs_mb']}m,nr_inodes=4096,mode=0700,uid={uid},gid={uid}"
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    for path in _UNDER_TMP:  # the interpreter's files that lived under the host's /tmp, where they were
+        _mount_point(path, os.path.isdir(TMP_STASH + path))
+        _read_only_bind(TMP_STASH + path, path)
     _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['shm_mb']}m,nr_inodes=256,mode=0700,uid={uid},gid={uid}")
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)  # only this PID namespace's processes
 
@@ -205,8 +227,9 @@ def _limits(cfg, processes=None):
         resource.RLIMIT_NPROC: cfg["processes"] if processes is None else processes,
     }
     for which, value in soft.items():
-        hard = value + 1 if which == resource.RLIMIT_CPU else value  # SIGXCPU first, SIGKILL after
-        resource.setrlimit(which, (value, hard))
+        # the CPU limit's hard value too: a run's PID 1 (the namespace level) is deaf to SIGXCPU, as
+        # init is to every signal it has no handler for, and only the hard limit's SIGKILL stops it
+        resource.setrlimit(which, (value, value))
 
 
 def _write_file(path, text):
