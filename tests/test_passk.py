@@ -272,3 +272,14 @@ def test_the_summary_says_how_many_samples_were_judged_in_process_and_why(pytest
     bad = pytester.runpytest("--sandbox-judging", "never")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*unknown sandbox judging 'never': use one of auto | split-only*"])
+
+
+def test_the_judging_mode_is_not_a_setting_of_the_figure() -> None:
+    """split-only refuses a problem rather than judging it another way: a baseline recorded without it
+    still matches (its settings, as the gate records them, are the same)."""
+    from pytest_ftmodel.baseline.store import effective_settings
+    from pytest_ftmodel.generation import generate
+
+    plain = effective_settings({"n": 1}, evaluate_code, generate, k=1, isolation="auto")
+    assert "judging" not in plain
+    assert effective_settings({"n": 1, "judging": "split-only"}, evaluate_code, generate, k=1, isolation="auto") == plain
