@@ -12,7 +12,7 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Sequence
 
 from pytest_ftmodel.sandbox import forkserver, isolation, uids
@@ -92,10 +92,12 @@ def run_sandboxed(
     """Run ``program`` (Python source) in a sandbox and say how it ended.
 
     ``status``: "passed" (the program ran to its end), "failed" (an exception, an early exit, or a
-    limit on files/processes hit), "timeout" (wall clock or CPU time), "memory" (the address-space
+    limit on files/processes hit), "timeout" (its CPU time, or its wall clock less the time it waited
+    for a CPU: see WALL_FACTOR), "memory" (the address-space
     limit), "error" (the sandbox itself could not run it, the text is not valid, or a process
     outlived the run). ``isolation``: "auto" (strongest available), "strict" (refuse to run below
-    namespaces, or without the system-call filter) or "process" (skip the namespace layer). ``verdict`` is "in-process".
+    namespaces, or without the system-call filter) or "process" (skip the namespace layer).
+    ``verdict`` is "in-process".
     """
     level = _check_isolation(isolation)
     return _run(
@@ -142,7 +144,8 @@ def run_split(
 # A run is judged on the time the machine gave it, never on how busy the machine was: each of its
 # processes may use ``timeout`` seconds of CPU (RLIMIT_CPU, whole seconds: the kernel's granularity),
 # and ``timeout`` seconds (plus WALL_GRACE) of wall clock not counting the time it waited for a CPU
-# (the scheduler's run delay, /proc/PID/schedstat), with WALL_FACTOR times its timeout of wall clock as a backstop.
+# (the scheduler's run delay, /proc/PID/schedstat), with WALL_FACTOR times its timeout of wall
+# clock as a backstop (the only limit where the kernel keeps no run delay).
 # A program that loops is stopped by its CPU limit, one that sleeps or waits on a lock after its
 # timeout, and a correct program that a busy machine starves has its time all the same.
 WALL_FACTOR = 10.0
