@@ -191,6 +191,28 @@ def test_a_verdict_cannot_be_forged(path: Path_) -> None:
     path.canaries_hold()
 
 
+ADD = {
+    "task_id": "toy/add", "prompt": "def add(a, b):\n    \"\"\"Return a + b.\"\"\"\n",
+    "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n", "entry_point": "add",
+}
+CLASS_FORGERY = (  # says 42, and redefines the entry point as a class whose objects equal anything (after a form feed)
+    "    return 42\n\x0cclass Yes:\n    def __eq__(self, other):\n        return True\n"
+    "\x0cclass add:\n    def __new__(cls, *args):\n        return Yes()\n"
+)
+
+
+def test_an_answer_cannot_choose_in_process_judging(path: Path_) -> None:
+    """The plan comes from the problem alone: the answer that redefines its entry point as a class is
+    judged split, on either path, and fails; the right answer passes."""
+    from pytest_ftmodel.metrics.code import build_job
+
+    forged, right = build_job(ADD, CLASS_FORGERY), build_job(ADD, "    return a + b\n")
+    assert forged.plan == right.plan and forged.plan is not None
+    results = path.many([("split", (job.program, job.plan.tests, list(job.plan.names)), {}) for job in (forged, right)])
+    assert [(r.status, r.verdict) for r in results] == [("failed", "split"), ("passed", "split")], results[0].stderr[-300:]
+    assert "add returned an object of type Yes" in results[0].stderr
+
+
 # the tests wait until the candidate's process (their child) has ended, then call it and swallow what it raises
 SWALLOWED_AFTER_THE_END = (
     "import os, time\nuntil = time.monotonic() + 5\n"
