@@ -65,7 +65,7 @@ def main() -> None:
 
     jobs = [build_job(problems[s["task_id"]], s["completion"]) for s in samples]
     programs = [build_program(problems[s["task_id"]], s["completion"]) for s in samples]
-    unsplit = sum(isinstance(j, str) for j in jobs)
+    unsplit = sum(j.plan is None for j in jobs)
     print(f"split plans: {total - unsplit} of {total} (the rest run in-process)")
 
     def ours(work: list, isolation: str) -> tuple[float, dict[str, int], str]:

@@ -347,7 +347,7 @@ def assert_passk(
         raise AssertionError(
             f"pass@{k} {value:.3f} is below the bar {at_least:.3f} on {len(result.problems)} problems, "
             f"n={n} samples each (95% CI [{low:.3f}, {high:.3f}]; model {_name(model)}; sandbox: {result.isolation}; "
-            f"judged {', '.join(f'{c} {v}' for v, c in sorted(result.verdicts.items()))})\n"
+            f"judged {result.judged()})\n"
             f"  failing problems (worst first), with the first lines of their code:\n" + "\n".join(lines)
             + (f"\n    ... and {more} more" if more > 0 else "")
         )

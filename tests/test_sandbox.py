@@ -109,6 +109,27 @@ def test_strict_refuses_below_namespaces_or_runs_in_them() -> None:
             run_sandboxed("pass", isolation="strict")
 
 
+def test_the_system_call_filter_comes_with_a_default_install_and_strict_refuses_to_run_without_it(monkeypatch) -> None:
+    """pyseccomp is a dependency on Linux; where it cannot be imported, the run goes on under
+    ``auto`` (saying so) and ``strict`` refuses it."""
+    import tomllib
+
+    from pytest_ftmodel.sandbox import isolation, kernel
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert "pyseccomp>=0.1.2; sys_platform == 'linux'" in project["dependencies"]
+    if LEVEL.level != "namespaces" or not LEVEL.seccomp:
+        pytest.skip(f"no filtered namespace level here to take the filter from: {LEVEL}")
+    monkeypatch.setitem(sys.modules, "pyseccomp", None)  # as where it is not installed: its import fails
+    monkeypatch.setattr(kernel, "_cached", [])
+    monkeypatch.setattr(isolation, "_probed", {})
+    with pytest.raises(SandboxUnavailable, match=r"strict sandbox isolation asked for, but this machine runs programs "
+                       r"without the system-call filter: namespaces, .*no seccomp filter.*pip install pyseccomp"):
+        run_sandboxed("pass", isolation="strict")
+    r = run_sandboxed("assert sum(range(5)) == 10", isolation="auto")
+    assert r.passed and not r.isolation.seccomp and "libseccomp bindings unavailable" in r.isolation.note
+
+
 def test_the_isolation_level_is_what_the_machine_allows() -> None:
     assert LEVEL.level in ("namespaces", "process")
     if os.geteuid() == 0:
@@ -137,8 +158,12 @@ def test_atexit_exit_after_a_failing_assert_fails(contained) -> None:
 
 
 def test_infinite_loop_times_out(contained) -> None:
+    from pytest_ftmodel.sandbox.api import WALL_FACTOR
+
     r = contained(attempt("loop", "end = time.monotonic() + 60\nwhile time.monotonic() < end:\n    pass"), "loop")
-    assert r.status == "timeout" and r.duration < 3 * TIMEOUT + 3  # re-run once if the machine starved it
+    assert r.status == "timeout" and r.duration < WALL_FACTOR * TIMEOUT + 3
+    # stopped once it had used its CPU time: nothing says it waited
+    assert (r.cpu_seconds or 0) >= TIMEOUT * 0.9 and "[sandbox]" not in r.stderr, (r.cpu_seconds, r.stderr)
 
 
 def test_busy_loop_ignoring_sigalrm_times_out(contained) -> None:
@@ -148,10 +173,13 @@ def test_busy_loop_ignoring_sigalrm_times_out(contained) -> None:
 
 
 def test_sleep_forever_times_out(contained) -> None:
-    r = contained(attempt("sleep", "time.sleep(600)"), "sleep")
-    assert r.status == "timeout" and r.duration < 3 * TIMEOUT + 3
-    if r.cpu_seconds is not None:  # judged on its CPU use: it waited, so it had a second chance
-        assert "timed out twice" in r.stderr and "the program waited, or the machine is too busy" in r.stderr
+    r = contained(attempt("sleep", "time.sleep(600)"), "sleep", timeout=1.0)
+    # it waited: stopped after its timeout of wall clock (time spent waiting for a CPU not counted)
+    assert r.status == "timeout" and 1.0 <= r.duration < 4.0, r.duration
+    assert r.stderr.endswith(
+        "[sandbox] stopped after 1.25 s of wall clock (not counting the time it waited for a CPU) without using its "
+        "1 s of CPU time: the program waited (sleep, input, a lock)"
+    ), r.stderr
 
 
 def test_fork_bomb_is_stopped_by_the_process_limit(contained) -> None:
@@ -428,7 +456,8 @@ def test_without_root_the_fork_server_has_a_user_namespace_of_its_own(monkeypatc
     r = run_sandboxed(program)
     assert r.status == "passed" and r.uid is None
     # PID 1, an unprivileged id of a nested user namespace (not root in it), and not even a loopback
-    assert r.stdout.split()[:4] == ["1", "1000", "OSError", str(errno.ENETUNREACH)]
+    # (the system-call filter refuses every socket family but AF_UNIX; without it, no route)
+    assert r.stdout.split()[:4] == ["1", "1000", "OSError", str(errno.EAFNOSUPPORT if level.seccomp else errno.ENETUNREACH)]
     assert leftover_processes(r) == []  # found by its marker: the sleeper carried it
     forkserver.close_idle_zygotes()
 
@@ -481,7 +510,7 @@ def judged(completion: str, problem: dict = TOY):
     from pytest_ftmodel.metrics.code import build_job, run_programs
 
     job = build_job(problem, completion)
-    assert not isinstance(job, str), "the toy problem must split"
+    assert job.plan is not None, "the toy problem must split"
     [result] = run_programs([job], timeout=TIMEOUT * 2, workers=1, isolation="auto")
     return result
 
@@ -571,14 +600,14 @@ def test_plain_data_crosses_both_ways_and_mutations_come_back() -> None:
     completion = "    if x is ValueError:\n        raise ValueError('boom')\n    out.append(x)\n    return x\n"
     from pytest_ftmodel.metrics.code import build_job
 
-    job = build_job(problem, completion)
+    plan = build_job(problem, completion).plan
     # the test passes a class object once: that is not plain data, so this sample fails with the reason
     r = judged(completion, problem)
     assert r.status == "failed" and "the tests passed an object of type type to echo" in r.stderr
     fixed = dict(problem, test=problem["test"].replace("candidate(ValueError, [])", "candidate('raise', [])"))
     r = judged(completion.replace("x is ValueError", "x == 'raise'"), fixed)
     assert (r.status, r.verdict) == ("passed", "split"), r.stderr
-    assert job.names == ("echo",)
+    assert plan.names == ("echo",)
 
 
 BROKEN = "def f(x):\n    return x +\n"  # a candidate that does not compile
@@ -641,14 +670,25 @@ def test_the_reason_a_candidate_fails_to_load_is_the_same_every_run() -> None:
 
 
 def test_problems_whose_tests_need_the_candidates_objects_run_in_process() -> None:
-    from pytest_ftmodel.metrics.code import build_job
-    from pytest_ftmodel.sandbox.split import plan_short
+    """Decided from the problem's tests (and a HumanEval prompt), never from an answer."""
+    from pytest_ftmodel.metrics.code import build_job, build_program
+    from pytest_ftmodel.sandbox.split import plan_humaneval, plan_short
 
     short = {"prompt": "Write a class Counter", "test_code": "c = Counter()\nc.up()\nassert c.n == 1"}
-    assert isinstance(build_job(short, "class Counter:\n    n = 0\n    def up(self):\n        self.n += 1"), str)
-    assert plan_short("X = 3", "assert X == 3") == "its tests use X other than by calling"
-    plan = plan_short("def add(a, b):\n    return a + b", "assert add(2, 3) == 5")
+    answer = "class Counter:\n    n = 0\n    def up(self):\n        self.n += 1"
+    job = build_job(short, answer)
+    assert (job.plan, job.reason) == (None, "its tests call Counter, named as a class")
+    assert job.program == build_program(short, answer)
+    assert plan_short("assert X == 3") == "its tests use X other than by calling"
+    assert plan_short("s = make_stack()\ns.push(1)\nassert s.pop() == 1") == (
+        "its tests take attributes of what make_stack returns"
+    )
+    assert plan_short("assert first(3).real == 3 and last() is None") == "its tests take attributes of what first returns"
+    plan = plan_short("assert add(2, 3) == 5")
     assert not isinstance(plan, str) and plan.names == ("add",)
+    assert plan_humaneval("class Stack:\n    pass\n", "def check(candidate):\n    assert candidate()\n", "Stack") == (
+        "its prompt defines Stack as a class"
+    )
 
 
 def test_an_in_process_program_never_holds_the_nonce() -> None:
@@ -936,13 +976,11 @@ def test_the_path_without_root_holds_when_run_as_an_unprivileged_uid(open_dir) -
     assert out["sleepers"] == []  # the exec'd grandchild with an empty environment went with the run
 
 
-def test_a_run_starved_by_a_busy_machine_is_run_again_not_failed() -> None:
+def test_a_program_starved_by_a_busy_machine_is_judged_on_the_cpu_it_got() -> None:
     """Busy processes hog the CPU the program is pinned to until just after its time is up: the
-    program gets too little CPU to finish, so it runs again (and then has the CPU to itself)."""
+    program gets too little CPU to finish within its timeout of wall clock, and passes all the same."""
     import multiprocessing
 
-    if not LEVEL.forked:
-        pytest.skip("the run's CPU use is measured at the namespace level")
     cpu = sorted(os.sched_getaffinity(0))[0]
     timeout = 1.5
     context = multiprocessing.get_context("fork")
@@ -965,7 +1003,7 @@ def test_a_run_starved_by_a_busy_machine_is_run_again_not_failed() -> None:
     for h in hogs:
         h.join()
     assert (r.status, r.stdout) == ("passed", "done\n"), r.stderr
-    assert r.duration > timeout  # the first run ran out of wall clock, starved; the second passed
+    assert r.duration > timeout  # starved past its timeout of wall clock: judged on its CPU, not failed
 
 
 def test_the_process_level_kills_descendants_that_carry_no_marker(contained) -> None:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -190,6 +191,28 @@ def test_a_verdict_cannot_be_forged(path: Path_) -> None:
     path.canaries_hold()
 
 
+ADD = {
+    "task_id": "toy/add", "prompt": "def add(a, b):\n    \"\"\"Return a + b.\"\"\"\n",
+    "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n", "entry_point": "add",
+}
+CLASS_FORGERY = (  # says 42, and redefines the entry point as a class whose objects equal anything (after a form feed)
+    "    return 42\n\x0cclass Yes:\n    def __eq__(self, other):\n        return True\n"
+    "\x0cclass add:\n    def __new__(cls, *args):\n        return Yes()\n"
+)
+
+
+def test_an_answer_cannot_choose_in_process_judging(path: Path_) -> None:
+    """The plan comes from the problem alone: the answer that redefines its entry point as a class is
+    judged split, on either path, and fails; the right answer passes."""
+    from pytest_ftmodel.metrics.code import build_job
+
+    forged, right = build_job(ADD, CLASS_FORGERY), build_job(ADD, "    return a + b\n")
+    assert forged.plan == right.plan and forged.plan is not None
+    results = path.many([("split", (job.program, job.plan.tests, list(job.plan.names)), {}) for job in (forged, right)])
+    assert [(r.status, r.verdict) for r in results] == [("failed", "split"), ("passed", "split")], results[0].stderr[-300:]
+    assert "add returned an object of type Yes" in results[0].stderr
+
+
 # the tests wait until the candidate's process (their child) has ended, then call it and swallow what it raises
 SWALLOWED_AFTER_THE_END = (
     "import os, time\nuntil = time.monotonic() + 5\n"
@@ -276,6 +299,72 @@ def test_host_files_sockets_and_world_writable_directories_are_out_of_reach(path
     assert secret.read_text() == "TOKEN = 'abc'\n" and sorted(p.name for p in open_dir.iterdir()) == ["host.sock", "source.py"]
     assert not [p for p in places[2:] if Path(p).exists()]
     assert left_behind(r) == []
+    path.canaries_hold()
+
+
+# ---- sockets beyond the network namespace, the host's name -------------------------------------
+
+SOCKETS = (
+    "import socket\n"
+    "for name, family, kind in (('vsock', 40, socket.SOCK_STREAM), ('netlink', 16, socket.SOCK_DGRAM), ('packet', 17, socket.SOCK_RAW),"
+    " ('inet', 2, socket.SOCK_STREAM), ('inet6', 10, socket.SOCK_DGRAM)):\n"
+    "    try:\n        socket.socket(family, kind, 15 if name == 'netlink' else 0).close()\n        print('made', name, flush=True)\n"
+    "    except OSError as e:\n        print('refused', name, e.errno, flush=True)\n"
+    "try:\n    socket.socketpair(2, socket.SOCK_STREAM)\n    print('made pair inet', flush=True)\n"
+    "except OSError as e:\n    print('refused pair inet', e.errno, flush=True)\n"
+    "a, b = socket.socketpair()\na.send(b'ok')\nprint('unix pair', b.recv(2).decode(), flush=True)\n"
+    "s = socket.socket(socket.AF_UNIX)\ns.bind('/tmp/own.sock')\nprint('unix socket bound', flush=True)\n"
+    "print('hostname', socket.gethostname(), os.uname().nodename, flush=True)\n"
+)
+
+
+def test_only_unix_sockets_and_a_host_name_of_its_own(path: Path_) -> None:
+    """vsock is not covered by network namespaces (on a VM it may reach the host's services), and a
+    netlink socket hears the host's device events: every family but AF_UNIX is refused. The host
+    name is the run's own."""
+    r = path.run(attempt("sockets", SOCKETS))
+    assert "ATTEMPT sockets" in r.stdout and r.status == "passed", r.stderr
+    assert "unix pair ok" in r.stdout and "unix socket bound" in r.stdout  # multiprocessing and the like still work
+    if path.level.seccomp:
+        for name in ("vsock", "netlink", "packet", "inet", "inet6", "pair inet"):
+            assert f"refused {name} 97" in r.stdout, r.stdout  # EAFNOSUPPORT
+    assert "made" not in r.stdout or not path.level.seccomp
+    if path.level.level == "namespaces":
+        assert path.level.uts_namespace and "own host name" in str(path.level)
+        assert "hostname sandbox sandbox" in r.stdout and socket.gethostname() != "sandbox", r.stdout
+    path.canaries_hold()
+
+
+# ---- file locks and file watches: channels between runs, windows on the host ---------------------
+
+LOCKS = (
+    "import fcntl, struct, ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nfd = os.open(os.__file__, os.O_RDONLY)\n"
+    "def tried(name, call):\n    try:\n        call()\n        print('took', name, flush=True)\n"
+    "    except OSError as e:\n        print('refused', name, e.errno, flush=True)\n"
+    "tried('flock', lambda: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB))\n"
+    "lock = struct.pack('hhqqi', fcntl.F_RDLCK, 0, 0, 0, 0)\n"
+    "for name, command in (('getlk', 5), ('setlk', 6), ('setlkw', 7), ('ofd_getlk', 36), ('ofd_setlk', 37), ('ofd_setlkw', 38)):\n"
+    "    tried(name, lambda: fcntl.fcntl(fd, command, lock))\n"
+    "tried('lease', lambda: fcntl.fcntl(fd, 1025))\ntried('notify', lambda: fcntl.fcntl(os.open('/usr', os.O_RDONLY), 1026, 1))\n"
+    "print('getfd', fcntl.fcntl(fd, fcntl.F_GETFD), flush=True)\n"  # other fcntl commands still work
+    "for name, call in (('inotify_init', lambda: libc.inotify_init()), ('inotify_init1', lambda: libc.inotify_init1(0)),"
+    " ('fanotify_init', lambda: libc.fanotify_init(0, 0))):\n"
+    "    print(name, call(), ctypes.get_errno(), flush=True)\n"
+)
+
+
+def test_file_locks_and_file_watches_are_refused(path: Path_) -> None:
+    """flock() on the read-only stdlib files every run sees carried bits between concurrent runs, and
+    inotify showed which modules other runs and the host open: both refused inside the sandbox."""
+    r = path.run(attempt("locks", LOCKS))
+    assert "ATTEMPT locks" in r.stdout and r.status == "passed", r.stderr
+    if not path.level.seccomp:
+        pytest.skip(f"no system-call filter on this path: {path.level}")
+    for name in ("flock", "getlk", "setlk", "setlkw", "ofd_getlk", "ofd_setlk", "ofd_setlkw", "lease", "notify"):
+        assert f"refused {name} 1" in r.stdout, r.stdout  # EPERM
+    assert "took" not in r.stdout and "getfd 1" in r.stdout  # FD_CLOEXEC: the fcntl family otherwise works
+    for name in ("inotify_init", "inotify_init1", "fanotify_init"):
+        assert f"{name} -1 1" in r.stdout, r.stdout
     path.canaries_hold()
 
 
@@ -437,8 +526,8 @@ def test_a_fork_storm_neither_escapes_nor_fails_a_parallel_run(path: Path_) -> N
     stormy, fine = path.many([("run", (storm,), {"timeout": 3.0, "max_processes": 32}), ("run", (NEEDS_CPU,), {"timeout": 3.0})])
     assert "ATTEMPT storm" in stormy.stdout and "forked" in stormy.stdout, stormy.stderr
     assert int(stormy.stdout.split("forked")[1].split()[0]) < 32
-    # the parallel run passes; at worst, where the machine is too busy, it says it was starved: never "failed"
-    assert fine.status == "passed" or (fine.status == "timeout" and "too busy" in fine.stderr), (fine.status, fine.stderr)
+    # the parallel run passes: judged on the CPU it got, however the storm starves it
+    assert fine.status == "passed", (fine.status, fine.stderr)
     assert left_behind(stormy) == [] and sleepers(tag) == []
     path.canaries_hold()
 
@@ -516,9 +605,6 @@ def test_a_virtual_environments_interpreter_runs_in_the_minimal_root() -> None:
         pytest.skip(f"no minimal root here: {level}")
     if sys.prefix == sys.base_prefix:
         pytest.skip("not running from a virtual environment")
-    if os.path.realpath(sys.prefix).startswith("/tmp/"):
-        # a known limit (README): each run's private /tmp hides a virtual environment kept under /tmp
-        pytest.skip(f"the virtual environment {sys.prefix} is under /tmp, which each run's private /tmp hides")
     program = (
         "import os, subprocess, sys\n"
         "print('exe', sys.executable, os.path.exists(sys.executable), flush=True)\n"
@@ -535,6 +621,62 @@ def test_a_virtual_environments_interpreter_runs_in_the_minimal_root() -> None:
     assert f"child 0 {sys.prefix} []" in r.stdout  # the venv's own interpreter, its site-packages out of sight
     assert "checkout False False" in r.stdout and "prefix 30" in r.stdout  # EROFS
     assert not Path(sys.prefix, "pwned").exists()
+
+
+VENV_RUNNER = r'''
+import dataclasses, json, sys
+sys.path[:0] = json.loads(sys.argv[1])
+from pytest_ftmodel.sandbox import run_sandboxed
+program = (
+    "import subprocess, sys\n"
+    "child = subprocess.run([sys.executable, '-I', '-c', 'import sys; print(sys.prefix)'], capture_output=True, text=True)\n"
+    "print('child', child.returncode, child.stdout.strip(), child.stderr.strip()[-200:], flush=True)\n"
+    "open(sys.executable, 'ab')\n"
+)
+r = run_sandboxed(program, timeout=10)
+print(json.dumps({"prefix": sys.prefix, "executable": sys.executable, "status": r.status, "stdout": r.stdout,
+                  "stderr": r.stderr[-500:], "isolation": str(r.isolation)}))
+'''
+
+
+@pytest.fixture(scope="module")
+def venv_under_tmp() -> Iterator[Any]:
+    """Makes virtual environments under /tmp (as CI images often do): no pip, links to the interpreter."""
+    made = Path(tempfile.mkdtemp(prefix="ftmodel-venv-", dir="/tmp"))
+    made.chmod(0o755)  # uid 65534 runs one too
+
+    def make(python: str) -> Path:
+        venv = made / f"venv-{len(list(made.iterdir()))}"
+        subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+        return venv
+
+    yield make
+    shutil.rmtree(made, ignore_errors=True)
+
+
+@pytest.mark.parametrize("who", ["caller", "unprivileged"])
+def test_a_virtual_environment_under_tmp_can_start_its_interpreter(venv_under_tmp: Any, who: str) -> None:
+    """Each run's private /tmp would hide a virtual environment kept under /tmp: its files are bound
+    again over the run's /tmp (read-only), so a program can start sys.executable there too."""
+    if who == "unprivileged":
+        base = _interpreter_for_nobody()
+        if base is None:
+            pytest.skip("needs root (to become uid 65534), setpriv and an interpreter that uid can run")
+        venv = venv_under_tmp(base)
+        command = [*SETPRIV, str(venv / "bin" / "python")]
+    else:
+        venv = venv_under_tmp(sys.executable)
+        command = [str(venv / "bin" / "python")]
+    done = subprocess.run([*command, "-I", "-c", VENV_RUNNER, json.dumps(_import_paths())], capture_output=True, text=True,
+                          timeout=120, cwd="/")
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["prefix"] == str(venv) and out["executable"].startswith("/tmp/")
+    if "minimal read-only root" not in out["isolation"]:
+        pytest.skip(f"no minimal root here: {out['isolation']}")
+    # the program could not write the interpreter's tree; its child started, the same environment's interpreter
+    assert out["status"] == "failed" and ("Read-only file system" in out["stderr"] or "Permission denied" in out["stderr"]), out
+    assert f"child 0 {venv} " in out["stdout"] + " ", out
 
 
 # ---- where pivot_root is refused ----------------------------------------------------------------
@@ -573,18 +715,45 @@ def test_where_pivot_root_is_refused_the_minimal_root_holds_by_moving_it_over_th
     assert run_sandboxed("assert sum(range(5)) == 10").passed and run_sandboxed("assert False").status == "failed"
 
 
-def test_a_process_level_run_is_judged_on_its_own_cpu_use_too() -> None:
-    """The supervisor reaps every process of the run, so the run's CPU use is known at the process
-    level as well: a run that waited out its time gets a second chance, then says it was starved."""
-    waits = run_sandboxed("import time\ntime.sleep(600)", timeout=1.0, isolation="process")
+def test_a_process_level_run_is_judged_on_its_cpu_use_too() -> None:
+    """The process level too: a loop is stopped once it used its CPU time, a program that waits
+    after its timeout of wall clock (saying so), and the supervisor reaps every process, so the
+    run's CPU use is known."""
+    waits, spins = [run_sandboxed(p, timeout=1.0, isolation="process") for p in ("import time\ntime.sleep(600)", "while True:\n    pass")]
     assert waits.status == "timeout" and waits.cpu_seconds is not None and waits.cpu_seconds < 0.5
-    assert "timed out twice" in waits.stderr and waits.duration >= 3.0
-    spins = run_sandboxed("while True:\n    pass", timeout=1.0, isolation="process")
-    assert spins.status == "timeout" and spins.cpu_seconds is not None and spins.cpu_seconds > 0
-    # judged once where it had its CPU; a second chance only where the machine starved it
-    assert ("timed out twice" in spins.stderr) == (spins.duration > 2.5 and spins.cpu_seconds < 0.5)
+    assert "the program waited (sleep, input, a lock)" in waits.stderr and 1.0 <= waits.duration < 4.0
+    assert spins.status == "timeout" and "[sandbox]" not in spins.stderr, spins.stderr
     done = run_sandboxed("print(sum(range(10**6)))", isolation="process")
     assert done.passed and done.cpu_seconds is not None and 0 < done.cpu_seconds < 5
+
+
+# ---- a busy machine -----------------------------------------------------------------------------
+
+HALF_A_SECOND = (
+    "import os, time\nos.sched_setaffinity(0, {CPU})\nstart = time.process_time()\n"
+    "while time.process_time() - start < 0.5:\n    pass\nprint('done', flush=True)\n"
+)
+HOG = "import os, sys, time\nos.setsid()\nos.sched_setaffinity(0, {CPU})\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def test_a_correct_program_is_never_failed_because_the_machine_is_busy(path: Path_) -> None:
+    """Four busy processes (each in a session of its own, as a run is) saturate the core the program
+    is pinned to, for the whole test: the program, which needs 0.5 s of CPU with a 1 s timeout, gets
+    about a fifth of that core, and passes, judged on the CPU it got; an infinite loop beside it still
+    times out."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    hogs = [subprocess.Popen([sys.executable, "-I", "-c", HOG.replace("{CPU}", f"{{{cpu}}}"), "30"]) for _ in range(4)]
+    try:
+        time.sleep(0.2)  # all of them busy before the programs start
+        fine, loop = path.many([("run", (HALF_A_SECOND.replace("{CPU}", f"{{{cpu}}}"),), {"timeout": 1.0}),
+                                ("run", ("while True:\n    pass\n",), {"timeout": 1.0})])
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert (fine.status, fine.stdout) == ("passed", "done\n"), (fine.status, fine.stderr[-500:])
+    assert fine.duration > 1.0  # it needed more than its timeout of wall clock: it was starved, not failed
+    assert loop.status == "timeout" and "[sandbox]" not in loop.stderr, (loop.status, loop.stderr[-500:])  # its CPU time spent
 
 
 def test_the_cgroup_v2_set_up_on_a_delegating_tree(tmp_path: Path) -> None:

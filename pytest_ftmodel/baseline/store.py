@@ -38,8 +38,9 @@ SCORING_RULES: dict[str, int] = {
     "A/B": 1,  # verdicts counted per item
 }
 
-#: settings that never change a number (batching, caching, parallelism)
-NOT_SETTINGS = frozenset({"batch_size", "cache", "workers", "progress"})
+#: settings that never change a number (batching, caching, parallelism; pass@k's "split-only"
+#: judging refuses a problem instead of judging it another way)
+NOT_SETTINGS = frozenset({"batch_size", "cache", "workers", "progress", "judging"})
 
 
 class BaselineFileError(DataError):

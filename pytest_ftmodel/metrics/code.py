@@ -90,16 +90,37 @@ def build_program(problem: dict[str, Any], completion: str) -> str:
     return f"{code}\n\n{problem['test_code']}\n"
 
 
-def build_job(problem: dict[str, Any], completion: str) -> Any:
-    """How a sample is judged: a split plan where the problem allows one, else the whole program."""
+def judging_plan(problem: dict[str, Any]) -> Any:
+    """How every answer to ``problem`` is judged: a split plan where the problem allows one, else
+    the reason it needs in-process judging (a str). A function of the problem alone, never of an
+    answer, so no answer can choose to be judged where it could tamper with its tests."""
     from pytest_ftmodel.sandbox.split import plan_humaneval, plan_short
 
-    code = extract_code(completion)
     if problem_kind(problem) == "humaneval":
-        plan = plan_humaneval(str(problem["prompt"]), code, str(problem["test"]), str(problem["entry_point"]))
-    else:
-        plan = plan_short(code, str(problem["test_code"]))
-    return build_program(problem, completion) if isinstance(plan, str) else plan
+        return plan_humaneval(str(problem["prompt"]), str(problem["test"]), str(problem["entry_point"]))
+    return plan_short(str(problem["test_code"]))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One sample's run: split (``plan`` set, ``program`` the candidate's module) or in-process
+    (``program`` the whole program, ``reason`` why the problem needs it)."""
+
+    program: str
+    plan: Any = None  # pytest_ftmodel.sandbox.split.SplitPlan
+    reason: str = ""
+
+
+def build_job(problem: dict[str, Any], completion: str, plan: Any = None) -> Job:
+    """How a sample is judged, by the problem's plan (:func:`judging_plan`, computed here unless given)."""
+    from pytest_ftmodel.sandbox.split import candidate_module
+
+    plan = judging_plan(problem) if plan is None else plan
+    if isinstance(plan, str):
+        return Job(build_program(problem, completion), None, plan)
+    code = extract_code(completion)
+    module = candidate_module(str(problem["prompt"]), code) if problem_kind(problem) == "humaneval" else f"{code}\n"
+    return Job(module, plan)
 
 
 @dataclass(frozen=True)
@@ -116,6 +137,7 @@ class ProblemResult:
     samples: tuple[Sample, ...]
     prompt: str = ""
     test: str = ""  # the problem's test code: with task_id and prompt, its identity for baselines
+    in_process: str = ""  # why this problem's samples were judged in-process; "" where they were split
 
     @property
     def n(self) -> int:
@@ -148,16 +170,29 @@ class CodeResult:
                 counts[sample.verdict] = counts.get(sample.verdict, 0) + 1
         return counts
 
+    @property
+    def in_process(self) -> dict[str, str]:
+        """task_id -> why its samples were judged in-process, for every problem judged that way."""
+        return {p.task_id: p.in_process for p in self.problems if p.in_process}
+
+    def judged(self) -> str:
+        """How the samples were judged, and why any in-process: "8 split" or "7 split, 1 in-process
+        (demo/counter: its tests call Counter, named as a class)"."""
+        counts = ", ".join(f"{c} {v}" for v, c in sorted(self.verdicts.items(), key=lambda kv: kv[0] != "split"))
+        why = "; ".join(f"{task}: {reason}" for task, reason in self.in_process.items())
+        return f"{counts} ({why})" if why else counts
+
 
 def run_programs(programs: Sequence[Any], *, timeout: float, workers: int | None, isolation: str) -> list[Any]:
     """Run jobs in the sandbox in parallel, results in input order: a program (str) in-process, a
-    split plan (:func:`build_job`) as candidate and judge processes."""
+    :class:`Job` (:func:`build_job`) as its plan says."""
     from pytest_ftmodel.sandbox import run_sandboxed, run_split
 
     def run(job: Any) -> Any:
-        if isinstance(job, str):
-            return run_sandboxed(job, timeout=timeout, isolation=isolation)
-        return run_split(job.candidate, job.tests, job.names, preamble=job.preamble, timeout=timeout, isolation=isolation)
+        if isinstance(job, str) or job.plan is None:
+            return run_sandboxed(job if isinstance(job, str) else job.program, timeout=timeout, isolation=isolation)
+        plan = job.plan
+        return run_split(job.program, plan.tests, plan.names, preamble=plan.preamble, timeout=timeout, isolation=isolation)
 
     # two per core by default: a split run's two processes mostly wait on each other
     with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool, progress("running programs", len(programs)) as bar:
@@ -177,19 +212,28 @@ def evaluate_code(
     seed: int = 0,
     workers: int | None = None,
     isolation: str | None = None,
+    judging: str | None = None,
     stop: Sequence[str] | None = None,
     **generate_kwargs: Any,
 ) -> CodeResult:
     """Generate ``n`` samples per problem (greedy when ``n == 1``, seeded sampling otherwise), run
-    each in the sandbox, and estimate pass@k for every ``k <= n``."""
+    each in the sandbox, and estimate pass@k for every ``k <= n``.
+
+    ``judging``: "auto" (split wherever the problem allows, in-process where its tests need the
+    candidate's objects) or "split-only" (raise :class:`~pytest_ftmodel.sandbox.split.JudgingRefused`,
+    before generating, when any problem would be judged in-process); default ``--sandbox-judging``."""
     from pytest_ftmodel.generation import generate
     from pytest_ftmodel.sandbox import default_isolation
+    from pytest_ftmodel.sandbox.split import check_judging, default_judging
 
     items = check_problems(problems)
     ks = sorted(set(int(x) for x in k))
     if not ks or ks[0] < 1 or ks[-1] > n:
         raise DataError(f"every k must be between 1 and n={n} (got k={list(k)}): raise n or lower k")
     isolation = isolation or default_isolation()
+    plans = [judging_plan(p) for p in items]
+    if check_judging(judging or default_judging()) == "split-only":
+        _refuse_in_process(items, plans)
     by_stops: dict[tuple[str, ...], list[int]] = {}
     for i, p in enumerate(items):
         stops = tuple(stop) if stop is not None else tuple(HUMANEVAL_STOPS if problem_kind(p) == "humaneval" else ())
@@ -209,18 +253,36 @@ def evaluate_code(
         )
         for i, answer in zip(indices, answers):
             completions[i] = [answer] if n == 1 else list(answer)
-    programs = [build_job(items[i], c) for i in range(len(items)) for c in completions[i]]
+    programs = [build_job(items[i], c, plans[i]) for i in range(len(items)) for c in completions[i]]
     runs = run_programs(programs, timeout=timeout, workers=workers, isolation=isolation)
     results = []
     for i, problem in enumerate(items):
         mine = runs[i * n : (i + 1) * n]
         samples = tuple(Sample(c, r.status, r.stderr, r.verdict) for c, r in zip(completions[i], mine))
         test = problem.get("test", problem.get("test_code", ""))
-        results.append(ProblemResult(str(problem.get("task_id", f"problem-{i}")), samples, str(problem["prompt"]), str(test)))
+        reason = plans[i] if isinstance(plans[i], str) else ""
+        results.append(ProblemResult(_task_id(problem, i), samples, str(problem["prompt"]), str(test), reason))
     pass_at = {kk: sum(pass_at_k(n, p.correct, kk) for p in results) / len(results) for kk in ks}
     correct = [p.correct for p in results]
     intervals = {kk: passk_interval(correct, n, kk) for kk in ks}
     return CodeResult(pass_at, intervals, tuple(results), n, runs[0].isolation if runs else None)
+
+
+def _task_id(problem: dict[str, Any], index: int) -> str:
+    return str(problem.get("task_id", f"problem-{index}"))
+
+
+def _refuse_in_process(items: Sequence[dict[str, Any]], plans: Sequence[Any]) -> None:
+    from pytest_ftmodel.sandbox.split import JudgingRefused
+
+    refused = [f"{_task_id(p, i)} ({plan})" for i, (p, plan) in enumerate(zip(items, plans)) if isinstance(plan, str)]
+    if refused:
+        shown = "; ".join(refused[:3]) + (f"; and {len(refused) - 3} more" if len(refused) > 3 else "")
+        raise JudgingRefused(
+            f"{len(refused)} of {len(items)} problems would be judged in-process, where an answer can tamper with "
+            f"its tests, and --sandbox-judging=split-only refuses that: {shown}; make their tests call the "
+            "candidate's functions for plain data, drop them, or use --sandbox-judging=auto"
+        )
 
 
 def passk_interval(correct: Any, n: int, k: int, *, level: float = 0.95) -> Any:

@@ -413,6 +413,8 @@ def _code(result: Any, name: str) -> Described:
     details = {
         "kind": "pass@k", "item_value": "share of samples passing", "better": "higher", "perfect": 1.0, "samples": n,
         "pass_at": by_k, "isolation": str(result.isolation) if result.isolation is not None else "",
+        # how the samples were judged ("split", "in-process": counts) and why a problem was judged in-process
+        "judged": dict(getattr(result, "verdicts", {})), "in_process": dict(getattr(result, "in_process", {})),
         # pass@1 of one greedy sample per problem is 0/1 per problem; otherwise each problem's
         # unbiased pass@k estimate (item "compare") is a score in [0, 1]
         "compare_kind": "binary" if n == 1 and k == 1 else "continuous",

@@ -24,7 +24,7 @@ processes that exchange plain data only; :func:`run_sandboxed` runs one program 
 Files: ``api.py`` (the public functions and a run's life), ``isolation.py`` (levels and probe),
 ``forkserver.py`` (starting processes), ``harness.py`` (inside the sandbox), ``plain.py`` (the
 plain-data codec of the split judge), ``kernel.py`` (seccomp and cgroups), ``split.py`` (which
-problems can be split, and how), ``uids.py`` (uids never handed out twice).
+problems can be split, and how: from the problem alone, never the answer), ``uids.py`` (uids never handed out twice).
 """
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ from pytest_ftmodel.sandbox.isolation import (
     probe_isolation,
     push_isolation,
 )
+from pytest_ftmodel.sandbox.split import JudgingRefused, default_judging, pop_judging, push_judging
 from pytest_ftmodel.sandbox.uids import UID_BASE
 
 __all__ = [
-    "UID_BASE", "Isolation", "SandboxResult", "SandboxUnavailable", "alive", "default_isolation", "escape_controls",
-    "pop_isolation", "probe_isolation", "processes_of", "push_isolation", "run_sandboxed", "run_split",
+    "UID_BASE", "Isolation", "JudgingRefused", "SandboxResult", "SandboxUnavailable", "alive", "default_isolation",
+    "default_judging", "escape_controls", "pop_isolation", "pop_judging", "probe_isolation", "processes_of",
+    "push_isolation", "push_judging", "run_sandboxed", "run_split",
 ]

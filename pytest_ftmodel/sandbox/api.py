@@ -11,8 +11,8 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 from pytest_ftmodel.sandbox import forkserver, isolation, uids
 from pytest_ftmodel.sandbox.isolation import Isolation, SandboxUnavailable
@@ -54,6 +54,12 @@ def _check_isolation(choice: str) -> Isolation:
             f"strict sandbox isolation asked for, but this machine allows only: {best}; "
             "run where unshare works (root or unprivileged user namespaces), or use --sandbox=auto"
         )
+    if choice == "strict" and not best.seccomp:
+        raise SandboxUnavailable(
+            f"strict sandbox isolation asked for, but this machine runs programs without the system-call filter: {best}; "
+            "install libseccomp (libseccomp2) and pyseccomp (a dependency on Linux: pip install pyseccomp), "
+            "or use --sandbox=auto"
+        )
     if choice == "process" and best.level != "process":
         return isolation.process_level(best.uid_dropped, "namespaces not used (isolation='process')")
     return best
@@ -81,16 +87,18 @@ def run_sandboxed(
     """Run ``program`` (Python source) in a sandbox and say how it ended.
 
     ``status``: "passed" (the program ran to its end), "failed" (an exception, an early exit, or a
-    limit on files/processes hit), "timeout" (wall clock or CPU time), "memory" (the address-space
+    limit on files/processes hit), "timeout" (its CPU time, or its wall clock less the time it waited
+    for a CPU: see WALL_FACTOR), "memory" (the address-space
     limit), "error" (the sandbox itself could not run it, the text is not valid, or a process
     outlived the run). ``isolation``: "auto" (strongest available), "strict" (refuse to run below
-    namespaces) or "process" (skip the namespace layer). ``verdict`` is "in-process".
+    namespaces, or without the system-call filter) or "process" (skip the namespace layer).
+    ``verdict`` is "in-process".
     """
     level = _check_isolation(isolation)
-    return _judged_on_cpu(lambda wall: _run(
-        program, level, mode="inprocess", judge=b"", timeout=timeout, wall=wall, memory_mb=memory_mb,
+    return _run(
+        program, level, mode="inprocess", judge=b"", timeout=timeout, memory_mb=memory_mb,
         max_processes=max_processes, file_size_mb=file_size_mb, open_files=open_files, max_output=max_output,
-    ), timeout)
+    )
 
 
 def run_split(
@@ -122,31 +130,38 @@ def run_split(
         if problem:
             return SandboxResult("error", None, "", f"[sandbox] {problem}", 0.0, level, verdict="split")
     judge = encode((tuple(names), preamble, tests))
-    return _judged_on_cpu(lambda wall: _run(
-        candidate, level, mode="split", judge=judge, timeout=timeout, wall=wall, memory_mb=memory_mb,
+    return _run(
+        candidate, level, mode="split", judge=judge, timeout=timeout, memory_mb=memory_mb,
         max_processes=max_processes, file_size_mb=file_size_mb, open_files=open_files, max_output=max_output,
-    ), timeout)
+    )
 
 
-STARVED_SHARE = 0.5  # a run that timed out having used less CPU than this share of its time is re-run
+# A run is judged on the time the machine gave it, never on how busy the machine was: each of its
+# processes may use ``timeout`` seconds of CPU (RLIMIT_CPU, whole seconds: the kernel's granularity),
+# and ``timeout`` seconds (plus WALL_GRACE) of wall clock not counting the time it waited for a CPU
+# (the scheduler's run delay, /proc/PID/schedstat), with WALL_FACTOR times its timeout of wall
+# clock as a backstop (the only limit where the kernel keeps no run delay).
+# A program that loops is stopped by its CPU limit, one that sleeps or waits on a lock after its
+# timeout, and a correct program that a busy machine starves has its time all the same.
+WALL_FACTOR = 10.0
+CPU_SPENT = 0.9  # a run stopped having used this share of its CPU time ran out of CPU, not of patience
+# the wall clock's allowance over the CPU time: a program that computes all along reaches its CPU
+# limit first (start-up and the fork of its processes take wall clock too), and is stopped by it
+WALL_GRACE = 0.25
 
 
-def _judged_on_cpu(run: Callable[[float], SandboxResult], timeout: float) -> SandboxResult:
-    """A run that ran out of wall-clock time without using its CPU time was starved by a busy
-    machine, or waited: it runs once more with twice the wall clock (the CPU limit unchanged). If it
-    times out again, its stderr says it had too little CPU."""
-    first = run(timeout)
-    cpu = first.cpu_seconds
-    if first.status != "timeout" or cpu is None or cpu >= STARVED_SHARE * timeout:
-        return first
-    again = run(2 * timeout)
-    if again.status == "timeout" and again.cpu_seconds is not None and again.cpu_seconds < STARVED_SHARE * timeout:
-        note = (  # no measured figure in it: results stay the same from run to run (r.cpu_seconds has it)
-            f"\n[sandbox] timed out twice ({timeout:g} s, then {2 * timeout:g} s of wall clock) without using half "
-            "that time in CPU: the program waited, or the machine is too busy"
+def _wall_clock_note(why: str, timeout: float) -> str:
+    """What a run stopped by the wall clock is told (no measured figure in it: results stay the same
+    from run to run; r.cpu_seconds and r.duration have those)."""
+    if why == "cap":
+        return (
+            f"\n[sandbox] stopped at its wall-clock cap ({WALL_FACTOR * timeout:g} s, {WALL_FACTOR:g} times its "
+            f"timeout) before it had used its {timeout:g} s of CPU time: the machine is too busy"
         )
-        return replace(again, stderr=again.stderr + note, duration=first.duration + again.duration)
-    return replace(again, duration=first.duration + again.duration)
+    return (
+        f"\n[sandbox] stopped after {timeout * (1 + WALL_GRACE):g} s of wall clock (not counting the time it waited for a CPU) "
+        f"without using its {timeout:g} s of CPU time: the program waited (sleep, input, a lock)"
+    )
 
 
 def processes_of(uid: int | None, marker: str) -> list[int]:
@@ -209,10 +224,8 @@ def _run(
     file_size_mb: int,
     open_files: int,
     max_output: int,
-    wall: float | None = None,
 ) -> SandboxResult:
-    """One run: CPU limit from ``timeout``, wall-clock limit ``wall`` (default ``timeout``)."""
-    wall = timeout if wall is None else wall
+    """One run: CPU and wall-clock limits from ``timeout`` (see WALL_FACTOR)."""
     verdict = "split" if mode == "split" else "in-process"
     marker = secrets.token_hex(8)
     problem = _source_error(program, "the program")
@@ -284,10 +297,11 @@ def _run(
     finally:
         for fd in ends:
             os.close(fd)
+    began = time.monotonic()  # the run's clock starts once it exists: a fork server's start is not its time
     _write_all(program_w, source)
     _write_all(judge_w, nonce + judge)
 
-    out, err, result, timed_out = _collect(child, out_r, err_r, result_r, start + wall, max_output)
+    out, err, result, timed_out, why = _collect(child, out_r, err_r, result_r, began, timeout, max_output)
     child.kill()
     returncode = child.wait(5.0)
     child.release()
@@ -318,6 +332,8 @@ def _run(
         stderr += "\n[sandbox] the run's processes together reached its memory limit"
     elif timed_out or (returncode in _CPU_KILLED and result != nonce):
         status = "timeout"
+        if why:
+            stderr += _wall_clock_note(why, timeout)
     elif result == b"memory":
         status = "memory"
     elif result == nonce and returncode == 0:
@@ -356,31 +372,45 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _collect(
-    child: forkserver.Forked | forkserver.Spawned, out_fd: int, err_fd: int, result_fd: int, deadline: float, cap: int
-) -> tuple[bytes, bytes, bytes, bool]:
+    child: forkserver.Forked | forkserver.Spawned, out_fd: int, err_fd: int, result_fd: int, start: float, timeout: float, cap: int
+) -> tuple[bytes, bytes, bytes, bool, str]:
     """Read stdout/stderr (the first ``cap`` bytes of each) and the result pipe; closes all three.
 
-    Stops at EOF of all three, at the deadline (then ``timed_out``), or shortly after the process
-    exited: a grandchild that holds the pipes open must not stretch the run to the deadline.
+    Stops at EOF of all three, shortly after the process exited (a grandchild that holds the pipes
+    open must not stretch the run), or when the run is out of time: ``timeout`` seconds of wall clock
+    past the time its processes waited for a CPU ("wall"), or the backstop, WALL_FACTOR times that
+    ("cap"). Then the fourth item is True, and the fifth says why: "wall" or "cap" where it had not
+    used its CPU time, "" where it had (stopped as its CPU limit would have).
     """
     buffers = {out_fd: bytearray(), err_fd: bytearray(), result_fd: bytearray()}
     limits = {out_fd: cap, err_fd: cap, result_fd: 64}
     closed: set[int] = set()
     sel = selectors.DefaultSelector()
+    backstop = start + WALL_FACTOR * timeout
+    patience = timeout * (1 + WALL_GRACE)
+    deadline = min(start + patience, backstop)
     try:
         for fd in buffers:
             os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ)
-        timed_out = False
-        stop_at = deadline
+        timed_out = ""
+        ending = stopped = False
         while sel.get_map():
             now = time.monotonic()
-            if now >= stop_at:
-                timed_out = stop_at == deadline
-                break
-            if stop_at == deadline and child.finished():
-                stop_at = min(deadline, now + 0.25)
-            for key, _ in sel.select(timeout=min(stop_at - now, 0.05)):
+            if now >= deadline:
+                if ending:
+                    break
+                used = child.usage()  # unknown (None): only the backstop stops it
+                deadline = backstop if used is None else min(start + patience + used[0], backstop)
+                if now >= deadline:
+                    # a run that had used its CPU time was stopped as its CPU limit would have: no note
+                    spent = used is not None and used[1] >= CPU_SPENT * timeout
+                    timed_out = "" if spent else "cap" if deadline == backstop else "wall"
+                    stopped = True
+                    break
+            if not ending and child.finished():
+                ending, deadline = True, min(deadline, now + 0.25)
+            for key, _ in sel.select(timeout=max(min(deadline - now, 0.05), 0.0)):
                 fd = key.fd
                 try:
                     chunk = os.read(fd, 1 << 16)
@@ -399,4 +429,4 @@ def _collect(
         sel.close()
         for fd in buffers.keys() - closed:
             os.close(fd)
-    return bytes(buffers[out_fd]), bytes(buffers[err_fd]), bytes(buffers[result_fd]), timed_out
+    return bytes(buffers[out_fd]), bytes(buffers[err_fd]), bytes(buffers[result_fd]), stopped, timed_out

@@ -179,6 +179,40 @@ atexit.register(close_idle_zygotes)
 os.register_at_fork(after_in_child=_forget_zygotes_after_fork)
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _descendants(pid: int, limit: int = 512) -> list[int]:
+    """``pid``'s descendants (host pids), by parentage: a run's processes, whatever they set up."""
+    found: list[int] = []
+    todo = _children(pid)
+    while todo and len(found) < limit:
+        child = todo.pop()
+        found.append(child)
+        todo += _children(child)
+    return found
+
+
+def usage(pids: list[int]) -> tuple[float, float] | None:
+    """(the longest time, s, any of ``pids`` has spent runnable but waiting for a CPU (the
+    scheduler's run delay), the CPU time they used together); None where the kernel does not say
+    (no schedstat) or none is left. Each process's main thread: the figures for deciding a timeout."""
+    waited, used, seen = 0.0, 0.0, False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as fh:
+                ran, delay = (int(x) / 1e9 for x in fh.read().split()[:2])
+        except (OSError, ValueError):
+            continue
+        waited, used, seen = max(waited, delay), used + ran, True
+    return (waited, used) if seen else None
+
+
 class Forked:
     """One run's child, forked by a fork server; it stays unreaped until :meth:`release`."""
 
@@ -202,6 +236,13 @@ class Forked:
     def finished(self) -> bool:
         self._take(0.0)
         return self.returncode is not None or self.lost
+
+    def usage(self) -> tuple[float, float] | None:
+        """How long the run's processes have waited for a CPU, and the CPU they used (see :func:`usage`)."""
+        server = self.zygote.proc.pid
+        if not self.zygote.as_root:  # `unshare` started the server: its one child
+            server = next(iter(_children(server)), server)
+        return usage(_descendants(server))
 
     def kill(self) -> None:
         if not self.finished():
@@ -256,6 +297,10 @@ class Spawned:
             return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
         except ChildProcessError:
             return True
+
+    def usage(self) -> tuple[float, float] | None:
+        """How long the run's processes (the supervisor's descendants) have waited for a CPU, and the CPU they used."""
+        return usage(_descendants(self.proc.pid))
 
     def kill(self) -> None:
         try:

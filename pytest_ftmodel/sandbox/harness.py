@@ -11,8 +11,8 @@ more than the interpreter's start-up):
     a fork server for the namespace level. It never runs a program itself. At start it moves into
     a mount namespace of its own whose root is a read-only minimal tree (the system's ``/usr`` and
     the interpreter's prefix, bound read-only, on an empty tmpfs; see :func:`_minimal_root`). For each
-    request it forks a child into a fresh PID namespace; the child enters fresh mount, network and
-    IPC namespaces, mounts its private ``/tmp``, ``/dev/shm`` and ``/proc``, and runs one program.
+    request it forks a child into a fresh PID namespace; the child enters fresh mount, network,
+    IPC and UTS namespaces (a host name of its own), mounts its private ``/tmp``, ``/dev/shm`` and ``/proc``, and runs one program.
 
 Two ways to judge a program:
 
@@ -87,6 +87,8 @@ def _call(name, *args):
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
 MS_MOVE, MS_REC, MS_PRIVATE = 0x2000, 0x4000, 0x40000
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWUTS = 0x4000000
+HOSTNAME = b"sandbox"  # the run's own UTS namespace: the host's name stays out of sight
 _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
 
@@ -122,6 +124,19 @@ def _bind_sources():
     return chosen
 
 
+TMP_STASH = "/.under-tmp"  # where the interpreter's files from under /tmp wait for each run's /tmp
+_UNDER_TMP: list = []  # those paths (the fork server's; its children inherit the list)
+
+
+def _mount_point(target, directory):
+    """An empty directory, or an empty file for a file, to bind onto."""
+    if directory:
+        os.makedirs(target, mode=0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+
+
 def _read_only_bind(source, target):
     _mount(source, target, None, MS_BIND | MS_REC, None)
     keep = 0
@@ -140,15 +155,21 @@ def _minimal_root(own_proc):
     _call("unshare", CLONE_NEWNS)
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None)  # nothing we mount reaches the host
     base = "/tmp"
+    sources = _bind_sources()
+    # what lives under /tmp (a virtual environment made there): held open before the new root's
+    # tmpfs covers /tmp, bound out of each run's way, and bound again over its private /tmp
+    held = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in sources if p.startswith("/tmp/")}
     _mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
-    for path in _bind_sources():
-        target = base + path
-        if os.path.isdir(path):
-            os.makedirs(target, mode=0o755, exist_ok=True)
-        else:  # a file is bound onto an empty file
-            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
-        _read_only_bind(path, target)
+    try:
+        for path in sources:
+            source = f"/proc/self/fd/{held[path]}" if path in held else path
+            target = base + (TMP_STASH + path if path in held else path)
+            _mount_point(target, os.path.isdir(source))
+            _read_only_bind(source, target)
+    finally:
+        for fd in held.values():
+            os.close(fd)
+    _UNDER_TMP.extend(held)
     for name in os.listdir("/"):  # /bin -> usr/bin and the like
         if os.path.islink("/" + name):
             os.symlink(os.readlink("/" + name), f"{base}/{name}")
@@ -187,6 +208,9 @@ def _private_mounts(cfg):
     uid = cfg["uid"] if cfg["uid"] is not None else 0
     opts = f"size={cfg['tmpfs_mb']}m,nr_inodes=4096,mode=0700,uid={uid},gid={uid}"
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    for path in _UNDER_TMP:  # the interpreter's files that lived under the host's /tmp, where they were
+        _mount_point(path, os.path.isdir(TMP_STASH + path))
+        _read_only_bind(TMP_STASH + path, path)
     _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['shm_mb']}m,nr_inodes=256,mode=0700,uid={uid},gid={uid}")
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)  # only this PID namespace's processes
 
@@ -203,8 +227,9 @@ def _limits(cfg, processes=None):
         resource.RLIMIT_NPROC: cfg["processes"] if processes is None else processes,
     }
     for which, value in soft.items():
-        hard = value + 1 if which == resource.RLIMIT_CPU else value  # SIGXCPU first, SIGKILL after
-        resource.setrlimit(which, (value, hard))
+        # the CPU limit's hard value too: a run's PID 1 (the namespace level) is deaf to SIGXCPU, as
+        # init is to every signal it has no handler for, and only the hard limit's SIGKILL stops it
+        resource.setrlimit(which, (value, value))
 
 
 def _write_file(path, text):
@@ -728,7 +753,9 @@ def _child(request, fds, inherited):
         cfg = _config(request.decode("utf-8").split("\n"))
         cfg.update(program_fd=program_r, judge_fd=judge_r, result_fd=result_w)
         os.environ["FTMODEL_SANDBOX_RUN"] = cfg["marker"]  # what the program starts carries it
-        _call("unshare", CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC)
+        _call("unshare", CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+        _call("sethostname", HOSTNAME, len(HOSTNAME))
+        _call("setdomainname", b"(none)", 6)
     except BaseException as exc:  # noqa: BLE001
         _report(exc, ())
         os._exit(1)

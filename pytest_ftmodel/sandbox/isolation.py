@@ -26,6 +26,7 @@ class Isolation:
     uid_dropped: bool  # a uid of the run's own (root); without root, an unprivileged id in a nested user namespace
     forked: bool = False  # each program in a fork of a pristine interpreter, not a fresh exec
     ipc_namespace: bool = False
+    uts_namespace: bool = False  # a host name of its own ("sandbox"), not the host's
     minimal_root: bool = False  # a read-only root holding /usr and the interpreter's prefix only
     capabilities_dropped: bool = False
     seccomp: bool = False
@@ -39,6 +40,8 @@ class Isolation:
             parts.append("own PID namespace")
         if self.ipc_namespace:
             parts.append("own IPC namespace")
+        if self.uts_namespace:
+            parts.append("own host name")
         if self.minimal_root:
             parts.append("minimal read-only root")
         parts.append("private /tmp" if self.private_tmp else "shared /tmp")
@@ -88,7 +91,7 @@ def namespace_level(root: bool) -> Isolation:
     seccomp, cgroup, notes = _kernel_parts(root)
     return Isolation(
         "namespaces", network=True, pid_namespace=True, private_tmp=True, uid_dropped=root, forked=True,
-        ipc_namespace=True, minimal_root=True, capabilities_dropped=True, seccomp=seccomp, cgroup=cgroup,
+        ipc_namespace=True, uts_namespace=True, minimal_root=True, capabilities_dropped=True, seccomp=seccomp, cgroup=cgroup,
         note="; ".join(notes),
     )
 

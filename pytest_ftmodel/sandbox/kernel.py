@@ -26,9 +26,17 @@ DENIED = (
     "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "name_to_handle_at",
     "open_by_handle_at", "memfd_create", "memfd_secret", "shmget", "msgget", "semget", "io_uring_setup", "io_uring_enter",
     "io_uring_register", "swapon", "swapoff", "reboot", "syslog", "acct", "quotactl", "settimeofday",
-    "clock_settime", "adjtimex", "iopl", "ioperm", "lookup_dcookie", "vhangup",
+    "clock_settime", "adjtimex", "iopl", "ioperm", "lookup_dcookie", "vhangup", "sethostname", "setdomainname",
+    # channels between concurrent runs, and windows on the host, through files every run sees (the
+    # read-only stdlib): whole-file locks, and watches on what other runs and the host open
+    "flock", "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark",
 )
 _NAMESPACE_FLAGS = 0x7E020000  # every CLONE_NEW* flag
+# fcntl's record locks (POSIX and open-file-description), leases and directory notices: the same
+# channels as flock and inotify. F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW,
+# F_SETLEASE, F_GETLEASE, F_NOTIFY (the same numbers on every 64-bit architecture)
+FCNTL_DENIED = (5, 6, 7, 36, 37, 38, 1024, 1025, 1026)
+AF_UNIX = 1  # the one socket family a program gets: vsock and netlink reach past the network namespace
 
 _lock = threading.Lock()
 _cached: list[tuple[str | None, str]] = []
@@ -57,6 +65,10 @@ def _build() -> tuple[str | None, str]:
         for flag in _flags(_NAMESPACE_FLAGS):
             rules.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
         rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")  # its flags cannot be inspected: libc falls back to clone
+        for command in FCNTL_DENIED:
+            rules.add_rule(seccomp.ERRNO(errno.EPERM), "fcntl", seccomp.Arg(1, seccomp.EQ, command))
+        for call in ("socket", "socketpair"):
+            rules.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), call, seccomp.Arg(0, seccomp.NE, AF_UNIX))
         with tempfile.TemporaryFile() as fh:
             rules.export_bpf(fh)
             fh.seek(0)
