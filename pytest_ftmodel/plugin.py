@@ -20,7 +20,7 @@ from pytest_ftmodel import cache as gen_cache
 from pytest_ftmodel.baseline.gate import BaselineSession, parse_margins
 from pytest_ftmodel.baseline.store import BaselineFileError
 from pytest_ftmodel.errors import FTModelError, ModelPathError
-from pytest_ftmodel.model import DEVICE_CHOICES, DTYPE_CHOICES, check_model_path, parse_device, parse_dtype
+from pytest_ftmodel.model import DEVICE_CHOICES, DTYPE_CHOICES, check_model_path, check_tokenizer, parse_device, parse_dtype
 from pytest_ftmodel.model import MAX_MEMORY_EXAMPLE, check_max_memory, check_placement
 
 SANDBOX_LEVELS = ("auto", "strict", "process")
@@ -44,8 +44,8 @@ _PATH_OPTIONS = (
 _SERVED_OPTIONS = (
     ("--model-name", "ftmodel_model_name", "NAME", "the served model to use for --model (as /v1/models lists it)", "the only one listed"),
     ("--base-model-name", "ftmodel_base_model_name", "NAME", "the served model to use for --base-model", "the only one listed"),
-    ("--tokenizer", "ftmodel_tokenizer", "PATH", "local tokenizer directory of the served --model (prompt counting, chat formatting, perplexity)", "none"),
-    ("--base-tokenizer", "ftmodel_base_tokenizer", "PATH", "local tokenizer directory of the served --base-model", "none"),
+    ("--tokenizer", "ftmodel_tokenizer", "PATH", "tokenizer directory of --model: a local copy of a served model's (prompt counting, chat formatting, perplexity), or for a checkpoint saved without one", "the checkpoint's own"),
+    ("--base-tokenizer", "ftmodel_base_tokenizer", "PATH", "tokenizer directory of --base-model (served, or a checkpoint saved without one)", "the checkpoint's own"),
     ("--model-api-key-env", "ftmodel_model_api_key_env", "VAR", "environment variable holding the served model's API key (never printed)", "no key"),
     ("--model-concurrency", "ftmodel_model_concurrency", "N", "requests in flight to a served model", "16"),
     ("--model-revision", "ftmodel_model_revision", "REV", "revision label of the served model; enters its fingerprint (cache, baselines, sheets)", "none"),
@@ -371,8 +371,15 @@ class FTModelSession:
                 self.check_served(role, path)
             elif path is not None:
                 flag = "--model" if role == "model" else "--base-model"
+                tokenizer = self.served["tokenizer" if role == "model" else "base_tokenizer"]
                 try:
-                    check_model_path(path, what=flag)
+                    kind = check_model_path(path, what=flag)
+                    # by file names only (no torch): a checkpoint saved without its tokenizer would
+                    # otherwise fail every test on transformers' guess at a missing library
+                    check_tokenizer(
+                        path, kind=kind, base=self.paths["base_model"] if role == "model" else None, tokenizer=tokenizer,
+                        point=f"{'--tokenizer' if role == 'model' else '--base-tokenizer'} PATH",
+                    )
                 except ModelPathError as exc:
                     raise pytest.UsageError(str(exc)) from None
 
@@ -426,7 +433,8 @@ class FTModelSession:
                 # with the cache on, a checkpoint that loaded before loads only when a test needs more
                 # than cached scores and answers
                 self._loaded[role] = load_or_defer(
-                    path, device=self.device, dtype=self.dtype, base=base, memory=self.cache, max_memory=self.max_memory
+                    path, device=self.device, dtype=self.dtype, base=base, memory=self.cache, max_memory=self.max_memory,
+                    tokenizer=self.served_options(role)["tokenizer"],
                 )
         except FTModelError as exc:
             # kept (the cause stays chained on the exception for library users) and reported below,
