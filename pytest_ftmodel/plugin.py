@@ -165,9 +165,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="ftmodel_cache_dir",
         metavar="DIR",
         default=None,
-        help="where generated answers and per-item scores are cached across runs (default: ini ftmodel_cache_dir, else .pytest_cache/d/ftmodel)",
+        help="where generated answers and per-item scores are cached across runs (default: ini ftmodel_cache_dir, else "
+        ".pytest_cache/d/ftmodel in the rootdir, or the user's cache folder when the rootdir is inside a model folder)",
     )
-    parser.addini("ftmodel_cache_dir", help="answer and score cache directory; relative to the ini file (default: .pytest_cache/d/ftmodel)", default=None)
+    parser.addini(
+        "ftmodel_cache_dir",
+        help="answer and score cache directory; relative to the ini file (default: .pytest_cache/d/ftmodel in the rootdir)",
+        default=None,
+    )
     group.addoption(
         "--ftmodel-no-cache",
         dest="ftmodel_no_cache",
@@ -260,6 +265,8 @@ class FTModelSession:
         self.written: list[str] = []
         self.started = time.monotonic()
         self.progress_sink: Any = None
+        #: why the cache is not in its default place, when it is not (shown in the header)
+        self.cache_note: str | None = None
         self.cache = self._cache(config)
         self.baseline = self._baseline(config)
         self.served = self._served(config)
@@ -328,8 +335,7 @@ class FTModelSession:
             return None
         path = self._path(config, "ftmodel_cache_dir")
         if path is None:
-            provider = getattr(config, "cache", None)
-            path = provider.mkdir("ftmodel") if provider is not None else config.rootpath / ".pytest_cache" / "ftmodel"
+            path, self.cache_note = default_cache_dir(config.rootpath, [p for p in self.paths.values() if isinstance(p, Path)])
         return gen_cache.GenerationCache(Path(path))
 
     def _baseline(self, config: pytest.Config) -> BaselineSession | None:
@@ -445,6 +451,26 @@ class FTModelSession:
         return self._loaded[role]
 
 
+#: the cache's default place under the rootdir, the same whether or not pytest's cacheprovider is on
+DEFAULT_CACHE_DIR = (".pytest_cache", "d", "ftmodel")
+
+
+def default_cache_dir(rootdir: Path, model_dirs: list[Path]) -> tuple[Path, str | None]:
+    """``<rootdir>/.pytest_cache/d/ftmodel`` (where pytest's cacheprovider would put it, computed here
+    so that turning the provider off moves nothing), and None; or, when the rootdir is a model folder
+    or inside one, the user's cache folder and why: a model folder is never written into (its files
+    are the model, and the fingerprint is a hash of them)."""
+    root = rootdir.resolve()
+    for model in model_dirs:
+        folder = model.resolve()
+        if root == folder or folder in root.parents:
+            from pytest_ftmodel.model import cache_root  # plain Python: cheap
+
+            user = cache_root() / "cache"
+            return user, f"ftmodel cache: {user} (the rootdir {rootdir} is inside the model folder {model}, which is never written to)"
+    return rootdir.joinpath(*DEFAULT_CACHE_DIR), None
+
+
 def _sandbox_defaults() -> Any:
     from pytest_ftmodel import sandbox  # stdlib only: cheap
 
@@ -523,15 +549,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             _human_defaults().pop_require()
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
     session = config.stash.get(_SESSION_KEY, None)
     if session is None or all(p is None for p in session.paths.values()):
         return None
     model, base = session.paths["model"], session.paths["base_model"]
-    return (
+    header = (
         f"ftmodel: model={model or '-'} base_model={base or '-'} device={session.device} dtype={session.dtype} "
         f"sandbox={session.sandbox}"
     )
+    return [header] if session.cache_note is None else [header, session.cache_note]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

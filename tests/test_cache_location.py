@@ -1,0 +1,69 @@
+"""The cache's default place: ``<rootdir>/.pytest_cache/d/ftmodel`` whether or not pytest's
+cacheprovider is on (runs with and without it share their entries), and never inside a model folder:
+when the rootdir is a model folder or inside one, the user's cache folder, said in the header."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from pytest_ftmodel.model import cache_root
+from pytest_ftmodel.plugin import default_cache_dir
+
+pytest_plugins = "pytester"
+
+GATE = """
+from pytest_ftmodel import perplexity
+
+def test_scores(ftmodel):
+    assert perplexity(ftmodel, ["The cat sat on the mat.", "A dog ran home."]).n_texts == 2
+"""
+
+
+def test_runs_with_and_without_the_cacheprovider_share_one_cache(pytester: pytest.Pytester, bpe_pair) -> None:
+    pytester.makepyfile(GATE)
+    where = pytester.path / ".pytest_cache" / "d" / "ftmodel"
+    off = pytester.runpytest(f"--model={bpe_pair.finetuned}", "-p", "no:cacheprovider")
+    off.assert_outcomes(passed=1)
+    off.stdout.fnmatch_lines([f"score cache: 0 hits, 2 misses ({where})"])
+    on = pytester.runpytest(f"--model={bpe_pair.finetuned}")
+    on.stdout.fnmatch_lines([f"score cache: 2 hits, 0 misses ({where})"])
+    again = pytester.runpytest(f"--model={bpe_pair.finetuned}", "-p", "no:cacheprovider")
+    again.stdout.fnmatch_lines([f"score cache: 2 hits, 0 misses ({where})"])
+    assert not (pytester.path / ".pytest_cache" / "ftmodel").exists()
+
+
+def test_a_model_folder_is_never_written_into(pytester: pytest.Pytester, bpe_pair, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("PYTEST_FTMODEL_CACHE", str(tmp_path / "user"))  # read before $XDG_CACHE_HOME/pytest-ftmodel
+    user = cache_root() / "cache"
+    model = pytester.path / "checkpoint"
+    shutil.copytree(bpe_pair.finetuned, model)
+    before = {p.relative_to(model) for p in model.rglob("*")}
+    # the rootdir is the model folder, then a folder inside it: one cache, outside the model, shared
+    # (the second run's scores all come from it)
+    for rootdir, counts in ((model, "0 hits, 2 misses"), (model / "eval", "2 hits, 0 misses")):
+        rootdir.mkdir(exist_ok=True)
+        (rootdir / "test_gate.py").write_text(GATE)
+        (rootdir / "pytest.ini").write_text("[pytest]\n")
+        # the run that loads the model in a subprocess: a second copy of a model loaded in this process
+        # can crash its garbage collector; the second run loads none (its scores are cached)
+        run = pytester.runpytest_subprocess if rootdir == model else pytester.runpytest
+        result = run(f"--model={model}", "-p", "no:cacheprovider", str(rootdir))
+        result.assert_outcomes(passed=1)
+        result.stdout.fnmatch_lines([
+            f"ftmodel cache: {user} (the rootdir {rootdir} is inside the model folder {model}, which is never written to)",
+            f"score cache: {counts} ({user})",
+        ])
+    new_files = [p for p in model.rglob("*") if p.relative_to(model) not in before and p.suffix == ".json"]
+    assert not new_files and not list(model.rglob(".pytest_cache"))
+
+
+def test_default_cache_dir_rule(tmp_path) -> None:
+    model = tmp_path / "runs" / "final"
+    assert default_cache_dir(tmp_path / "project", [model]) == (tmp_path / "project" / ".pytest_cache" / "d" / "ftmodel", None)
+    # a model folder inside the rootdir is fine: the cache is not inside it
+    assert default_cache_dir(tmp_path, [model])[1] is None
+    for rootdir in (model, model / "eval" / "tests"):
+        path, note = default_cache_dir(rootdir, [tmp_path / "elsewhere", model])
+        assert note is not None and model not in path.parents and path.name == "cache"
