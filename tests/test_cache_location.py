@@ -34,6 +34,17 @@ def test_runs_with_and_without_the_cacheprovider_share_one_cache(pytester: pytes
     assert not (pytester.path / ".pytest_cache" / "ftmodel").exists()
 
 
+# stores an answer in the session's cache, or finds the one an earlier run stored (no model needed)
+STORE = """
+from pytest_ftmodel.cache import active_cache
+
+def test_store():
+    cache = active_cache()
+    if cache.get("k" * 64) is None:
+        cache.put("k" * 64, ["an answer"])
+"""
+
+
 def test_a_model_folder_is_never_written_into(pytester: pytest.Pytester, bpe_pair, monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("PYTEST_FTMODEL_CACHE", str(tmp_path / "user"))  # read before $XDG_CACHE_HOME/pytest-ftmodel
     user = cache_root() / "cache"
@@ -41,22 +52,20 @@ def test_a_model_folder_is_never_written_into(pytester: pytest.Pytester, bpe_pai
     shutil.copytree(bpe_pair.finetuned, model)
     before = {p.relative_to(model) for p in model.rglob("*")}
     # the rootdir is the model folder, then a folder inside it: one cache, outside the model, shared
-    # (the second run's scores all come from it)
-    for rootdir, counts in ((model, "0 hits, 2 misses"), (model / "eval", "2 hits, 0 misses")):
+    for rootdir, counts in ((model, "0 hits, 1 misses"), (model / "eval", "1 hits, 0 misses")):
         rootdir.mkdir(exist_ok=True)
-        (rootdir / "test_gate.py").write_text(GATE)
+        (rootdir / "test_store.py").write_text(STORE)
         (rootdir / "pytest.ini").write_text("[pytest]\n")
-        # the run that loads the model in a subprocess: a second copy of a model loaded in this process
-        # can crash its garbage collector; the second run loads none (its scores are cached)
-        run = pytester.runpytest_subprocess if rootdir == model else pytester.runpytest
-        result = run(f"--model={model}", "-p", "no:cacheprovider", str(rootdir))
+        monkeypatch.chdir(rootdir)
+        result = pytester.runpytest(f"--model={model}", "-p", "no:cacheprovider", str(rootdir))
         result.assert_outcomes(passed=1)
         result.stdout.fnmatch_lines([
             f"ftmodel cache: {user} (the rootdir {rootdir} is inside the model folder {model}, which is never written to)",
-            f"score cache: {counts} ({user})",
+            f"generation cache: {counts} ({user})",
         ])
-    new_files = [p for p in model.rglob("*") if p.relative_to(model) not in before and p.suffix == ".json"]
-    assert not new_files and not list(model.rglob(".pytest_cache"))
+    new = [p.relative_to(model) for p in model.rglob("*") if p.relative_to(model) not in before]
+    assert not [p for p in new if p.suffix == ".json" or ".pytest_cache" in p.parts], new
+    assert len(list((user / "generations").rglob("*.json"))) == 1
 
 
 def test_default_cache_dir_rule(tmp_path) -> None:
