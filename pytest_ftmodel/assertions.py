@@ -126,6 +126,12 @@ def _ppl_summary(result: Any) -> str:
     )
 
 
+def _eos_setting(eos: bool) -> dict[str, bool]:
+    """``eos`` as a baseline setting: written only when on, so that baselines recorded before it
+    existed still compare, and one recorded with it never compares with a run without it."""
+    return {"eos": True} if eos else {}
+
+
 @_gated(max_perplexity=number(12.0, low=1, why="a perplexity is at least 1"))
 def assert_perplexity_below(
     model: Any,
@@ -139,6 +145,7 @@ def assert_perplexity_below(
     windows: str = "sliding",
     cache: Any = "auto",
     margin: Margin = None,
+    eos: bool = False,
 ) -> Any:
     """Fail unless the corpus perplexity of ``model`` on ``texts`` is at most ``max_perplexity``.
 
@@ -149,9 +156,9 @@ def assert_perplexity_below(
     from pytest_ftmodel.metrics.perplexity import perplexity
 
     result = perplexity(
-        model, texts, stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows, cache=cache
+        model, texts, stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows, cache=cache, eos=eos
     )
-    settings = effective_settings(dict(stride=stride, max_length=max_length, chat=chat, windows=windows))
+    settings = effective_settings(dict(stride=stride, max_length=max_length, chat=chat, windows=windows, **_eos_setting(eos)))
     passed = _judged(
         "perplexity", result.perplexity, max_perplexity, "<=",
         n=result.n_texts, unit="texts", model=_name(model), interval=result.interval, result=result, settings=settings,
@@ -178,6 +185,7 @@ def assert_perplexity_improves(
     windows: str = "sliding",
     cache: Any = "auto",
     margin: Margin = None,
+    eos: bool = False,
 ) -> Any:
     """Fail unless ``1 - ppl(model) / ppl(base)`` on ``texts`` is at least ``min_improvement``.
 
@@ -189,9 +197,9 @@ def assert_perplexity_improves(
     from pytest_ftmodel.metrics.perplexity import perplexity_improvement
 
     result = perplexity_improvement(
-        model, base, texts, stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows, cache=cache
+        model, base, texts, stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows, cache=cache, eos=eos
     )
-    settings = effective_settings(dict(stride=stride, max_length=max_length, chat=chat, windows=windows))
+    settings = effective_settings(dict(stride=stride, max_length=max_length, chat=chat, windows=windows, **_eos_setting(eos)))
     passed = _judged(
         "perplexity improvement", result.improvement, min_improvement, ">=",
         n=result.model.n_texts, unit="texts", model=(_name(model), _name(base)), interval=result.interval, result=result,

@@ -31,6 +31,15 @@ _TRAINING_ONLY = re.compile(
     r"^(optimizer\.pt|scheduler\.pt|rng_state.*\.pth|trainer_state\.json|training_args\.bin|README\.md)$"
 )
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+#: files that hold a tokenizer's vocabulary (transformers' fast, sentencepiece, GPT-2, BERT and
+#: tiktoken forms); tokenizer_config.json alone is settings without a vocabulary
+_VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt", "spiece.model")
+_VOCABULARY_SUFFIXES = (".tiktoken", ".model")
+#: tokenizer files that enter the fingerprint of a model whose tokenizer comes from another folder
+TOKENIZER_FILES = (
+    *_VOCABULARY_FILES, "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "chat_template.jinja", "chat_template.json",
+)
 
 
 def parse_device(value: str) -> str:
@@ -109,6 +118,77 @@ def check_model_path(path: str | os.PathLike[str], *, what: str = "model") -> st
         f"{what} path {str(p)!r} holds no model: looked for config.json (transformers checkpoint) "
         "or adapter_config.json (PEFT adapter)"
     )
+
+
+def has_tokenizer_files(path: str | os.PathLike[str]) -> bool:
+    """Whether the folder holds a tokenizer's vocabulary (looks at file names only)."""
+    try:
+        names = [f.name for f in Path(path).iterdir() if f.is_file()]
+    except OSError:
+        return False
+    return any(n in _VOCABULARY_FILES or n.endswith(_VOCABULARY_SUFFIXES) for n in names)
+
+
+def _no_tokenizer(folder: Path, point: str, also: str = "") -> ModelPathError:
+    return ModelPathError(
+        f"no tokenizer files in {str(folder)!r}{also} (looked for tokenizer.json, tokenizer.model, vocab.json, "
+        f"merges.txt, vocab.txt, *.tiktoken): save the tokenizer with the model (pass processing_class=tokenizer "
+        f"to the Trainer before trainer.save_model(), or run tokenizer.save_pretrained({str(folder)!r})), or point "
+        f"at a folder that has it with {point}"
+    )
+
+
+def _local_adapter_base(path: Path, base: str | os.PathLike[str] | None) -> Path | None:
+    """The base folder an adapter will load on, read from its config without loading anything; None
+    when it is not known yet (the load names what is missing)."""
+    try:
+        named = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if named and Path(named).is_dir():
+        return Path(named)
+    return Path(base) if base is not None and Path(base).is_dir() else None
+
+
+def check_tokenizer(
+    path: str | os.PathLike[str],
+    *,
+    kind: str,
+    base: str | os.PathLike[str] | None = None,
+    tokenizer: str | os.PathLike[str] | None = None,
+    point: str = "--tokenizer PATH",
+) -> None:
+    """Cheaply check that a model has a tokenizer to load: in ``tokenizer`` when given, else in the
+    checkpoint, else (an adapter) in its base. Looks at file names only, so it is safe at pytest
+    start-up; without it every test fails on transformers' guess ("install sentencepiece or tiktoken")."""
+    if tokenizer is not None:
+        folder = Path(tokenizer)
+        if not folder.is_dir():
+            raise ModelPathError(f"tokenizer path {str(folder)!r} is not a directory: pass the folder that holds tokenizer.json ({point})")
+        if not has_tokenizer_files(folder):
+            raise _no_tokenizer(folder, point)
+        return
+    root = Path(path)
+    if has_tokenizer_files(root):
+        return
+    if kind == "adapter":
+        base_path = _local_adapter_base(root, base)
+        if base_path is None or has_tokenizer_files(base_path):
+            return
+        raise _no_tokenizer(root, point, also=f" nor in its base model {str(base_path)!r}")
+    raise _no_tokenizer(root, point)
+
+
+def tokenizer_fingerprint(path: str | os.PathLike[str]) -> str:
+    """A content hash of the tokenizer files in ``path`` (weights beside them are not read)."""
+    digest = hashlib.sha256(b"tokenizer\0")
+    for name in TOKENIZER_FILES:
+        f = Path(path) / name
+        if f.is_file():
+            digest.update(name.encode() + b"\0" + _remembered_sha256(f).encode() + b"\n")
+    for f in sorted(Path(path).glob("*.tiktoken")):
+        digest.update(f.name.encode() + b"\0" + _remembered_sha256(f).encode() + b"\n")
+    return digest.hexdigest()[:16]
 
 
 def cache_root() -> Path:
@@ -488,9 +568,7 @@ def _load_tokenizer(path: Path, fallback: Path | None = None) -> Any:
     from transformers import AutoTokenizer
 
     source = path
-    if fallback is not None and not any(
-        (path / n).exists() for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-    ):
+    if fallback is not None and not has_tokenizer_files(path):
         source = fallback
     try:
         tok = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
@@ -567,8 +645,10 @@ def load_model(
     more than one GPU visible, ``auto`` spreads it over all of them without being asked
     (see :func:`resolve_placement`).
 
-    Served models only (see :func:`pytest_ftmodel.served.load_served`): ``tokenizer`` (a local
-    tokenizer directory), ``name`` (the served model's id), ``api_key_env`` (the environment variable
+    ``tokenizer``: a folder holding the tokenizer, for a checkpoint saved without one (its own files
+    are used otherwise; an adapter's come from its base when it has none) or for a served model.
+
+    Served models only (see :func:`pytest_ftmodel.served.load_served`): ``name`` (the served model's id), ``api_key_env`` (the environment variable
     holding the key), ``concurrency`` (requests in flight), ``revision`` (enters the fingerprint),
     ``timeout`` (seconds a request may take, from connecting to the last byte), ``max_response_bytes``
     (the largest answer read; default 64 MiB). Returns an :class:`FTModel`, or a
@@ -583,10 +663,12 @@ def load_model(
             str(path), name=name, tokenizer=tokenizer, api_key_env=api_key_env, concurrency=concurrency,
             revision=revision, timeout=timeout, **({} if max_response_bytes is None else {"max_response_bytes": max_response_bytes}),
         )
-    if tokenizer is not None or name is not None or api_key_env is not None or revision is not None:
-        raise ModelPathError(f"tokenizer, name, api_key_env and revision apply to served models (a URL), not to {str(path)!r}")
+    if name is not None or api_key_env is not None or revision is not None:
+        raise ModelPathError(f"name, api_key_env and revision apply to served models (a URL), not to {str(path)!r}")
     root = Path(path)
     kind = check_model_path(root)
+    check_tokenizer(root, kind=kind, base=base, tokenizer=tokenizer, point="load_model(..., tokenizer=PATH)")
+    tok_dir = None if tokenizer is None else Path(tokenizer)
     parse_dtype(dtype)
     resolved_device, budgets = resolve_placement(device, max_memory)
     spread = resolved_device == "auto"
@@ -599,7 +681,7 @@ def load_model(
             check_model_path(base_path, what="base model")
             torch_dtype = _resolve_dtype(dtype, dtype_device, base_path / "config.json")
             _check_config(base_path)
-            loaded_tokenizer = _load_tokenizer(root, fallback=base_path)
+            loaded_tokenizer = _load_tokenizer(tok_dir) if tok_dir is not None else _load_tokenizer(root, fallback=base_path)
             device_map = plan_device_map(base_path, torch_dtype, budgets) if spread else None
             model = _load_causal_lm(base_path, torch_dtype, device_map)
             try:
@@ -619,10 +701,10 @@ def load_model(
             base_path = None
             torch_dtype = _resolve_dtype(dtype, dtype_device, root / "config.json")
             _check_config(root)
-            loaded_tokenizer = _load_tokenizer(root)
+            loaded_tokenizer = _load_tokenizer(tok_dir or root)
             device_map = plan_device_map(root, torch_dtype, budgets) if spread else None
             model = _load_causal_lm(root, torch_dtype, device_map)
-        content_id = identify(root, base=base_path)[0]
+        content_id = identify(root, base=base_path, tokenizer=tok_dir)[0]
     if spread:  # accelerate placed every module; inputs go where the embeddings are
         resolved_device = input_device(model)
     else:
@@ -646,16 +728,20 @@ def load_model(
     )
 
 
-def identify(path: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None) -> tuple[str, str, Path | None]:
+def identify(
+    path: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None, tokenizer: str | os.PathLike[str] | None = None
+) -> tuple[str, str, Path | None]:
     """``(fingerprint, kind, base path)`` of a checkpoint or adapter, from its files alone: nothing is
-    loaded, and unchanged files are not even re-read (see :func:`fingerprint`)."""
+    loaded, and unchanged files are not even re-read (see :func:`fingerprint`). A tokenizer from
+    another folder enters the fingerprint by its files."""
     root = Path(path)
     kind = check_model_path(root)
+    extra = "" if tokenizer is None else "tokenizer:" + tokenizer_fingerprint(tokenizer) + "\n"
     if kind == "adapter":
         base_path = _adapter_base(root, base)
         check_model_path(base_path, what="base model")
-        return fingerprint(root, extra="base:" + fingerprint(base_path)), kind, base_path
-    return fingerprint(root), kind, None
+        return fingerprint(root, extra=extra + "base:" + fingerprint(base_path)), kind, base_path
+    return fingerprint(root, extra=extra), kind, None
 
 
 def _installed(name: str) -> str:
@@ -694,14 +780,15 @@ def load_or_defer(
     base: str | os.PathLike[str] | None = None,
     memory: Any = None,
     max_memory: str | None = None,
+    tokenizer: str | os.PathLike[str] | None = None,
 ) -> FTModel:
     """:func:`load_model`, or, when ``memory`` (a :class:`~pytest_ftmodel.cache.GenerationCache`)
     remembers that these very files loaded with these settings and library versions on this kind of
     machine, a model that loads on first use (:meth:`FTModel.deferred`), with the device and dtype
     that load gave. Without ``memory`` (``--ftmodel-no-cache``) the model always loads now."""
     if memory is None:
-        return load_model(path, device=device, dtype=dtype, base=base, max_memory=max_memory)
-    content_id, kind, base_path = identify(path, base=base)
+        return load_model(path, device=device, dtype=dtype, base=base, max_memory=max_memory, tokenizer=tokenizer)
+    content_id, kind, base_path = identify(path, base=base, tokenizer=tokenizer)
     key = load_key(content_id, device, dtype, max_memory)
     seen = memory.recall_load(key)
     if seen is not None:
@@ -712,9 +799,9 @@ def load_or_defer(
             fingerprint=content_id,
             kind=kind,
             base_path=base_path,
-            loader=lambda: load_model(path, device=device, dtype=dtype, base=base, max_memory=max_memory),
+            loader=lambda: load_model(path, device=device, dtype=dtype, base=base, max_memory=max_memory, tokenizer=tokenizer),
         )
-    model = load_model(path, device=device, dtype=dtype, base=base, max_memory=max_memory)
+    model = load_model(path, device=device, dtype=dtype, base=base, max_memory=max_memory, tokenizer=tokenizer)
     if model.fingerprint == content_id:
         memory.remember_load(key, {"device": model.device, "dtype": model.dtype, "fingerprint": content_id})
     return model

@@ -20,7 +20,7 @@ from pytest_ftmodel import cache as gen_cache
 from pytest_ftmodel.baseline.gate import BaselineSession, misnamed_margin, parse_margins
 from pytest_ftmodel.baseline.store import BaselineFileError
 from pytest_ftmodel.errors import FTModelError, ModelPathError
-from pytest_ftmodel.model import DEVICE_CHOICES, DTYPE_CHOICES, check_model_path, parse_device, parse_dtype
+from pytest_ftmodel.model import DEVICE_CHOICES, DTYPE_CHOICES, check_model_path, check_tokenizer, parse_device, parse_dtype
 from pytest_ftmodel.model import MAX_MEMORY_EXAMPLE, check_max_memory, check_placement
 
 SANDBOX_LEVELS = ("auto", "strict", "process")
@@ -55,8 +55,8 @@ _PATH_OPTIONS = (
 _SERVED_OPTIONS = (
     ("--model-name", "ftmodel_model_name", "NAME", "the served model to use for --model (as /v1/models lists it)", "the only one listed"),
     ("--base-model-name", "ftmodel_base_model_name", "NAME", "the served model to use for --base-model", "the only one listed"),
-    ("--tokenizer", "ftmodel_tokenizer", "PATH", "local tokenizer directory of the served --model (prompt counting, chat formatting, perplexity)", "none"),
-    ("--base-tokenizer", "ftmodel_base_tokenizer", "PATH", "local tokenizer directory of the served --base-model", "none"),
+    ("--tokenizer", "ftmodel_tokenizer", "PATH", "tokenizer directory of --model: a local copy of a served model's (prompt counting, chat formatting, perplexity), or for a checkpoint saved without one", "the checkpoint's own"),
+    ("--base-tokenizer", "ftmodel_base_tokenizer", "PATH", "tokenizer directory of --base-model (served, or a checkpoint saved without one)", "the checkpoint's own"),
     ("--model-api-key-env", "ftmodel_model_api_key_env", "VAR", "environment variable holding the served model's API key (never printed)", "no key"),
     ("--model-concurrency", "ftmodel_model_concurrency", "N", "requests in flight to a served model", "16"),
     ("--model-revision", "ftmodel_model_revision", "REV", "revision label of the served model; enters its fingerprint (cache, baselines, sheets)", "none"),
@@ -178,9 +178,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="ftmodel_cache_dir",
         metavar="DIR",
         default=None,
-        help="where generated answers and per-item scores are cached across runs (default: ini ftmodel_cache_dir, else .pytest_cache/d/ftmodel)",
+        help="where generated answers and per-item scores are cached across runs (default: ini ftmodel_cache_dir, else "
+        ".pytest_cache/d/ftmodel in the rootdir, or the user's cache folder when the rootdir is inside a model folder)",
     )
-    parser.addini("ftmodel_cache_dir", help="answer and score cache directory; relative to the ini file (default: .pytest_cache/d/ftmodel)", default=None)
+    parser.addini(
+        "ftmodel_cache_dir",
+        help="answer and score cache directory; relative to the ini file (default: .pytest_cache/d/ftmodel in the rootdir)",
+        default=None,
+    )
     group.addoption(
         "--ftmodel-no-cache",
         dest="ftmodel_no_cache",
@@ -285,6 +290,8 @@ class FTModelSession:
         self.written: list[str] = []
         self.started = time.monotonic()
         self.progress_sink: Any = None
+        #: why the cache is not in its default place, when it is not (shown in the header)
+        self.cache_note: str | None = None
         self.cache = self._cache(config)
         self.margins = self._margins(config)  # checked even without a baseline file: a typo never passes unseen
         self.margin_errors: list[str] = []
@@ -356,8 +363,7 @@ class FTModelSession:
             return None
         path = self._path(config, "ftmodel_cache_dir")
         if path is None:
-            provider = getattr(config, "cache", None)
-            path = provider.mkdir("ftmodel") if provider is not None else config.rootpath / ".pytest_cache" / "ftmodel"
+            path, self.cache_note = default_cache_dir(config.rootpath, [p for p in self.paths.values() if isinstance(p, Path)])
         why = gen_cache.distrust(Path(path))
         if why:
             config.issue_config_time_warning(gen_cache.CacheWarning(why), stacklevel=2)
@@ -406,8 +412,15 @@ class FTModelSession:
                 self.check_served(role, path)
             elif path is not None:
                 flag = "--model" if role == "model" else "--base-model"
+                tokenizer = self.served["tokenizer" if role == "model" else "base_tokenizer"]
                 try:
-                    check_model_path(path, what=flag)
+                    kind = check_model_path(path, what=flag)
+                    # by file names only (no torch): a checkpoint saved without its tokenizer would
+                    # otherwise fail every test on transformers' guess at a missing library
+                    check_tokenizer(
+                        path, kind=kind, base=self.paths["base_model"] if role == "model" else None, tokenizer=tokenizer,
+                        point=f"{'--tokenizer' if role == 'model' else '--base-tokenizer'} PATH",
+                    )
                 except ModelPathError as exc:
                     raise pytest.UsageError(str(exc)) from None
 
@@ -464,7 +477,8 @@ class FTModelSession:
                 # with the cache on, a checkpoint that loaded before loads only when a test needs more
                 # than cached scores and answers
                 self._loaded[role] = load_or_defer(
-                    path, device=self.device, dtype=self.dtype, base=base, memory=self.cache, max_memory=self.max_memory
+                    path, device=self.device, dtype=self.dtype, base=base, memory=self.cache, max_memory=self.max_memory,
+                    tokenizer=self.served_options(role)["tokenizer"],
                 )
         except FTModelError as exc:
             # kept (the cause stays chained on the exception for library users) and reported below,
@@ -473,6 +487,26 @@ class FTModelSession:
         if role in self._failed:
             pytest.fail(self._failed[role], pytrace=False)
         return self._loaded[role]
+
+
+#: the cache's default place under the rootdir, the same whether or not pytest's cacheprovider is on
+DEFAULT_CACHE_DIR = (".pytest_cache", "d", "ftmodel")
+
+
+def default_cache_dir(rootdir: Path, model_dirs: list[Path]) -> tuple[Path, str | None]:
+    """``<rootdir>/.pytest_cache/d/ftmodel`` (where pytest's cacheprovider would put it, computed here
+    so that turning the provider off moves nothing), and None; or, when the rootdir is a model folder
+    or inside one, the user's cache folder and why: a model folder is never written into (its files
+    are the model, and the fingerprint is a hash of them)."""
+    root = rootdir.resolve()
+    for model in model_dirs:
+        folder = model.resolve()
+        if root == folder or folder in root.parents:
+            from pytest_ftmodel.model import cache_root  # plain Python: cheap
+
+            user = cache_root() / "cache"
+            return user, f"ftmodel cache: {user} (the rootdir {rootdir} is inside the model folder {model}, which is never written to)"
+    return rootdir.joinpath(*DEFAULT_CACHE_DIR), None
 
 
 def _sandbox_defaults() -> Any:
@@ -557,15 +591,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             _human_defaults().pop_require()
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
     session = config.stash.get(_SESSION_KEY, None)
     if session is None or all(p is None for p in session.paths.values()):
         return None
     model, base = session.paths["model"], session.paths["base_model"]
-    return (
+    header = (
         f"ftmodel: model={model or '-'} base_model={base or '-'} device={session.device} dtype={session.dtype} "
         f"sandbox={session.sandbox}"
     )
+    return [header] if session.cache_note is None else [header, session.cache_note]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

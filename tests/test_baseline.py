@@ -160,12 +160,40 @@ def test_a_worse_model_fails_as_a_regression_although_its_bar_holds(bpe_model, b
     assert record.value < 1e6 and record.baseline["verdict"] == "regressed" and not record.passed
     message = str(info.value)
     first = message.splitlines()[0]
-    assert first.startswith("perplexity regressed against the baseline: ") and "in the baseline (model finetuned)" in first
+    assert first.startswith("perplexity regressed against the baseline: ") and f"in the baseline (model bpe/finetuned ({record.baseline['baseline_fingerprint'][:8]}))" in first
     assert f"{record.baseline['test']}, one-sided p = " in first and "margin 2.0%" in first and "95% CI [" in first
     assert "items that got worse (3 of" in message and "before '" in message and "after  '" in message
     assert message.splitlines()[-1].endswith(f"pytest {record.test} --ftmodel-update-baseline")
     worse = record.baseline["worse_items"]
     assert worse and set(worse[0]) == {"id", "prompt", "expected", "before", "after"} and "nats/token" in worse[0]["after"]
+
+
+def _named(model, path: Path):
+    """``model`` as it would load from ``path``: the same weights and fingerprint, another folder."""
+    from pytest_ftmodel.model import FTModel
+
+    return FTModel(model.model, model.tokenizer, path, model.device, model.dtype, model.fingerprint)
+
+
+def test_models_of_one_name_from_two_runs_read_apart(bpe_model, base_bpe, private_record, tmp_path) -> None:
+    """runs/full/final in the baseline, runs/sft/final now: both folders are called final, so each
+    model is named by the tail of its path and its fingerprint's prefix."""
+    full, sft = _named(bpe_model, tmp_path / "runs" / "full" / "final"), _named(base_bpe, tmp_path / "runs" / "sft" / "final")
+    then, now = f"full/final ({full.fingerprint[:8]})", f"sft/final ({sft.fingerprint[:8]})"
+    session = _baseline_of(private_record, tmp_path, lambda: assert_perplexity_below(full, VAL[:8], 1e6))
+    [entry] = store.load(session.path).values()
+    assert entry["model"] == "full/final" and entry["fingerprint"] == full.fingerprint  # no machine path in the file
+    with pytest.raises(AssertionError) as info:
+        assert_perplexity_below(sft, VAL[:8], 1e6)
+    first = str(info.value).splitlines()[0]
+    assert f"in the baseline (model {then}) -> " in first and f" now (model {now}), " in first
+    record = private_record.records[-1]
+    assert record.baseline["model"] == now
+    assert report.versus.summary_line([record], "ftmodel-baseline.json") == f"baseline ftmodel-baseline.json of {then}, now {now}: 1 regressed"
+    # the same model in both: named once
+    _baseline_of(private_record, tmp_path, lambda: assert_perplexity_below(full, VAL[:8], 1e6))
+    assert_perplexity_below(full, VAL[:8], 1e6)
+    assert report.versus.baseline_source([private_record.records[-1]]) == f"baseline of {then}"
 
 
 def test_margin_on_the_helper_wins(bpe_model, base_bpe, private_record, tmp_path) -> None:

@@ -153,6 +153,7 @@ def test_the_header_names_the_sandbox_level_and_the_summary_what_code_ran_under(
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "config.json").write_text("{}")
+    (ckpt / "tokenizer.json").write_text("{}")  # never loaded; the start-up check looks for a tokenizer's files
     pytester.makepyfile(
         """
         from pytest_ftmodel import record_metric

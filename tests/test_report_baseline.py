@@ -116,7 +116,7 @@ def test_terminal_shows_the_verdict_counts_and_a_comparison_table_within_100_col
     assert lines[1 + 1].split()[-1] == "FAIL" and lines[1 + 5].split()[-1] == "FAIL"  # regressed, inconclusive (noninferiority)
     assert "9 metrics recorded, 6 passed, 3 failed." in lines
     text = "\n".join(lines)
-    assert ("baseline ftmodel-baseline.json (finetuned 4aa8dc33): 1 regressed, 1 mismatch, 1 inconclusive, 3 within noise, "
+    assert ("baseline ftmodel-baseline.json of finetuned (4aa8dc33): 1 regressed, 1 mismatch, 1 inconclusive, 3 within noise, "
             "1 improved, 1 new") in " ".join(text.split())
     header = next(i for i, line in enumerate(lines) if line.startswith("test") and "Δ [95% CI]" in line)
     assert lines[header].split() == ["test", "metric", "baseline", "Δ", "[95%", "CI]", "vs", "baseline"]
@@ -201,7 +201,7 @@ def test_a_session_shows_the_comparison_in_the_terminal_junit_and_every_report(p
             "test*metric*value*bar*95% CI*n*result",
             "test_regressed*accuracy*0.8*>= 0.5*-*100*FAIL",
             "3 metrics recorded, 2 passed, 1 failed.",
-            "baseline (release 01234567): 1 regressed, 1 within noise, 1 new",
+            "baseline of release (01234567): 1 regressed, 1 within noise, 1 new",
             "test*metric*baseline*Δ ?95% CI?*vs baseline",  # ? for the brackets, which fnmatch reads as a class
             "test_regressed*accuracy*0.9*-0.1 ?-0.16, -0.04?*regressed",
             "test_same*rouge1*0.9*+0.001 ?-0.02, +0.02?*within noise",
@@ -235,7 +235,7 @@ def test_markdown_has_the_baseline_columns_and_lists_failing_comparisons_with_a_
     text = render_markdown(records, {"baseline": {"path": "ftmodel-baseline.json"}})
     lines = text.splitlines()
     assert "❌ **8 metrics: 5 passed, 3 failed**" in text
-    assert r"Baseline ftmodel-baseline.json \(finetuned 4aa8dc33\)\: 1 regressed, 1 mismatch, 1 inconclusive, 2 within noise, 1 improved, 1 new" in lines
+    assert r"Baseline ftmodel-baseline.json of finetuned \(4aa8dc33\)\: 1 regressed, 1 mismatch, 1 inconclusive, 2 within noise, 1 improved, 1 new" in lines
     assert "| test | metric | model | value | bar | 95% CI | n | baseline | Δ [95% CI] | vs baseline | result |" in lines
     row = next(line for line in lines if line.startswith("| test\\_val\\_perplexity"))
     assert row.endswith("| 26.99 | +4.11% [-0.8%, +9.3%] | ➖ within noise | ✅ pass |")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from pytest_ftmodel.baseline import store
+from pytest_ftmodel.report.records import model_tag, record_model_tag
 
 #: margins used when compare.py does not define DEFAULT_MARGINS (absolute, perplexity relative)
 FALLBACK_MARGINS = {"binary": 0.01, "continuous": 0.01, "perplexity": 0.02, "ordinal": 0.1}
@@ -154,6 +155,11 @@ def _round_up(value: float) -> str:
 
 def _fmt_delta(value: float, relative: bool) -> str:
     return f"{value:+.1%}" if relative else f"{value:+.4g}"
+
+
+def _now_model(b: Mapping[str, Any]) -> str:
+    """`` (model sft/final (b276e640))``: this run's model, named beside the baseline's."""
+    return f" (model {b['model']})" if b.get("model") else ""
 
 
 class BaselineSession:
@@ -329,6 +335,7 @@ class BaselineSession:
             verdict=result.verdict,
             baseline_model=entry.get("model", ""),
             baseline_fingerprint=entry.get("fingerprint", ""),
+            model=record_model_tag(record),
             baseline_n=len(base_items),
             worse_items=[self._worse_item(kind, i, base_items.get(i, {}), cand.get(i, {})) for i in list(result.worse)[:KEPT]],
             update_command=self.update_command(record.test),
@@ -369,7 +376,8 @@ class BaselineSession:
         margin = _fmt_delta(float(b.get("margin") or 0.0), relative).lstrip("+")
         head = (
             f"{record.name} {b.get('verdict')} against the baseline: {quantity}{_fmt(b.get('value'))} in the baseline "
-            f"(model {b.get('baseline_model') or '?'}) -> {_fmt(b.get('candidate'))} now, "
+            f"(model {model_tag(str(b.get('baseline_model') or '?'), str(b.get('baseline_fingerprint') or ''))}) -> "
+            f"{_fmt(b.get('candidate'))} now{_now_model(b)}, "
             f"{unit} {_fmt_delta(float(b.get('delta') or 0.0), relative)} "
             f"(95% CI {interval}) "
             f"on {n} paired {record.unit}; {b.get('test')}, one-sided p = {float(b.get('p_value') or 0.0):.3g} "

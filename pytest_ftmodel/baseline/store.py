@@ -137,6 +137,17 @@ def relative_test(nodeid: str, rootdir: Path, folder: Path) -> str:
     return rel.replace(os.sep, "/") + sep + rest
 
 
+def _model_of(record: Any) -> str:
+    """The model an entry was recorded on, as a name other runs can tell apart from theirs: the tail of
+    its checkpoint path (``full/final``, never the machine's absolute path), else its name."""
+    from pytest_ftmodel.report.records import path_tail
+
+    paths = tuple(getattr(record, "model_paths", ()) or ())
+    if paths and paths[0] and not str(paths[0]).lower().startswith(("http://", "https://")):
+        return path_tail(str(paths[0]))
+    return str(record.model)
+
+
 def entry_of(record: Any, *, version: str, test: str | None = None) -> dict[str, Any]:
     """A record as a baseline entry (JSON data, floats as :func:`stable` writes them)."""
     details = record.details or {}
@@ -162,7 +173,7 @@ def entry_of(record: Any, *, version: str, test: str | None = None) -> dict[str,
         "settings": record.settings,
         "items": items,
         "data_hash": data_hash,
-        "model": str(record.model),
+        "model": _model_of(record),
         "fingerprint": record.fingerprints[0] if record.fingerprints else "",
         "package_version": version,
     }

@@ -314,9 +314,9 @@ def _score_batch(model: Any, units: list[tuple[list[int], int]], pad_id: int, de
     return per_row.cpu().tolist()
 
 
-def _memo_key(item: Item, max_length: int, stride: int, chat: bool | str, rule: str) -> tuple[Any, ...]:
+def _memo_key(item: Item, max_length: int, stride: int, chat: bool | str, rule: str, eos: bool = False) -> tuple[Any, ...]:
     text = item if isinstance(item, str) else "\0".join(item)
-    return ("ppl-text", isinstance(item, tuple), chat, hashlib.sha1(text.encode()).hexdigest(), max_length, stride, rule)
+    return ("ppl-text", isinstance(item, tuple), chat, hashlib.sha1(text.encode()).hexdigest(), max_length, stride, rule, eos)
 
 
 def _lm_eval_sequence(tokenizer: Any, text: str) -> list[int]:
@@ -328,10 +328,12 @@ def _lm_eval_sequence(tokenizer: Any, text: str) -> list[int]:
     return [start, *tokenizer(text, add_special_tokens=False).input_ids]
 
 
-def _check_rule(windows: str, stride: int | None, texts: Sequence[Item]) -> None:
+def _check_rule(windows: str, stride: int | None, texts: Sequence[Item], eos: bool = False) -> None:
     if windows not in WINDOW_RULES:
         raise DataError(f"windows={windows!r} is not a window rule: use 'sliding' (the default) or 'lm-eval'")
     if windows == "lm-eval":
+        if eos:
+            raise DataError("eos=True does not apply to windows='lm-eval' (lm-eval scores no end-of-sequence token): drop eos or use windows='sliding'")
         if stride is not None:
             raise DataError("stride does not apply to windows='lm-eval' (lm-eval's windows are fixed): drop stride or use windows='sliding'")
         pair = next((i for i, t in enumerate(texts) if isinstance(t, tuple)), None)
@@ -342,12 +344,23 @@ def _check_rule(windows: str, stride: int | None, texts: Sequence[Item]) -> None
             )
 
 
-def _sequence(tokenizer: Any, item: Item, chat: bool | str) -> tuple[list[int], int]:
-    """Ids of an item and the position of its first scored target."""
+def _sequence(tokenizer: Any, item: Item, chat: bool | str, eos: bool = False) -> tuple[list[int], int]:
+    """Ids of an item and the position of its first scored target; with ``eos``, the end-of-sequence
+    token follows the scored text (once: a text that already ends with it keeps it), as TRL's SFT
+    collators append it, so that it is scored too."""
     if isinstance(item, str):
-        return token_sequence(tokenizer, item), 1
-    context = prompt_ids(tokenizer, item[0], chat=chat)
-    return context + list(tokenizer(item[1], add_special_tokens=False).input_ids), len(context)
+        ids, start = token_sequence(tokenizer, item), 1
+    else:
+        context = prompt_ids(tokenizer, item[0], chat=chat)
+        ids, start = context + list(tokenizer(item[1], add_special_tokens=False).input_ids), len(context)
+    if eos and ids[-1:] != [tokenizer.eos_token_id]:
+        ids.append(int(tokenizer.eos_token_id))
+    return ids, start
+
+
+def _check_eos(tokenizer: Any, eos: bool) -> None:
+    if eos and getattr(tokenizer, "eos_token_id", None) is None:
+        raise DataError("eos=True, but the tokenizer has no end-of-sequence token to score: drop eos, or set the tokenizer's eos_token")
 
 
 def score_texts(
@@ -359,22 +372,25 @@ def score_texts(
     batch_size: int | None = None,
     chat: bool | str = False,
     windows: str = "sliding",
+    eos: bool = False,
 ) -> list[TextScore]:
     """Per-text NLL and scored-token counts; results are remembered on the model for the session.
 
     An item is a text (every token scored, see the module doc) or a ``(context, continuation)`` pair:
     the context is formatted as a generation prompt (through the chat template when ``chat`` says
     so, see :func:`~pytest_ftmodel.tokens.prompt_ids`) and only the continuation's tokens are scored.
+    ``eos``: the end-of-sequence token is scored after each text or continuation too.
     """
     texts = _check_texts(as_trained(model.tokenizer, texts, chat))
     rule = windows
-    _check_rule(rule, stride, texts)
+    _check_rule(rule, stride, texts, eos)
     tokenizer = model.tokenizer
     served = is_served(model)
     if served and tokenizer is None:
         from pytest_ftmodel.served.model import score_sequences
 
         score_sequences(model, [])  # raises: names the gate and --tokenizer
+    _check_eos(tokenizer, eos)
     # a served model without a known context scores each text whole; the server says if it is too long
     max_length = int(max_length or model.context_length or (1 << 30))
     if max_length < 2:
@@ -383,7 +399,7 @@ def score_texts(
     if rule == "sliding" and not 0 < stride <= max_length - 1:
         raise DataError(f"stride {stride} must be between 1 and max_length - 1 ({max_length - 1})")
     memo: dict[Any, Any] = getattr(model, "memo", {})
-    scores: list[TextScore | None] = [memo.get(_memo_key(t, max_length, stride, chat, rule)) for t in texts]
+    scores: list[TextScore | None] = [memo.get(_memo_key(t, max_length, stride, chat, rule, eos)) for t in texts]
     units: list[tuple[list[int], int]] = []
     owners: list[int] = []
     counts: dict[int, int] = {}
@@ -395,7 +411,7 @@ def score_texts(
             seq, start = _lm_eval_sequence(tokenizer, text), 1
             spans = lm_eval_windows(len(seq), max_length)
         else:
-            seq, start = _sequence(tokenizer, text, chat)
+            seq, start = _sequence(tokenizer, text, chat, eos)
             spans = [(b, e, max(f, start)) for b, e, f in sliding_windows(len(seq), max_length, stride) if e > start]
         if not spans:
             raise DataError(
@@ -422,7 +438,7 @@ def score_texts(
             text = _scored_text(texts[i])
             score = TextScore(nll=total, n_tokens=counts[i], n_bytes=len(text.encode("utf-8")), n_words=_n_words(text, rule))
             scores[i] = score
-            memo[_memo_key(texts[i], max_length, stride, chat, rule)] = score
+            memo[_memo_key(texts[i], max_length, stride, chat, rule, eos)] = score
     return [s for s in scores if s is not None]
 
 
@@ -483,7 +499,9 @@ def _active(cache: Any) -> Any:
     return cache
 
 
-def score_key(model: Any, identity: list[str], *, max_length: int | None, stride: int | None, chat: bool | str, windows: str) -> str:
+def score_key(
+    model: Any, identity: list[str], *, max_length: int | None, stride: int | None, chat: bool | str, windows: str, eos: bool = False
+) -> str:
     """The cache key of one item's score: the model's files (fingerprint) and numerics (device kind,
     dtype), the item, and every setting that shapes its score, as requested: what the model's config
     and tokenizer make of a default (the context as window, ``chat="auto"``) follows from their files."""
@@ -501,6 +519,8 @@ def score_key(model: Any, identity: list[str], *, max_length: int | None, stride
     if identity[0] != "text":  # chat formats the context of pairs and records only
         settings["chat"] = chat if chat == "auto" else bool(chat)
         settings["prompt_rule"] = PROMPT_RULE
+    if eos:  # only when asked, so that scores cached before the option existed stay valid
+        settings["eos"] = True
     return entry_key(model.fingerprint, json.dumps(identity, ensure_ascii=False), settings)
 
 
@@ -514,6 +534,7 @@ def cached_scores(
     chat: bool | str = False,
     windows: str = "sliding",
     cache: Any = "auto",
+    eos: bool = False,
 ) -> tuple[list[TextScore], tuple[str, ...], tuple[str, ...]]:
     """Per-item scores, scored texts and their contexts ("" for a whole text) of :func:`perplexity`'s items, each taken from ``cache`` when
     it holds one for this model, item and settings; only the others are scored, in one batched pass,
@@ -522,12 +543,12 @@ def cached_scores(
     store = _active(cache)
     items = list(texts) if not isinstance(texts, (str, bytes)) else texts
     identities = [_identity(x) for x in items] if store is not None and not isinstance(items, (str, bytes)) else []
-    options: dict[str, Any] = dict(max_length=max_length, stride=stride, batch_size=batch_size, chat=chat, windows=windows)
+    options: dict[str, Any] = dict(max_length=max_length, stride=stride, batch_size=batch_size, chat=chat, windows=windows, eos=eos)
     if store is None or not identities or any(i is None for i in identities):
         converted = _check_texts(as_trained(model.tokenizer, items, chat))
         return score_texts(model, converted, **options), tuple(_scored_text(t) for t in converted), tuple(_context(t) for t in converted)
     scores = store.scores
-    keys = [score_key(model, ident, max_length=max_length, stride=stride, chat=chat, windows=windows) for ident in identities if ident]
+    keys = [score_key(model, ident, max_length=max_length, stride=stride, chat=chat, windows=windows, eos=eos) for ident in identities if ident]
     # an entry from before contexts were kept is scored again, so that item ids stay right
     found = [f if isinstance(f, dict) and "context" in f else None for f in (scores.get(k) for k in keys)]
     missing = [i for i, f in enumerate(found) if f is None]
@@ -558,6 +579,7 @@ def perplexity(
     chat: bool | str = False,
     windows: str = "sliding",
     cache: Any = "auto",
+    eos: bool = False,
 ) -> PerplexityResult:
     """Perplexity of ``model`` (an :class:`~pytest_ftmodel.FTModel`) on ``texts``.
 
@@ -569,12 +591,15 @@ def perplexity(
     instruction records, scored as the model was fine-tuned on them (see :func:`as_trained`).
     ``windows="lm-eval"`` scores texts exactly as lm-evaluation-harness's ``loglikelihood_rolling``
     (HF model, ``add_bos_token=False``) does, and counts words as its wikitext task does.
+    ``eos=True`` scores the end-of-sequence token after each text or answer too, as supervised
+    fine-tuning trains on it (TRL's SFT collators append it): the mean NLL of instruction records then
+    equals a Trainer's ``eval_loss`` on them.
     ``cache="auto"`` takes per-text scores from the pytest session's cache, and stores new ones there
     (see :func:`cached_scores`); pass ``None`` to skip it, or a
     :class:`~pytest_ftmodel.cache.GenerationCache` outside pytest.
     """
     scores, scored, contexts = cached_scores(
-        model, texts, max_length=max_length, stride=stride, batch_size=batch_size, chat=chat, windows=windows, cache=cache
+        model, texts, max_length=max_length, stride=stride, batch_size=batch_size, chat=chat, windows=windows, cache=cache, eos=eos
     )
     nll = sum(s.nll for s in scores)
     n_tokens = sum(s.n_tokens for s in scores)
@@ -606,10 +631,11 @@ def perplexity_improvement(
     chat: bool | str = False,
     windows: str = "sliding",
     cache: Any = "auto",
+    eos: bool = False,
 ) -> ImprovementResult:
     """``1 - ppl_model / ppl_base`` on the same texts, with a paired bootstrap interval over texts;
     every keyword is :func:`perplexity`'s, applied to both models."""
-    options: dict[str, Any] = dict(stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows, cache=cache)
+    options: dict[str, Any] = dict(stride=stride, batch_size=batch_size, max_length=max_length, chat=chat, windows=windows, cache=cache, eos=eos)
     mine = perplexity(model, texts, **options)
     theirs = perplexity(base, texts, **options)
 

@@ -45,6 +45,29 @@ def _where(path: Any) -> str:
     return os.path.abspath(path) if isinstance(path, (str, os.PathLike)) else ""
 
 
+def path_tail(path: str, depth: int = 2) -> str:
+    """The last ``depth`` parts of a checkpoint path (``runs/sft/final`` -> ``sft/final``): what tells
+    two runs' ``final`` folders apart in a baseline file that other machines read; a URL as it is."""
+    if path.lower().startswith(("http://", "https://")):
+        return path
+    parts = [p for p in path.replace(os.sep, "/").split("/") if p]
+    return "/".join(parts[-depth:]) or path
+
+
+def model_tag(name: str, fingerprint: str = "") -> str:
+    """``sft/final (b276e640)``: a model's name with its fingerprint's prefix, which tells apart two
+    models of one name (the baseline's and this run's) even when their paths match."""
+    return f"{name} ({fingerprint[:8]})" if name and fingerprint else name or (fingerprint[:8] if fingerprint else "")
+
+
+def record_model_tag(record: Any) -> str:
+    """The tag of the model a record's figure is compared on (the first of a ``model vs base`` pair)."""
+    paths, fingerprints = tuple(record.model_paths or ()), tuple(record.fingerprints or ())
+    if paths and paths[0] and not paths[0].lower().startswith(("http://", "https://")):
+        return model_tag(path_tail(paths[0]), fingerprints[0] if fingerprints else "")
+    return model_tag(str(record.model).split(" vs ")[0], fingerprints[0] if fingerprints else "")
+
+
 def model_name(model: Any) -> ModelName:
     """The name of a model object (``FTModel``), a path, or a string, with its provenance."""
     if isinstance(model, ModelName):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from pytest_ftmodel.escaping import visible
-from pytest_ftmodel.report.records import MetricRecord, fmt
+from pytest_ftmodel.report.records import MetricRecord, fmt, model_tag, record_model_tag
 
 #: the order verdicts are counted and listed in: what needs attention first
 VERDICTS = ("regressed", "mismatch", "inconclusive", "within noise", "improved", "new")
@@ -144,14 +144,17 @@ def verdict_counts(records: Iterable[MetricRecord]) -> dict[str, int]:
 
 
 def baseline_source(records: Iterable[MetricRecord], path: Any = None) -> str:
-    """``baseline PATH (model fingerprint)``: which baseline the records were compared with."""
+    """``baseline PATH of full/final (8333c1f0), now sft/final (b276e640)``: which baseline the records
+    were compared with, and on which model this run's figures are; each named by the tail of its path
+    and its fingerprint's prefix, so that two runs' ``final`` folders read apart."""
     text = "baseline" + (f" {visible(path)}" if path else "")
     for r in records:
         b = r.baseline or {}
         model, fp = b.get("baseline_model"), b.get("baseline_fingerprint")
         if model or fp:
-            who = " ".join(visible(x) for x in (model, str(fp)[:8] if fp else "") if x)
-            return f"{text} ({who})"
+            then = visible(model_tag(str(model or ""), str(fp or "")))
+            now = visible(str(b.get("model") or "") or (record_model_tag(r) if any(r.fingerprints) else ""))
+            return f"{text} of {then}" + (f", now {now}" if now and now != then else "")
     return text
 
 
