@@ -215,8 +215,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="ftmodel_update_baseline",
         action="store_true",
         default=False,
-        help="record the figures of the tests that run into the baseline file instead of comparing; remove entries "
-        "those tests no longer produce, and those of test files that are gone (default: false)",
+        help="record the figures of the tests that pass into the baseline file instead of comparing (a run that does "
+        "not reach its end writes nothing); remove entries those tests no longer produce, and those of test files "
+        "that are gone (default: false)",
     )
     group.addoption(
         "--ftmodel-margin",
