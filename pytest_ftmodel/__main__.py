@@ -77,12 +77,11 @@ def _walk(
     n_items: int,
     todo: Callable[[int], bool],
     visit: Callable[[int], None],
-) -> int:
+) -> None:
     """Visit items in order, starting at the first one left to do; ``visit`` raises _Back to go to the
     previous item (visited whether done or not, to change it). Skipped items are not offered again in
-    this session. Returns how many items were visited to the end."""
+    this session. (What was saved is counted by the callers: a Ctrl-C or q ends this walk half-way.)"""
     skipped: set[int] = set()
-    done = 0
 
     def next_todo(after: int) -> int | None:
         order = list(range(after + 1, n_items)) + list(range(0, after + 1))
@@ -99,10 +98,7 @@ def _walk(
             continue
         except _Skip:
             skipped.add(current)
-        else:
-            done += 1
         current = next_todo(current)
-    return done
 
 
 class _Skip(Exception):
@@ -133,6 +129,7 @@ def _review(args: argparse.Namespace) -> int:
     mine: dict[Any, dict[str, Any]] = {
         it["id"]: it["reviews"][reviewer] for it in sheet["items"] if reviewer in it["reviews"]
     }
+    saved: set[Any] = set()  # items given a score or a note in this session, counted however it ends
 
     def left() -> int:
         return sum(not _complete(mine.get(i)) for i in ids)
@@ -165,20 +162,22 @@ def _review(args: argparse.Namespace) -> int:
                 raise _Skip
             if answer:
                 review = mine[item["id"]] = set_review(args.sheet, item["id"], reviewer, scores={criterion: int(answer)})
+                saved.add(item["id"])
         assert review is not None
         kept = f" [{shown(review['notes'])}]" if review["notes"] else ""
         notes = _ask(f"notes (enter for {'no change' if kept else 'none'}){kept}: ", lambda a: True, "")
         if notes and notes.lower() not in ("s", "skip"):
             mine[item["id"]] = set_review(args.sheet, item["id"], reviewer, notes=notes)
+            saved.add(item["id"])
 
-    done = 0
     try:
-        done = _walk(n, lambda i: not _complete(mine.get(ids[i])), visit)
+        _walk(n, lambda i: not _complete(mine.get(ids[i])), visit)
     except (_Quit, KeyboardInterrupt):
         print("\nstopped; every answer given so far is saved.")
     remaining = left()
-    print(f"{done} item(s) reviewed in this session; {remaining} await review by {reviewer}."
-          + ("" if remaining else " Nothing left."))
+    partly = sum(not _complete(mine.get(i)) for i in saved)
+    print(f"{len(saved)} item(s) reviewed in this session" + (f" ({partly} in part)" if partly else "")
+          + f"; {remaining} await review by {reviewer}." + ("" if remaining else " Nothing left."))
     return 0
 
 
@@ -192,6 +191,7 @@ def _ab(args: argparse.Namespace) -> int:
     n = len(sheet["items"])
     mine = {it["id"]: j for it in sheet["items"] for j in it["judgements"] if j["judge"] == judge}
     ids = [it["id"] for it in sheet["items"]]
+    saved: set[Any] = set()  # comparisons given a choice or a reason in this session, however it ends
 
     def left() -> int:
         return sum(i not in mine for i in ids)
@@ -218,17 +218,18 @@ def _ab(args: argparse.Namespace) -> int:
             raise _Skip
         if choice:  # saved before the reason is asked, so stopping at the reason prompt keeps it
             mine[item["id"]] = set_judgement(args.sheet, item["id"], judge, choice={"a": "A", "b": "B"}.get(choice.lower(), "tie"))
+            saved.add(item["id"])
         reason = _ask("reason (enter for none): ", lambda a: True, "", back=())
         if reason and reason.lower() not in ("s", "skip"):
             mine[item["id"]] = set_judgement(args.sheet, item["id"], judge, reason=reason)
+            saved.add(item["id"])
 
-    done = 0
     try:
-        done = _walk(n, lambda i: ids[i] not in mine, visit)
+        _walk(n, lambda i: ids[i] not in mine, visit)
     except (_Quit, KeyboardInterrupt):
         print("\nstopped; every answer given so far is saved.")
     remaining = left()
-    print(f"{done} comparison(s) judged in this session; {remaining} await {judge}." + ("" if remaining else " Nothing left."))
+    print(f"{len(saved)} comparison(s) judged in this session; {remaining} await {judge}." + ("" if remaining else " Nothing left."))
     return 0
 
 

@@ -244,8 +244,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="ftmodel_update_baseline",
         action="store_true",
         default=False,
-        help="record the figures of the tests that run into the baseline file instead of comparing; remove entries "
-        "those tests no longer produce, and those of test files that are gone (default: false)",
+        help="record the figures of the tests that pass into the baseline file instead of comparing (a run that does "
+        "not reach its end writes nothing); remove entries those tests no longer produce, and those of test files "
+        "that are gone (default: false)",
     )
     group.addoption(
         "--ftmodel-margin",
@@ -292,6 +293,10 @@ class FTModelSession:
         self.progress_sink: Any = None
         #: why the cache is not in its default place, when it is not (shown in the header)
         self.cache_note: str | None = None
+        #: why the run stopped before its end ("" while it has not): see :class:`_RunEnd`
+        self.interrupted = ""
+        #: what stopped it on the way (a Ctrl-C, pytest.exit, an internal error, a lost worker)
+        self.stops: list[str] = []
         self.cache = self._cache(config)
         self.margins = self._margins(config)  # checked even without a baseline file: a typo never passes unseen
         self.margin_errors: list[str] = []
@@ -564,6 +569,7 @@ def pytest_configure(config: pytest.Config) -> None:
     gen_cache.push_cache(session.cache)
     # progress lines go to pytest's terminal; a pytest-xdist worker's output never reaches it
     session.progress_sink = progress.push_sink(progress.Silent() if _is_xdist_worker(config) else progress.PytestSink(config))
+    config.pluginmanager.register(_RunEnd(session), "ftmodel-run-end")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistMerge(session), "ftmodel-xdist")
     # the library's defaults ("auto", no strict review) hold unless asked otherwise: only then are
@@ -630,9 +636,33 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
         rec.current_item = None
 
 
+_CALL_OUTCOME = pytest.StashKey[str]()
+
+
+def _outcome_of(report_: pytest.TestReport) -> str:
+    """A phase's outcome as pytest counts it: an expected failure is "xfailed", not "skipped"."""
+    if report_.skipped:
+        return "xfailed" if hasattr(report_, "wasxfail") else "skipped"
+    return str(report_.outcome)
+
+
+def _settle(item: pytest.Item, report_: pytest.TestReport) -> None:
+    """A record's outcome is its test's: the call's (or a setup that did not pass; a teardown that
+    fails makes the records taken in it failed ones)."""
+    outcome = _outcome_of(report_)
+    if report_.when == "call":
+        item.stash[_CALL_OUTCOME] = outcome
+    elif report_.when == "setup" and report_.passed:
+        return
+    elif report_.when == "teardown" and not report_.failed:
+        outcome = item.stash.get(_CALL_OUTCOME, outcome)
+    session_of(item.config).recorder.settle(item, outcome)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    """Bad input found by the library reads as its one line (what, where, the fix), not a traceback."""
+    """Bad input found by the library reads as its one line (what, where, the fix), not a traceback;
+    the test's records take its outcome."""
     report_ = yield
     baseline = session_of(item.config).baseline
     if baseline is not None and report_.when == "call" and report_.passed:
@@ -643,6 +673,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if excinfo is not None and excinfo.errisinstance(FTModelError) and report_.failed:
         path, lineno, _ = item.reportinfo()
         report_.longrepr = _one_line_repr(str(path), (lineno or 0) + 1, f"{excinfo.typename}: {excinfo.value}")
+    _settle(item, report_)
+    report_.user_properties = list(item.user_properties)  # as settled (JUnit reads the report's)
     return report_
 
 
@@ -656,7 +688,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     misnamed = False
     if ftsession.baseline is not None:
-        ftsession.baseline.finish(ftsession.recorder.ordered())
+        # an interrupted run never writes the baseline: it would mix this run's figures, of the tests
+        # that got to run, with the file's
+        ftsession.baseline.finish(ftsession.recorder.ordered(), interrupted=ftsession.interrupted)
         misnamed = ftsession.baseline.end_of_session(ftsession.recorder.ordered())  # a margin naming no metric
         if ftsession.baseline.write_failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the run did not do what it was asked
@@ -681,16 +715,61 @@ def _worker_payload(session: FTModelSession) -> dict[str, Any]:
     return payload
 
 
+class _RunEnd:
+    """Tells whether the session ran to its end: a Ctrl-C or ``pytest.exit``, an internal error, a
+    stop after failures (``-x``, ``--maxfail``, ``--sw``) or a lost pytest-xdist worker all mean it
+    did not, whatever the exit status says (``pytest.exit(returncode=0)``)."""
+
+    def __init__(self, session: FTModelSession) -> None:
+        self.session = session
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        value = excinfo.value
+        if type(value) is KeyboardInterrupt:
+            self.session.stops.append("KeyboardInterrupt")
+        else:  # pytest.exit, "N errors during collection", pytest-xdist's stop after failures
+            self.session.stops.append(str(getattr(value, "msg", "") or value) or excinfo.typename)
+
+    def pytest_internalerror(self, excrepr: Any, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        self.session.stops.append(f"internal error: {excinfo.typename}")
+
+    @pytest.hookimpl(tryfirst=True)  # before the JUnit file is written at the end of the session
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        stops = list(self.session.stops)
+        for stop in (session.shouldfail, session.shouldstop):
+            if stop and str(stop) not in stops:
+                stops.append(str(stop))
+        if not stops and exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
+            stops.append("interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else "internal error")
+        self.session.interrupted = "; ".join(stops)
+        xml = _junit_xml(session.config)
+        if self.session.interrupted and xml is not None:
+            xml.add_global_property("ftmodel.interrupted", self.session.interrupted)
+
+
+def _junit_xml(config: pytest.Config) -> Any:
+    """The JUnit XML writer of the session (``--junitxml``), or None."""
+    try:
+        from _pytest.junitxml import xml_key
+    except ImportError:  # pytest's private module moved: the other reports still say it
+        return None
+    return config.stash.get(xml_key, None)
+
+
 class _XdistMerge:
     """Registered only when pytest-xdist is installed (its hooks exist only then)."""
 
     def __init__(self, session: FTModelSession) -> None:
         self.session = session
+        self._merged: list[Any] = []  # the nodes (kept, so that no later node shares an id() with one)
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        if error is not None:  # its records and the tests it was running are lost
+            self.session.stops.append(f"worker {getattr(getattr(node, 'gateway', None), 'id', '?')} went down: {error}")
         payload = getattr(node, "workeroutput", {}).get("ftmodel")
-        if not payload:
+        if not payload or any(n is node for n in self._merged):  # a worker stopped by Ctrl-C is reported down twice
             return
+        self._merged.append(node)
         self.session.recorder.merge(payload)
         if self.session.baseline is not None and payload.get("baseline"):
             self.session.baseline.merge(payload["baseline"])
@@ -730,6 +809,8 @@ def _report_session(session: FTModelSession, pytest_session: pytest.Session) -> 
         "dtype": session.dtype,
         "sandbox": session.sandbox,
         "tests_failed": pytest_session.testsfailed,
+        "interrupted": bool(session.interrupted),
+        "interruption": session.interrupted or None,
         "tests_collected": pytest_session.testscollected,
         "baseline": None
         if session.baseline is None
@@ -789,6 +870,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     lines.extend(session.written)
     if not lines:
         return
+    if session.interrupted:
+        lines.insert(0, f"INTERRUPTED ({session.interrupted}): {report.INTERRUPTED_NOTE}")
     terminalreporter.write_sep("=", "ftmodel metrics")
     for line in lines:
         terminalreporter.write_line(line)

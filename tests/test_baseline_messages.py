@@ -274,14 +274,18 @@ def test_margins_in_a_session_ini_on_one_line_and_unknown_names(pytester: pytest
     assert re.search(r"warnings summary", bad.stdout.str())
 
 
-# ---- figures below their bar, recorded ---------------------------------------------------------
+# ---- figures of failing tests, not recorded --------------------------------------------------------
 
 
-def test_an_update_says_which_recorded_figures_miss_their_bar(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_a=SUITE.replace("BAR", "1.0"))
+def test_an_update_says_which_figures_it_left_out_because_their_tests_failed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_a=SUITE.replace("BAR", "1.0") + "    assert ppl <= 1.0\n")
     run = pytester.runpytest_subprocess("-p", "no:randomly", "--ftmodel-update-baseline")
-    run.assert_outcomes(passed=1)
-    run.stdout.fnmatch_lines(["*1 recorded figure misses its bar*test_a.py::test_ppl::perplexity*"])
+    run.assert_outcomes(failed=1)
+    run.stdout.fnmatch_lines(
+        ["baseline: 1 figure not recorded, their tests did not pass (their entries stay as they were): test_a.py::test_ppl::perplexity (*, bar <= 1)",
+         "baseline *ftmodel-baseline.json: nothing recorded (no test that passed judged a figure), so no file was written."]
+    )
+    assert not (pytester.path / "ftmodel-baseline.json").exists()
 
 
 # ---- (9) every report labels the quantity compared ------------------------------------------------

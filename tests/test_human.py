@@ -581,3 +581,45 @@ def test_concurrent_changes_by_several_reviewers_all_survive(tmp_path) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda w: set_judgement(ab, w[1].replace("v", "q"), w[0], choice="A" if w[3] > 2 else "B"), work[::4]))
     assert all(len(it["judgements"]) == 4 for it in _load(ab)["items"])
+
+
+# ---- what a session saved is counted however it ends --------------------------------------------
+
+
+def _answering(monkeypatch, answers: list[str], end: BaseException) -> None:
+    """The terminal prompts get ``answers``, then ``end`` (a Ctrl-C raises KeyboardInterrupt from input())."""
+    given = iter(answers)
+
+    def answer(prompt: str = "") -> str:
+        try:
+            return next(given)
+        except StopIteration:
+            raise end from None
+
+    monkeypatch.setattr("builtins.input", answer)
+
+
+@pytest.mark.parametrize("end", [KeyboardInterrupt(), EOFError()], ids=["ctrl-c", "end-of-input"])
+def test_a_stopped_review_counts_the_items_it_saved(tmp_path, monkeypatch, capsys, end) -> None:
+    from pytest_ftmodel.__main__ import main
+
+    path = _eval_sheet(tmp_path, [{}, {}, {}, {}])
+    # two whole items (four scores and a note each), then one score of the third, then Ctrl-C
+    _answering(monkeypatch, ["4", "4", "4", "4", "ok", "5", "5", "5", "5", "", "3"], end)
+    assert main(["review", str(path), "--judge", "ana"]) == 0
+    out = capsys.readouterr().out
+    saved = [it for it in _load(path)["items"] if "ana" in it["reviews"]]
+    assert len(saved) == 3 and _mine(saved[2]) == {"accuracy": 3, "relevance": None, "fluency": None, "format": None}
+    assert "every answer given so far is saved" in out
+    assert "3 item(s) reviewed in this session (1 in part); 2 await review by ana." in out
+
+
+def test_a_stopped_ab_session_counts_the_comparisons_it_saved(tmp_path, monkeypatch, capsys) -> None:
+    from pytest_ftmodel.__main__ import main
+
+    path = _sheet_with(tmp_path, {}, ["model", "base", "model"])
+    _answering(monkeypatch, ["A", "clearer", "t"], KeyboardInterrupt())  # Ctrl-C at the second reason prompt
+    assert main(["ab", str(path), "--judge", "ana"]) == 0
+    out = capsys.readouterr().out
+    assert [len(it["judgements"]) for it in _load(path)["items"]] == [1, 1, 0]
+    assert "2 comparison(s) judged in this session; 1 await ana." in out

@@ -116,6 +116,30 @@ def test_partial_hits_score_only_the_misses_and_equal_the_cold_result(model, tmp
     assert [s.nll for s in mixed.per_text] == pytest.approx([s.nll for s in cold.per_text], rel=1e-6)
 
 
+def test_scores_finished_before_a_ctrl_c_are_kept_in_the_cache(model, tmp_path) -> None:
+    cache = GenerationCache(tmp_path)
+    forwards: list[int] = []
+
+    def ctrl_c_at_the_second_batch(module, args, kwargs):
+        forwards.append(1)
+        if len(forwards) == 2:
+            raise KeyboardInterrupt
+
+    handle = model.model.register_forward_pre_hook(ctrl_c_at_the_second_batch, with_kwargs=True)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            perplexity(model, TEXTS, batch_size=2, cache=cache)
+    finally:
+        handle.remove()
+    assert len(sorted((tmp_path / "scores").rglob("*.json"))) == 2  # the first batch: one window per short text
+    model.memo.clear()
+    model.rows.clear()
+    resumed = perplexity(model, TEXTS, batch_size=2, cache=cache)
+    assert sum(model.rows) == 4 and cache.scores.hits == 2  # only what the interrupted run did not finish
+    model.memo.clear()
+    assert resumed == perplexity(model, TEXTS, batch_size=2, cache=None)  # the kept scores are the scores
+
+
 def test_a_corrupt_or_foreign_entry_is_ignored_with_a_warning_and_rebuilt(model, tmp_path) -> None:
     cache = GenerationCache(tmp_path)
     cold = perplexity(model, TEXTS, cache=cache)

@@ -463,9 +463,8 @@ class BaselineSession:
 
     def end_of_session(self, records: list[Any]) -> bool:
         """Add the summary's lines on margins that named no compared metric (each also a pytest
-        warning) and, when updating, on figures recorded although they miss their bar. True when the
-        run must fail: a margin names no metric at all (not one the helpers record, nor one recorded
-        here), so a typo never leaves a gate at its default margin unnoticed."""
+        warning). True when the run must fail: a margin names no metric at all (not one the helpers
+        record, nor one recorded here), so a typo never leaves a gate at its default margin unnoticed."""
         compared = sorted({r.name for r in records if (r.details or {}).get("compare_kind")})
         names = ", ".join(compared) or "none"
         fail = False
@@ -479,21 +478,38 @@ class BaselineSession:
                 line = f"baseline: margin {name!r} ({MARGINS_FROM}): that metric is not compared in this run (compared in this run: {names})"
             self.outcome.append(line)
             warnings.warn(MarginWarning(line), stacklevel=1)
-        if self.update:
-            missed = [r for r in records if r.test and not r.passed and r.threshold is not None]
-            if missed:
-                shown = ", ".join(
-                    f"{self.test_key(r.test)}::{r.name} ({_fmt(r.value)}, bar {r.op} {_fmt(r.threshold)})" for r in missed[:5]
-                ) + (f" and {len(missed) - 5} more" if len(missed) > 5 else "")
-                self.outcome.append(
-                    f"baseline: {len(missed)} recorded figure{'s miss their' if len(missed) > 1 else ' misses its'} bar "
-                    f"(later runs are compared with it as it is): {shown}"
-                )
         return fail
 
-    def finish(self, records: list[Any]) -> None:
-        """Update mode: write the file (the controller only). Otherwise: note unused entries."""
-        tested = [r for r in records if r.test]
+    def recordable(self, records: Iterable[Any]) -> list[Any]:
+        """The records an update writes: those of tests that passed (a gate that failed as its test
+        expected, inside ``pytest.raises``, is recorded; one whose test failed is not)."""
+        return [r for r in records if r.test and r.test in self.passed]
+
+    def _not_recorded(self, records: list[Any]) -> None:
+        """The summary's line on figures an update leaves out because their tests did not pass."""
+        left = [r for r in records if r.test and r.test not in self.passed]
+        if not left:
+            return
+        shown = ", ".join(
+            f"{self.test_key(r.test)}::{r.name} ({_fmt(r.value)}" + (f", bar {r.op} {_fmt(r.threshold)})" if r.threshold is not None else ")")
+            for r in left[:5]
+        ) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+        self.outcome.append(
+            f"baseline: {len(left)} figure{'s' if len(left) > 1 else ''} not recorded, their tests did not pass "
+            f"(their entries stay as they were): {shown}"
+        )
+
+    def finish(self, records: list[Any], *, interrupted: str = "") -> None:
+        """Update mode: write the file (the controller only) from the records of tests that passed,
+        unless the run was ``interrupted`` (why, "" when it ran to its end). Otherwise: note unused
+        entries."""
+        if self.update and interrupted:
+            self.outcome.append(
+                f"baseline {self.path}: not written, the run did not reach its end ({interrupted}); the file is unchanged. "
+                "Run the update again to its end to record."
+            )
+            return
+        tested = self.recordable(records) if self.update else [r for r in records if r.test]
         keyed = list(zip(store.entry_keys(tested, self.test_key), tested))
         produced = {k: r for k, r in keyed}
         unused = self.unused(produced)
@@ -518,13 +534,14 @@ class BaselineSession:
                     "--ftmodel-update-baseline removes them"
                 )
             return
+        self._not_recorded(records)
         entries = {k: v for k, v in self.entries.items() if k not in unused}
         written = {k: store.entry_of(r, version=self.version, test=self.test_key(r.test)) for k, r in produced.items()}
         added = sum(k not in self.entries for k in written)
         changed = sum(k in self.entries and self.entries[k] != v for k, v in written.items())
         entries.update(written)
         if not entries and not self.path.exists():
-            self.outcome.append(f"baseline {self.path}: nothing recorded (no test judged a figure), so no file was written.")
+            self.outcome.append(f"baseline {self.path}: nothing recorded (no test that passed judged a figure), so no file was written.")
             return
         try:
             before = self.path.read_text(encoding="utf-8")

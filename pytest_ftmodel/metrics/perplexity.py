@@ -32,7 +32,7 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence, Tuple, Union
+from typing import Any, Callable, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -214,8 +214,10 @@ def _score_windows(
     device: str,
     batch_tokens: int,
     batch_size: int | None,
+    on_done: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Summed NLL of the last ``m`` targets of each ``(ids, m)`` unit, in length-sorted batches."""
+    """Summed NLL of the last ``m`` targets of each ``(ids, m)`` unit, in length-sorted batches;
+    ``on_done(unit, value)`` as each batch is scored."""
     import torch
     import torch.nn.functional as F
 
@@ -238,6 +240,8 @@ def _score_windows(
             continue
         for i, value in zip(batch, sums):
             results[i] = value
+            if on_done is not None:
+                on_done(i, value)
         start += len(batch)
         bar.advance(len(batch))
     bar.close()
@@ -373,8 +377,11 @@ def score_texts(
     chat: bool | str = False,
     windows: str = "sliding",
     eos: bool = False,
+    on_scored: Callable[[int, TextScore], None] | None = None,
 ) -> list[TextScore]:
     """Per-text NLL and scored-token counts; results are remembered on the model for the session.
+    ``on_scored(index, score)`` is called for each text as soon as its score is known (those
+    remembered first), so that an interrupted run keeps what it finished.
 
     An item is a text (every token scored, see the module doc) or a ``(context, continuation)`` pair:
     the context is formatted as a generation prompt (through the chat template when ``chat`` says
@@ -400,6 +407,9 @@ def score_texts(
         raise DataError(f"stride {stride} must be between 1 and max_length - 1 ({max_length - 1})")
     memo: dict[Any, Any] = getattr(model, "memo", {})
     scores: list[TextScore | None] = [memo.get(_memo_key(t, max_length, stride, chat, rule, eos)) for t in texts]
+    for i, known in enumerate(scores):
+        if known is not None and on_scored is not None:
+            on_scored(i, known)
     units: list[tuple[list[int], int]] = []
     owners: list[int] = []
     counts: dict[int, int] = {}
@@ -421,24 +431,38 @@ def score_texts(
         for begin, end, first in spans:
             units.append((seq[begin:end], end - first))
             owners.append(i)
+    values: dict[int, float] = {}
+    units_of: dict[int, list[int]] = {}
+    for unit, owner in enumerate(owners):
+        units_of.setdefault(owner, []).append(unit)
+
+    def unit_done(unit: int, value: float) -> None:
+        """Keep a window's sum; a text whose windows are all scored is scored (summed in window order,
+        so the bits do not depend on the batching)."""
+        values[unit] = value
+        i = owners[unit]
+        if any(u not in values for u in units_of[i]):
+            return
+        total = 0.0
+        for u in units_of[i]:
+            total += values[u]
+        text = _scored_text(texts[i])
+        score = TextScore(nll=total, n_tokens=counts[i], n_bytes=len(text.encode("utf-8")), n_words=_n_words(text, rule))
+        scores[i] = score
+        memo[_memo_key(texts[i], max_length, stride, chat, rule, eos)] = score
+        if on_scored is not None:
+            on_scored(i, score)
+
     if units and served:
         _check_whole(units, owners, texts, max_length)
-        sums = _score_served(model, units)
+        for unit, value in enumerate(_score_served(model, units)):
+            unit_done(unit, value)
     if units and not served:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         vocab = int(getattr(model.model.config, "vocab_size", 0) or len(tokenizer))
-        sums = _score_windows(
-            model.model, units, pad_id, model.device, _auto_batch_tokens(vocab, model.device), batch_size
+        _score_windows(
+            model.model, units, pad_id, model.device, _auto_batch_tokens(vocab, model.device), batch_size, on_done=unit_done
         )
-    if units:
-        totals: dict[int, float] = {}
-        for owner, value in zip(owners, sums):
-            totals[owner] = totals.get(owner, 0.0) + value
-        for i, total in totals.items():
-            text = _scored_text(texts[i])
-            score = TextScore(nll=total, n_tokens=counts[i], n_bytes=len(text.encode("utf-8")), n_words=_n_words(text, rule))
-            scores[i] = score
-            memo[_memo_key(texts[i], max_length, stride, chat, rule, eos)] = score
     return [s for s in scores if s is not None]
 
 
@@ -554,9 +578,14 @@ def cached_scores(
     missing = [i for i, f in enumerate(found) if f is None]
     if missing:
         converted = _check_texts(as_trained(model.tokenizer, [items[i] for i in missing], chat))
-        for i, item, score in zip(missing, converted, score_texts(model, converted, **options)):
-            found[i] = {**asdict(score), "text": _scored_text(item), "context": _context(item)}
+
+        def keep(j: int, score: TextScore) -> None:
+            """Cache each score as it is computed: a run stopped half-way keeps the half it scored."""
+            i = missing[j]
+            found[i] = {**asdict(score), "text": _scored_text(converted[j]), "context": _context(converted[j])}
             scores.put(keys[i], found[i])
+
+        score_texts(model, converted, on_scored=keep, **options)
     entries = [f for f in found if f is not None]
     return (
         [TextScore(nll=e["nll"], n_tokens=e["n_tokens"], n_bytes=e["n_bytes"], n_words=e["n_words"]) for e in entries],

@@ -24,6 +24,7 @@ from pytest_ftmodel.report.records import (
     recorder,
 )
 from pytest_ftmodel.report.terminal import format_table, sandbox_line, summary_lines
+from pytest_ftmodel.report.versus import INTERRUPTED_NOTE
 
 _fmt = fmt
 
@@ -94,6 +95,7 @@ def write_reports(
     return lines
 
 __all__ = [
+    "INTERRUPTED_NOTE",
     "TEXT_LIMIT",
     "MetricRecord",
     "ModelName",

@@ -31,11 +31,15 @@ def build_document(records: list[MetricRecord], session: dict[str, Any] | None =
             "generator": f"pytest-ftmodel {__version__}",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "session": session or {},
+            "interrupted": bool(versus.interruption(session)),
             "summary": {"metrics": len(records), "passed": len(records) - failed, "failed": failed},
             "records": [
-                # "passed": the figure against its bar; "outcome": that and the baseline comparison together
+                # "outcome": pass or fail as pytest counts the test that recorded the figure (the gate's own
+                # verdict where no test reported one); "test_outcome": pytest's word for it; "gate_verdict":
+                # the figure against its bar and the baseline comparison, which "passed" also says ("" in
+                # "test_outcome" where no test reported one)
                 {**r.as_dict(), "model_label": model_label(r, names), "direction": r.direction,
-                 "outcome": "fail" if versus.failed(r) else "pass"}
+                 "outcome": "fail" if versus.failed(r) else "pass", "gate_verdict": versus.gate_verdict(r)}
                 for r in records
             ],
         }

@@ -39,6 +39,7 @@ tr.fail { background: #ffebe9; } tr.pass td:first-child { border-left: 4px solid
 figure { margin: 0; border: 1px solid var(--line); border-radius: 6px; padding: 8px; background: #fff; }
 figure.fail { border-color: var(--fail); }
 figcaption { font-size: 12.5px; margin-bottom: 4px; } figure svg { display: block; width: 100%; height: auto; }
+.interrupted { background: #ffebe9; border: 1px solid var(--fail); border-radius: 6px; padding: 8px 12px; font-weight: 600; }
 .note { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 8px 12px; }
 .items td.key, .items th.key { width: 1%; white-space: nowrap; }
 .items td.text { white-space: pre-wrap; overflow-wrap: anywhere; max-width: 380px; font-size: 12.5px; }
@@ -124,9 +125,14 @@ def _table(records: list[MetricRecord], names: dict[str, str]) -> str:
             f'<tr class="{cls}"><td class="mono" title="{_e(r.test)}">{_e(r.test.rsplit("::", 1)[-1] or "-")}</td>'
             f"<td>{_e(r.name)}</td><td>{_e(model_label(r, names) or '-')}</td><td class=\"num\">{_e(fmt(r.value))}</td>"
             f'<td class="num">{_e(_bar(r))}</td><td class="num">{_e(ci)}</td><td class="num">{r.n} {_e(r.unit)}</td>'
-            f'{cells}<td class="result">{"FAIL" if failed else "pass"}</td></tr>'
+            f'{cells}<td class="result"{_differs_title(r)}>{_e(versus.result_text(r))}</td></tr>'
         )
-    return f'<table class="metrics">\n{head}\n' + "\n".join(body) + "\n</table>"
+    note = f'<p class="muted">{_e(versus.DIFFERS_NOTE)}</p>' if any(versus.differs(r) for r in records) else ""
+    return f'<table class="metrics">\n{head}\n' + "\n".join(body) + "\n</table>" + note
+
+
+def _differs_title(r: MetricRecord) -> str:
+    return f' title="the gate\'s own verdict: {versus.gate_verdict(r)}"' if versus.differs(r) else ""
 
 
 def _against_baseline(records: list[MetricRecord], session: dict[str, Any]) -> str:
@@ -289,6 +295,8 @@ def _failures(records: list[MetricRecord]) -> str:
     for r in failed:
         mark = f" {_verdict(r.baseline)}" if versus.baseline_failed(r.baseline) else ""
         parts.append(f"<h3>{_e(r.name)}{_test_of(r, full=True)}{mark}</h3>")
+        if not versus.gate_failed(r):
+            parts.append(f"<p>The gate passed ({_e(fmt(r.value))}, bar {_e(_bar(r))}); its test failed.</p>")
         if r.diagnosis and versus.baseline_failed(r.baseline) and versus.compared(r.baseline):  # (else explain() says it)
             b = r.baseline or {}
             parts.append(
@@ -305,8 +313,10 @@ def _failures(records: list[MetricRecord]) -> str:
 def render_html(records: list[MetricRecord], session: dict[str, Any] | None = None, *, title: str = "pytest-ftmodel report") -> str:
     session = session or {}
     names = display_names(records)
+    stopped = versus.interruption(session)
     body = [
         f"<h1>{_e(title)}</h1>",
+        *([f'<p class="interrupted">Interrupted ({_e(stopped)}): {_e(versus.INTERRUPTED_NOTE)}.</p>'] if stopped else []),
         f'<section id="summary">{_session(records, session, names)}</section>',
         f'<section id="metrics"><h2>Metrics</h2>{_table(records, names) if records else "<p>No metrics were recorded.</p>"}</section>',
         *([f'<section id="baseline"><h2>Against the baseline</h2>{_against_baseline(records, session)}</section>']

@@ -48,6 +48,13 @@ def _verdict(b: dict[str, Any] | None) -> str:
     return f"**{text}**" if versus.baseline_failed(b) else text
 
 
+def _result(r: MetricRecord) -> str:
+    """The result cell: the record's outcome, ``*`` where the gate's own verdict differs."""
+    text = versus.result_text(r)
+    mark = "\\*" if text.endswith("*") else ""
+    return ("❌ **FAIL**" if versus.failed(r) else "✅ " + md_text(text.rstrip("*"))) + mark
+
+
 def _baseline_source(records: list[MetricRecord], session: dict[str, Any]) -> Any:
     info = session.get("baseline")
     return info.get("path") if isinstance(info, dict) else info
@@ -58,6 +65,9 @@ def render_markdown(records: list[MetricRecord], session: dict[str, Any] | None 
     names = display_names(records)
     failed = [r for r in records if versus.failed(r)]
     lines = [f"## {md_text(title)}", ""]
+    stopped = versus.interruption(session)
+    if stopped:
+        lines += [f"> ⚠️ **Interrupted** ({md_text(stopped)}): {md_text(versus.INTERRUPTED_NOTE)}.", ""]
     if not records:
         return "\n".join(lines + ["No metrics were recorded.", ""])
     verdict = "❌" if failed else "✅"
@@ -83,13 +93,17 @@ def render_markdown(records: list[MetricRecord], session: dict[str, Any] | None 
         if with_baseline:
             b = r.baseline
             cells += [versus.baseline_value_text(b), versus.delta_text(b), _verdict(b) if b else "-"]
-        cells.append("❌ **FAIL**" if versus.failed(r) else "✅ pass")
+        cells.append(_result(r))
         lines.append("| " + " | ".join(cells) + " |")
+    if any(versus.differs(r) for r in records):
+        lines += ["", md_text(versus.DIFFERS_NOTE)]
     if failed:
         lines += ["", "### Failing gates"]
         for r in failed:
             b = r.baseline
             why = f"{fmt(r.value)}, bar {_bar(r)}"
+            if not versus.gate_failed(r):
+                why += "; the gate passed, its test failed"
             if versus.baseline_failed(b):
                 why += f"; against the baseline: {md_text(versus.verdict_of(b))}"
                 if versus.compared(b):

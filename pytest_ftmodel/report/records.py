@@ -113,6 +113,10 @@ class MetricRecord:
     details: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] | None = None
     diagnosis: str = ""  # the failing test's message, when this figure failed
+    #: the outcome of the test that recorded the figure ("passed", "failed", "skipped", "xfailed"),
+    #: once pytest reported it; "" before that and outside pytest. ``passed`` stays the gate's own
+    #: verdict: a gate inside ``pytest.raises(AssertionError)`` fails it while its test passes
+    test_outcome: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -159,6 +163,14 @@ class Recorder:
             item.user_properties.extend(junit_properties(record))
         return record
 
+    def settle(self, item: Any, outcome: str) -> None:
+        """Give the records of the test ``item`` that have no outcome yet the outcome pytest reported
+        for it, and their JUnit properties (taken when the figure was recorded) the same."""
+        for i, r in enumerate(self.records):
+            if r.test == item.nodeid and not r.test_outcome:
+                self.records[i] = replace(r, test_outcome=outcome)
+                _replace_run(item.user_properties, junit_properties(r), junit_properties(self.records[i]))
+
     def attach_diagnosis(self, test: str, message: str) -> None:
         """Give the failing figures of ``test`` the message its failure printed."""
         for i, r in enumerate(self.records):
@@ -186,7 +198,8 @@ class Recorder:
 
 
 def junit_properties(record: MetricRecord) -> list[tuple[str, str]]:
-    """``ftmodel.<metric>`` (the value) and its bar, direction, interval, size and verdict; with a
+    """``ftmodel.<metric>`` (the value) and its bar, direction, interval, size and verdict (the test's
+    outcome once pytest reported it, with the gate's own as ``.gate_verdict``); with a
     baseline, its ``.baseline`` figure, ``.delta`` and ``.delta_interval`` (in percent when relative),
     ``.baseline_verdict``, ``.p_value`` and ``.margin``."""
     from pytest_ftmodel.report import versus
@@ -197,7 +210,9 @@ def junit_properties(record: MetricRecord) -> list[tuple[str, str]]:
         props += [(f"{key}.bar", fmt(record.threshold)), (f"{key}.direction", record.op)]
     if record.interval is not None:
         props.append((f"{key}.interval", f"[{fmt(record.low)}, {fmt(record.high)}]"))
-    props += [(f"{key}.n", f"{record.n} {record.unit}"), (f"{key}.verdict", "fail" if versus.failed(record) else "pass")]
+    props += [(f"{key}.n", f"{record.n} {record.unit}"), (f"{key}.verdict", versus.result_text(record).rstrip("*").lower())]
+    if record.test_outcome:  # the verdict is the test's outcome; the gate's own beside it
+        props.append((f"{key}.gate_verdict", versus.gate_verdict(record)))
     b = record.baseline
     if b:
         if versus.compared(b):
@@ -211,6 +226,14 @@ def junit_properties(record: MetricRecord) -> list[tuple[str, str]]:
         if b.get("reason"):
             props.append((f"{key}.baseline_reason", versus.visible(b["reason"])))
     return props
+
+
+def _replace_run(values: list[Any], old: list[Any], new: list[Any]) -> None:
+    """Replace the first run of ``old`` in ``values`` by ``new`` (nothing when it is not there)."""
+    for start in range(len(values) - len(old) + 1):
+        if values[start : start + len(old)] == old:
+            values[start : start + len(old)] = new
+            return
 
 
 _recorders: SessionStack[Recorder] = SessionStack(Recorder())

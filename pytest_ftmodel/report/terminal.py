@@ -65,7 +65,7 @@ def table_rows(records: list[MetricRecord], *, verbose: bool = False) -> list[di
             b = r.baseline
             row["baseline"], row["Δ [95% CI]"] = versus.baseline_value_text(b), versus.delta_text(b)
             row["p"], row["margin"], row["vs baseline"] = versus.p_text(b), versus.margin_text(b), versus.verdict_of(b)
-        row["result"] = "FAIL" if versus.failed(r) else "pass"
+        row["result"] = versus.result_text(r)
         rows.append(row)
     return rows
 
@@ -117,6 +117,8 @@ def summary_lines(records: list[MetricRecord], *, verbose: bool = False, baselin
     if not verbose and len(models) == 1:
         lines.insert(0, f"model: {versus.visible(models[0])}")
     lines.append(f"{len(records)} metrics recorded, {len(records) - failed} passed, {failed} failed.")
+    if any(versus.differs(r) for r in records):
+        lines.extend(_wrap(versus.DIFFERS_NOTE))
     counted = versus.summary_line(records, baseline_path)
     if counted:
         lines.extend(_wrap(counted))

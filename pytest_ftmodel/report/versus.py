@@ -28,9 +28,61 @@ def baseline_failed(b: dict[str, Any] | None) -> bool:
     return verdict in ("regressed", "mismatch") or (verdict == "inconclusive" and b.get("mode") == "noninferiority")
 
 
-def failed(record: MetricRecord) -> bool:
-    """The record failed its bar or its baseline comparison."""
+def gate_failed(record: MetricRecord) -> bool:
+    """The gate's own verdict: the figure missed its bar or its baseline comparison failed."""
     return not record.passed or baseline_failed(record.baseline)
+
+
+def failed(record: MetricRecord) -> bool:
+    """The record's outcome, as pytest counts it: its test's outcome once pytest reported it (a gate
+    inside ``pytest.raises(AssertionError)`` fails as its test expects, and the test passes), the
+    gate's own verdict before that and outside pytest."""
+    if record.test_outcome:
+        return record.test_outcome == "failed"
+    return gate_failed(record)
+
+
+#: the result column's word for a test's outcome
+_RESULT = {"failed": "FAIL", "passed": "pass", "skipped": "skip", "xfailed": "xfail"}
+
+
+def result_text(record: MetricRecord) -> str:
+    """``pass`` / ``FAIL`` (``skip``, ``xfail``): the record's outcome; marked ``*`` where the gate's
+    own verdict differs from it (see :data:`DIFFERS_NOTE`)."""
+    word = _RESULT.get(record.test_outcome, "FAIL" if failed(record) else "pass")
+    return word + ("*" if differs(record) else "")
+
+
+def differs(record: MetricRecord) -> bool:
+    """The test's outcome is not the gate's own verdict: a gate expected to fail (inside
+    ``pytest.raises``) in a test that passed, or a gate that passed in a test that failed."""
+    return record.test_outcome in ("passed", "failed") and failed(record) != gate_failed(record)
+
+
+def gate_verdict(record: MetricRecord) -> str:
+    return "fail" if gate_failed(record) else "pass"
+
+
+#: what every report of a run that stopped before its end says, after "interrupted (why)"
+INTERRUPTED_NOTE = (
+    "the run did not reach its end, so these figures are those of the tests that ran before it stopped, "
+    "and it wrote no baseline"
+)
+
+
+def interruption(session: dict[str, Any] | None) -> str:
+    """Why the run of a report's ``session`` stopped before its end; "" when it ran to its end."""
+    session = session or {}
+    if not session.get("interrupted"):
+        return ""
+    return visible(session.get("interruption") or "interrupted")
+
+
+#: the footnote of a ``*`` in a result column
+DIFFERS_NOTE = (
+    "* the test's outcome, which differs from the gate's own verdict (shown as gate_verdict): a gate expected "
+    "to fail (inside pytest.raises) in a test that passed, or a gate that passed in a test that failed"
+)
 
 
 def compared(b: dict[str, Any] | None) -> bool:
