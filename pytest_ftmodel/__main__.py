@@ -23,7 +23,11 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     families = FAMILIES if args.family == "all" else (args.family,)
     for family in families:
-        pair = build_demo(family, args.dir, rebuild=args.rebuild, seed=SEED if args.seed is None else args.seed)
+        try:
+            pair = build_demo(family, args.dir, rebuild=args.rebuild, seed=SEED if args.seed is None else args.seed)
+        except OSError as exc:  # a link planted in DIR (refused), no room, no rights: one line
+            print(f"pytest-ftmodel demo: {exc.filename or args.dir}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         print(f"{family}/base:      {pair.base}")
         print(f"{family}/finetuned: {pair.finetuned}")
         print(f"{family}/regressed: {pair.regressed}  (under-trained: worse per item, above every bar)")

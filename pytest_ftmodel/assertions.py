@@ -112,6 +112,14 @@ def _name(model: Any) -> str:
     return model_name(model)  # a str that also carries the checkpoint's path, for the reports
 
 
+def _shown(model: Any) -> str:
+    """The model's name as a failure message shows it: a served model's id or a folder's name is
+    untrusted text (escape sequences and bidi overrides made visible)."""
+    from pytest_ftmodel.escaping import visible
+
+    return visible(str(_name(model)))
+
+
 def _worst_lines(result: Any, k: int = 3) -> str:
     lines = [
         f"    text {i}: {nll:.3f} nats/token  {_cut(result.texts[i])!r}" for i, nll in result.worst(k)
@@ -166,7 +174,7 @@ def assert_perplexity_below(
     if not passed:
         raise AssertionError(
             f"perplexity {result.perplexity:.4g} is above the bar {max_perplexity:.4g} "
-            f"({_ppl_summary(result)}; model {_name(model)})\n{_worst_lines(result)}"
+            f"({_ppl_summary(result)}; model {_shown(model)})\n{_worst_lines(result)}"
         )
     return result
 
@@ -209,7 +217,7 @@ def assert_perplexity_improves(
         low, high = result.interval
         raise AssertionError(
             f"perplexity improvement {result.improvement:.1%} is below the bar {min_improvement:.1%}: "
-            f"{result.model.perplexity:.4g} ({_name(model)}) vs {result.base.perplexity:.4g} ({_name(base)}) "
+            f"{result.model.perplexity:.4g} ({_shown(model)}) vs {result.base.perplexity:.4g} ({_shown(base)}) "
             f"on {result.model.n_texts} texts, {result.model.n_tokens} tokens; 95% CI [{low:.1%}, {high:.1%}]\n"
             f"{_worst_lines(result.model)}"
         )
@@ -260,7 +268,7 @@ def assert_rouge_above(
             for it in result.worst(3, metric)
         ]
         raise AssertionError(
-            "; ".join(failed) + f" on {result.n} items, model {_name(model)}\n  lowest-scored items:\n" + "\n".join(worst)
+            "; ".join(failed) + f" on {result.n} items, model {_shown(model)}\n  lowest-scored items:\n" + "\n".join(worst)
         )
     return result
 
@@ -304,7 +312,7 @@ def assert_classification(
         raise AssertionError(
             "; ".join(failed)
             + f" on {result.n} items (accuracy 95% CI [{low:.3f}, {high:.3f}], {result.n_unparseable} answers named no label; "
-            + f"model {_name(model)})\n  {per_label}\n  first errors:\n"
+            + f"model {_shown(model)})\n  {per_label}\n  first errors:\n"
             + "\n".join(errors)
         )
     return result
@@ -354,7 +362,7 @@ def assert_passk(
         more = len(worst) - min(len(worst), 5)
         raise AssertionError(
             f"pass@{k} {value:.3f} is below the bar {at_least:.3f} on {len(result.problems)} problems, "
-            f"n={n} samples each (95% CI [{low:.3f}, {high:.3f}]; model {_name(model)}; sandbox: {result.isolation}; "
+            f"n={n} samples each (95% CI [{low:.3f}, {high:.3f}]; model {_shown(model)}; sandbox: {result.isolation}; "
             f"judged {result.judged()})\n"
             f"  failing problems (worst first), with the first lines of their code:\n" + "\n".join(lines)
             + (f"\n    ... and {more} more" if more > 0 else "")

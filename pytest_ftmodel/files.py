@@ -69,16 +69,44 @@ class LinkRefused(OSError):
     """A symbolic link where the plugin creates a file: refused, never followed."""
 
 
+def make_folder(path: str | os.PathLike[str]) -> Path:
+    """Create the folder ``path`` (and its parents) where missing; a link at ``path`` itself raises
+    :class:`LinkRefused`, so that nothing is then written into the folder it leads to."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    if folder.is_symlink():
+        raise LinkRefused(errno.ELOOP, "a symbolic link where a folder is created (refused, not followed)", str(folder))
+    return folder
+
+
+def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Copy the folder ``src`` into ``dst`` (merged with what is there), every file put in place by
+    :func:`write_atomic`: a link planted at a file's name is replaced, never written through, and a
+    link where one of the folders belongs raises :class:`LinkRefused` (``shutil.copytree`` with
+    ``dirs_exist_ok`` follows both)."""
+    src_root, dst_root = Path(src), Path(dst)
+    for folder, _dirs, names in os.walk(src_root):
+        target = make_folder(dst_root / Path(folder).relative_to(src_root))
+        for name in names:
+            source = Path(folder) / name
+            write_atomic(target / name, source.read_bytes(), mode=stat.S_IMODE(source.stat().st_mode) | 0o644)
+
+
 def open_lock(path: str | os.PathLike[str]) -> int:
     """A descriptor of the lock file ``path`` for ``flock``, created if missing. A link at ``path``
     raises :class:`LinkRefused`: following it would create its target with our rights. Read-only
     (``flock`` needs no more) and readable by others, so co-reviewers of a shared folder can lock it too."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o644)
+        # non-blocking: opening a FIFO planted at the name would otherwise wait for a writer forever
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | _NOFOLLOW | _CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise LinkRefused(errno.ELOOP, "a symbolic link where a lock file belongs (refused, not followed)", str(path)) from None
         raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LinkRefused(errno.EINVAL, "not a regular file where a lock file belongs (refused): remove it", str(path))
+    return fd
 
 
 @contextlib.contextmanager
@@ -156,12 +184,17 @@ def untrusted(path: str | os.PathLike[str]) -> str:
         except OSError as exc:
             return f"{part} cannot be checked ({exc.strerror or exc})"
         if stat.S_ISLNK(st.st_mode):
-            # a link in a trusted folder was made by us or root: what it leads to is judged on its own
+            # a link is as trustworthy as whoever made it (in a sticky folder like /tmp anyone may
+            # have), and what it leads to is judged on its own
+            if not _trusted_owner(st.st_uid):
+                return f"{part} is a link owned by uid {st.st_uid}, not by us (uid {os.geteuid()})"
             why = untrusted(os.path.realpath(part))
             if why:
                 return why
             continue
-        why = untrusted_stat(st, folder=stat.S_ISDIR(st.st_mode))
+        # the sticky bit keeps others from replacing our entries, not from adding theirs: fine in the
+        # folders above the one we use, not in that one
+        why = untrusted_stat(st, folder=stat.S_ISDIR(st.st_mode) and part != p)
         if why:
             return f"{part} is {why}"
     return ""

@@ -16,6 +16,7 @@ review of that reviewer, and written back as version 2 the next time the sheet i
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -59,7 +60,8 @@ def sheet_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         with files.locked(lock):
             yield
     except files.LinkRefused as exc:
-        raise DataError(f"{lock} is a symbolic link, refused as the sheet's lock: remove it (someone may have planted it)") from exc
+        what = "a symbolic link" if exc.errno == errno.ELOOP else "not a regular file"
+        raise DataError(f"{lock} is {what}, refused as the sheet's lock: remove it (someone may have planted it)") from exc
 
 
 def modify_sheet(path: str | os.PathLike[str], kind: str, change: Callable[[dict[str, Any]], T]) -> T:

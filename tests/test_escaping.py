@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import shutil
 import unicodedata
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -86,3 +88,18 @@ def test_a_served_models_error_escapes_bidi_too():
     from pytest_ftmodel.served import ServedModelError
 
     assert _raw(str(ServedModelError(f"the server said {HOSTILE}"))) == []
+
+
+def test_a_model_named_with_escapes_is_escaped_in_a_gates_failure(bpe_pair, tmp_path) -> None:
+    """A checkpoint folder (or a served model's id) is untrusted text: the failure message names the
+    model, and a name with a terminal escape or a bidi override must not reach the terminal raw."""
+    from pytest_ftmodel import assert_perplexity_below, load_model
+
+    evil = tmp_path / "evil\x1b[2J\x1b[32mALL GREEN\u202etxt"
+    shutil.copytree(bpe_pair.finetuned, evil)
+    model = load_model(evil, device="cpu")
+    with pytest.raises(AssertionError) as failed:
+        assert_perplexity_below(model, ["The cat sat on the mat."], 1.0, cache=None)
+    message = str(failed.value)
+    assert "\x1b" not in message and "\u202e" not in message
+    assert "evil\\x1b[2J\\x1b[32mALL GREEN\\u202etxt" in message

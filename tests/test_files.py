@@ -293,9 +293,80 @@ def test_a_cache_folder_others_can_write_is_not_used(tmp_path):
     assert gen_cache.distrust(shared / "ftmodel").startswith(f"not using the cache {shared / 'ftmodel'}: {shared} is writable by others (mode 777)")
     shared.chmod(0o775)
     assert "writable by its group (mode 775)" in gen_cache.distrust(shared)
-    shared.chmod(0o1777)  # sticky, as /tmp: no one can replace what we make in it
-    assert gen_cache.distrust(shared) == ""
+    shared.chmod(0o1777)  # sticky, as /tmp: no one can replace what we make in it, so fine above ours
     assert gen_cache.distrust(shared / "ours") == ""
+    # ... but not as the cache itself: others may add names to it (a `metrics` link, say) that we would use
+    assert "writable by others (mode 1777)" in gen_cache.distrust(shared)
+
+
+def test_a_link_another_user_planted_in_a_sticky_folder_is_not_trusted(tmp_path, outside):
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    link = sticky / "cache"
+    os.symlink(outside, link)
+    assert files.untrusted(link) == ""  # our own link to our own folder
+    os.lchown(link, NOBODY, NOBODY)  # as if uid 65534 had planted it (root may lchown)
+    assert files.untrusted(link) == f"{link} is a link owned by uid {NOBODY}, not by us (uid 0)"
+    assert files.untrusted(link / "models") != ""
+    assert "link owned by uid" in gen_cache.distrust(link)
+
+
+def test_a_fifo_at_the_sheet_lock_is_refused_not_waited_on(tmp_path):
+    import threading
+
+    from pytest_ftmodel.human import modify_sheet
+
+    sheet = tmp_path / "review" / "sheet.json"
+    sheet.parent.mkdir()
+    os.mkfifo(sheet.with_name(".sheet.json.lock"))
+    raised: list[BaseException] = []
+
+    def review() -> None:
+        try:
+            modify_sheet(sheet, "evaluation", lambda s: None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            raised.append(exc)
+
+    worker = threading.Thread(target=review, daemon=True)  # a blocked open must not hold the test run
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "opening the lock waited on a FIFO"
+    assert len(raised) == 1 and isinstance(raised[0], DataError)
+    assert "is not a regular file, refused as the sheet's lock: remove it" in str(raised[0])
+
+
+def test_the_demo_command_writes_no_file_through_a_planted_link(tmp_path, outside):
+    """`pytest-ftmodel demo DIR` into a folder another user could write: a link at one of the model's
+    files is replaced, a link where a model folder belongs is refused, and their targets stay as they were."""
+    from pytest_ftmodel import demo
+
+    config = victim(outside, "config")
+    fresh = outside / "new-file"
+    out = tmp_path / "demo"
+    plant(out / "bpe" / "base" / "config.json", config)
+    plant(out / "bpe" / "base" / "tokenizer.json", fresh)
+    pair = demo.build_demo("bpe", out)
+    assert config.read_text() == PRECIOUS and not fresh.exists()
+    assert not (out / "bpe" / "base" / "config.json").is_symlink()
+    shipped = demo.shipped_demo("bpe")
+    assert (pair.base / "config.json").read_bytes() == (shipped.base / "config.json").read_bytes()
+
+    elsewhere = outside / "models"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, tmp_path / "demo2")  # the folder the user names may be a link: theirs to make
+    (tmp_path / "demo2" / "byte").symlink_to(elsewhere)  # a link where a model folder belongs is not
+    with pytest.raises(files.LinkRefused):
+        demo.build_demo("byte", tmp_path / "demo2")
+    assert [p.name for p in elsewhere.iterdir()] == ["byte"]  # nothing written into it but the planted link
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_ftmodel", "demo", str(tmp_path / "demo2"), "--family", "byte"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"pytest-ftmodel demo: {tmp_path / 'demo2' / 'byte'}: a symbolic link where a folder is created (refused, not followed)"
+    )
 
 
 def test_a_cache_entry_another_user_owns_is_not_served(tmp_path):

@@ -24,7 +24,7 @@ def test_checkpoint_loads_in_eval_mode_with_its_tokenizer(demo_pair) -> None:
 
 def test_tokenizer_without_pad_gets_eos_in_memory_only(bpe_pair, tmp_path) -> None:
     ckpt = shutil.copytree(bpe_pair.finetuned, tmp_path / "ckpt")
-    before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()}
     m = load_model(ckpt, device="cpu")
     assert m.tokenizer.pad_token == m.tokenizer.eos_token == "</s>"
     assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before  # the user's files are untouched

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from pytest_ftmodel.baseline import store
+from pytest_ftmodel.escaping import visible
 from pytest_ftmodel.report.records import model_tag, record_model_tag
 
 #: margins used when compare.py does not define DEFAULT_MARGINS (absolute, perplexity relative)
@@ -159,7 +160,7 @@ def _fmt_delta(value: float, relative: bool) -> str:
 
 def _now_model(b: Mapping[str, Any]) -> str:
     """`` (model sft/final (b276e640))``: this run's model, named beside the baseline's."""
-    return f" (model {b['model']})" if b.get("model") else ""
+    return f" (model {visible(str(b['model']))})" if b.get("model") else ""
 
 
 class BaselineSession:
@@ -376,7 +377,7 @@ class BaselineSession:
         margin = _fmt_delta(float(b.get("margin") or 0.0), relative).lstrip("+")
         head = (
             f"{record.name} {b.get('verdict')} against the baseline: {quantity}{_fmt(b.get('value'))} in the baseline "
-            f"(model {model_tag(str(b.get('baseline_model') or '?'), str(b.get('baseline_fingerprint') or ''))}) -> "
+            f"(model {visible(model_tag(str(b.get('baseline_model') or '?'), str(b.get('baseline_fingerprint') or '')))}) -> "
             f"{_fmt(b.get('candidate'))} now{_now_model(b)}, "
             f"{unit} {_fmt_delta(float(b.get('delta') or 0.0), relative)} "
             f"(95% CI {interval}) "

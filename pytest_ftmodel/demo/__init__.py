@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from pytest_ftmodel.data import write_jsonl
-from pytest_ftmodel.files import locked, write_atomic
+from pytest_ftmodel.files import copy_tree, locked, make_folder, write_atomic
 from pytest_ftmodel.model import cache_root
 
 FAMILIES = ("byte", "bpe")
@@ -515,6 +515,7 @@ def recipe_hash(seed: int = SEED) -> str:
 
 def write_data(out: Path) -> Path:
     data = demo_data()
+    make_folder(out)
     for name, records in data.items():
         write_jsonl(out / f"{name}.jsonl", records)
     return out
@@ -562,11 +563,18 @@ def build_demo(
             return pair
         root = Path(out)
         say(f"copying the shipped {family} demo models")
-        shutil.copytree(SHIPPED_MODELS / family, root / family, dirs_exist_ok=True)
+        copy_tree(SHIPPED_MODELS / family, root / family)
         return DemoPair(root / family / "base", root / family / "finetuned", write_data(root / "data"))
     if out is not None:
         root = Path(out)
-        _build_family(family, root / family, seed)
+        root.mkdir(parents=True, exist_ok=True)
+        # trained in a folder of its own, then copied as the shipped ones are (no link followed)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=root))
+        try:
+            _build_family(family, tmp, seed)
+            copy_tree(tmp, root / family)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return DemoPair(root / family / "base", root / family / "finetuned", write_data(root / "data"))
     cache = cache_root() / "demo" / recipe_hash(seed)
     target = cache / family
