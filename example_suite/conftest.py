@@ -1,7 +1,7 @@
 """Fixtures for the example suite: copy this file and point the data fixtures at your own files.
 
 With ``--model`` / ``--base-model`` (or their ini entries) the suite evaluates your checkpoints;
-without them it builds the embedded demo pair (a tiny base model and its fine-tuned version).
+without them it runs on the demo pair shipped with the package (a tiny base model and its fine-tuned version).
 
 A model of the demo is compared with the committed baseline of the demo's fine-tuned model of its
 family (``ftmodel-baseline.<family>.json`` here; ``--ftmodel-update-baseline`` records into that
@@ -40,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if want_model or want_base:
         from pytest_ftmodel.demo import build_demo
 
-        pair = build_demo("bpe")  # cached after the first build
+        pair = build_demo("bpe")  # the shipped checkpoints: nothing is trained
         if want_model:
             config.option.ftmodel_model = str(pair.finetuned)
         if want_base:

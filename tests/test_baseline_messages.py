@@ -338,7 +338,7 @@ def test_the_readme_terminal_example_is_what_the_summary_prints(tmp_path: Path) 
     mismatch = gate(replace(_record("pass@1", "binary", [1.0, 0.0] * 4, settings={"max_new_tokens": 64}), test=test)).baseline
     assert mismatch is not None and mismatch["verdict"] == "mismatch"
     # the baseline recorded on the demo's fine-tuned model, this run on its regressed twin
-    fingerprint = {"baseline_model": "bpe/finetuned", "baseline_fingerprint": "8333c1f0843538bc", "model": "bpe/regressed (56198aa2)"}
+    fingerprint = {"baseline_model": "bpe/finetuned", "baseline_fingerprint": "1cf688b9bbbf4279", "model": "bpe/regressed (56198aa2)"}
     ppl = {**fingerprint, "quantity": "the fine-tuned model's perplexity"}
     records = [
         _rec("test_summaries", "rouge1", 0.5312, 0.45, ">=", {**_compared("regressed", 0.6167, 0.5312, -0.0855, -0.142, -0.031, 0.002, 0.01, worse=4), **fingerprint}),

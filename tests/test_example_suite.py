@@ -28,6 +28,14 @@ def test_example_suite_passes_on_the_embedded_demo_by_default(pytester: pytest.P
 
     shipped = shipped_demo("bpe")
     result.stdout.fnmatch_lines([f"ftmodel: model={shipped.finetuned} base_model={shipped.base} *"])
+    # the README's sample output is what this run prints (all but the cache lines, whose counts and
+    # folder are those of a second run on the author's machine)
+    readme = (EXAMPLE.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```\n=============================== ftmodel metrics", 1)[1].split("```", 1)[0]
+    sample = [line for line in ("=" * 31 + " ftmodel metrics" + block).splitlines() if not line.endswith("cache/d/ftmodel)")]
+    printed = result.stdout.lines
+    start = printed.index(sample[0])
+    assert printed[start : start + len(sample)] == sample
     result.stdout.fnmatch_lines(["*= ftmodel metrics =*", "*metrics recorded, * passed, 0 failed."])
     # compared with the committed baseline of the demo's fine-tuned model, item by item
     result.stdout.fnmatch_lines(["baseline *ftmodel-baseline.bpe.json*: 8 within noise"])
