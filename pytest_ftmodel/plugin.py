@@ -745,6 +745,9 @@ class _RunEnd:
         xml = _junit_xml(session.config)
         if self.session.interrupted and xml is not None:
             xml.add_global_property("ftmodel.interrupted", self.session.interrupted)
+        judged = report.versus.judged_text(self.session.recorder.ordered())
+        if judged and xml is not None:
+            xml.add_global_property("ftmodel.judged", report.versus.visible(judged))
 
 
 def _junit_xml(config: pytest.Config) -> Any:

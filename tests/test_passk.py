@@ -314,6 +314,25 @@ def test_the_summary_says_how_many_samples_were_judged_in_process_and_why(pytest
     bad.stderr.fnmatch_lines(["*unknown sandbox judging 'never': use one of auto | split-only*"])
 
 
+def test_every_report_says_how_the_samples_were_judged(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not only the terminal: the job summary (Markdown), the HTML page and JUnit say how many samples
+    were judged in-process and why, passing or not (a run of its own: the HTML report's plots load
+    numpy's parts, which one process can load only once)."""
+    import os
+
+    pytester.makepyfile(test_gate=SUMMARY_TEST.format(COUNTER=COUNTER, SHORT_ADD=SHORT_ADD))
+    here = os.path.dirname(os.path.abspath(__file__))  # the scripted server (openai_stub) lives beside the tests
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p))
+    pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--ftmodel-no-cache", "--ftmodel-markdown=r.md", "--ftmodel-html=r.html", "--junitxml=j.xml"
+    ).assert_outcomes(passed=2)
+    said = "judged: 2 samples split, 1 in-process (where an answer can tamper with its tests: toy/counter: its tests call Counter"
+    markdown = (pytester.path / "r.md").read_text()
+    assert "Code samples judged\\: 2 samples split, 1 in-process \\(" in markdown and "tests call Counter" in markdown
+    assert said in (pytester.path / "r.html").read_text()
+    assert f'<property name="ftmodel.judged" value="{said}' in (pytester.path / "j.xml").read_text()
+
+
 def test_the_judging_mode_is_not_a_setting_of_the_figure() -> None:
     """split-only refuses a problem rather than judging it another way: a baseline recorded without it
     still matches (its settings, as the gate records them, are the same)."""

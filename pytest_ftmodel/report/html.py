@@ -310,6 +310,11 @@ def _failures(records: list[MetricRecord]) -> str:
     return "\n".join(parts)
 
 
+def _judged(records: list[MetricRecord]) -> str:
+    judged = versus.judged_text(records)
+    return f'<p class="judged">Code samples {_e(judged)}</p>' if judged else ""
+
+
 def render_html(records: list[MetricRecord], session: dict[str, Any] | None = None, *, title: str = "pytest-ftmodel report") -> str:
     session = session or {}
     names = display_names(records)
@@ -317,7 +322,7 @@ def render_html(records: list[MetricRecord], session: dict[str, Any] | None = No
     body = [
         f"<h1>{_e(title)}</h1>",
         *([f'<p class="interrupted">Interrupted ({_e(stopped)}): {_e(versus.INTERRUPTED_NOTE)}.</p>'] if stopped else []),
-        f'<section id="summary">{_session(records, session, names)}</section>',
+        f'<section id="summary">{_session(records, session, names)}{_judged(records)}</section>',
         f'<section id="metrics"><h2>Metrics</h2>{_table(records, names) if records else "<p>No metrics were recorded.</p>"}</section>',
         *([f'<section id="baseline"><h2>Against the baseline</h2>{_against_baseline(records, session)}</section>']
           if any(r.baseline for r in records) else []),

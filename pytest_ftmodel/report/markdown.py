@@ -77,6 +77,9 @@ def render_markdown(records: list[MetricRecord], session: dict[str, Any] | None 
     if described:
         lines.append("")
         lines.append("Models: " + ", ".join(described))
+    judged = versus.judged_text(records)
+    if judged:
+        lines += ["", "Code samples " + md_text(judged)]
     counted = versus.summary_line(records, _baseline_source(records, session))
     if counted:
         lines += ["", md_text(counted[0].upper() + counted[1:])]

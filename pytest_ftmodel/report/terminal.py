@@ -144,19 +144,8 @@ def sandbox_line(records: list[MetricRecord], asked: str) -> str | None:
     seen = sorted({str(r.details.get("isolation")) for r in records if r.details.get("isolation")})
     if not seen:
         return None
-    text = f"sandbox (--sandbox {asked}): " + "; ".join(seen)
-    counts: dict[str, int] = {}
-    why: dict[str, str] = {}
-    for r in records:
-        for verdict, count in (r.details.get("judged") or {}).items():
-            counts[verdict] = counts.get(verdict, 0) + int(count)
-        why.update(r.details.get("in_process") or {})
-    lines = [text]
-    if counts:
-        judged = f"judged: {counts.get('split', 0)} samples split, {counts.get('in-process', 0)} in-process"
-        if why:
-            shown = "; ".join(f"{task}: {reason}" for task, reason in sorted(why.items())[:5])
-            more = f"; and {len(why) - 5} more problems" if len(why) > 5 else ""
-            judged += f" (where an answer can tamper with its tests: {shown}{more}; --sandbox-judging=split-only refuses them)"
+    lines = [f"sandbox (--sandbox {asked}): " + "; ".join(seen)]
+    judged = versus.judged_text(records)
+    if judged:
         lines.append(versus.visible(judged))
     return "\n".join(w for line in lines for w in textwrap.wrap(line, WIDTH, subsequent_indent="  ", break_on_hyphens=False))

@@ -243,3 +243,22 @@ def _quoted(text: Any, limit: int = 120) -> str:
     """A short quoted form of an item's text; ``repr`` shows its control characters escaped."""
     text = "" if text is None else str(text)
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def judged_text(records: Iterable[MetricRecord]) -> str | None:
+    """How the code gates' samples were judged, for every report: how many split, how many in-process
+    (where an answer could tamper with its tests) and why; None when no code gate ran."""
+    counts: dict[str, int] = {}
+    why: dict[str, str] = {}
+    for r in records:
+        for verdict, count in (r.details.get("judged") or {}).items():
+            counts[verdict] = counts.get(verdict, 0) + int(count)
+        why.update(r.details.get("in_process") or {})
+    if not counts:
+        return None
+    judged = f"judged: {counts.get('split', 0)} samples split, {counts.get('in-process', 0)} in-process"
+    if why:
+        shown = "; ".join(f"{task}: {reason}" for task, reason in sorted(why.items())[:5])
+        more = f"; and {len(why) - 5} more problems" if len(why) > 5 else ""
+        judged += f" (where an answer can tamper with its tests: {shown}{more}; --sandbox-judging=split-only refuses them)"
+    return judged
