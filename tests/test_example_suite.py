@@ -64,6 +64,7 @@ def test_a_rebuilt_regressed_twin_fails_against_the_rebuilt_fine_tuned_baseline(
     result.stdout.fnmatch_lines(["*perplexity regressed against the baseline: *"])
 
 
+@pytest.mark.slow  # the default run above evaluates the same checkpoints
 def test_example_suite_passes_for_the_fine_tuned_model_given_explicitly(pytester: pytest.Pytester, suite, bpe_pair) -> None:
     result = pytester.runpytest_subprocess(str(suite), f"--model={bpe_pair.finetuned}", f"--base-model={bpe_pair.base}")
     assert result.ret == 0, result.stdout.str()
@@ -78,7 +79,7 @@ def test_example_suite_fails_for_the_base_model(pytester: pytest.Pytester, suite
     result.stdout.fnmatch_lines(["*perplexity regressed against the baseline: *", "*--ftmodel-update-baseline"])
 
 
-@pytest.mark.parametrize("family", ["byte", "bpe"])
+@pytest.mark.parametrize("family", [pytest.param("byte", marks=pytest.mark.slow), "bpe"])  # byte: slow, the same command
 def test_the_command_the_demo_command_prints_passes(pytester: pytest.Pytester, suite, family, request) -> None:
     """`pytest-ftmodel demo DIR` ends with the command to run; run it, as printed, in the checkout."""
     request.getfixturevalue(f"{family}_pair")  # built once for the session; the command copies it

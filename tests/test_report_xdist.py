@@ -61,6 +61,7 @@ def test_the_table_under_xdist_has_exactly_the_rows_of_a_serial_run(pytester: py
     assert docs[1]["records"][4]["diagnosis"].startswith("assert")  # the failure's message came across too
 
 
+@pytest.mark.slow  # the whole example suite twice; the table's rows under xdist are checked above
 def test_the_example_suite_prints_the_same_table_under_xdist(pytester: pytest.Pytester, bpe_pair) -> None:
     # two fresh copies of the suite (its review sheets are written beside it, and a sheet that exists
     # is not generated again), one answer cache: the parallel run reuses the serial run's answers

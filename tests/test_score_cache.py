@@ -215,6 +215,7 @@ def test_ppl_again(ftmodel):
 """
 
 
+@pytest.mark.slow  # three pytest processes under xdist; the counts' merge is checked in test_report_xdist
 def test_xdist_workers_counts_add_up(pytester: pytest.Pytester, bpe_pair) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile(TWO_GATES)
