@@ -98,6 +98,8 @@ class Rule:
                 if not isinstance(key, str):
                     raise BarTypeError(f"{where} must be {self.what}, got the key {_given(key)}")
                 self._number(f"{where}[{key!r}]", item, low=0.0 if self.kind == "margin" else None, high=None)
+                if self.kind == "margin":
+                    _check_margin_name(where, key)
             return
         if self.kind == "scores":
             raise BarTypeError(f"{where} must be {self.what}, got {_given(value)}")
@@ -149,3 +151,17 @@ def check_bars(helper: str, rules: Mapping[str, Rule], arguments: Mapping[str, A
     for name, rule in rules.items():
         if name in arguments:
             rule.check(helper, name, arguments[name])
+
+
+def _check_margin_name(where: str, key: str) -> None:
+    """A margin keyed by a name no helper records would be silently unused (the default margin then
+    applies): a typo is an error, as in ``--ftmodel-margin``."""
+    from pytest_ftmodel.baseline.gate import KNOWN_METRICS, known_metric
+
+    if known_metric(key):
+        return
+    import difflib
+
+    close = difflib.get_close_matches(key, [*KNOWN_METRICS, "pass@1"], n=2, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    raise BarError(f"{where}[{key!r}] names no metric{hint}: key the margin by the metric's name as the table shows it")

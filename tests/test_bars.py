@@ -156,6 +156,8 @@ def test_the_messages_say_what_to_write() -> None:
         pytest_ftmodel.assert_passk(Untouchable("model"), Untouchable("problems"), 1.0, 0.5)
     with pytest.raises(BarError, match=r"^assert_rouge_above: margin\['rougeL'\]=-0.01 is out of range: it must be >= 0$"):
         pytest_ftmodel.assert_rouge_above(Untouchable("model"), Untouchable("data"), rougeL=0.4, margin={"rougeL": -0.01})
+    with pytest.raises(BarError, match=r"^assert_perplexity_below: margin\['perplexty'\] names no metric \(did you mean 'perplexity'.*\?\): key the margin by the metric's name as the table shows it$"):
+        pytest_ftmodel.assert_perplexity_below(Untouchable("model"), Untouchable("texts"), 4.0, margin={"perplexty": 0.5})
     with pytest.raises(BarTypeError, match=r"^assert_human_scores: min_mean\['accuracy'\] must be .*, got '4' \(str\): write 4 without quotes$"):
         pytest_ftmodel.assert_human_scores(Untouchable("sheet"), min_mean={"accuracy": "4"})
     with pytest.raises(BarError, match=r"^assert_no_leakage: normalize='code' is not a known setting: use one of 'structure', 'prose', 'exact'$"):
