@@ -92,17 +92,22 @@ def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
             write_atomic(target / name, source.read_bytes(), mode=stat.S_IMODE(source.stat().st_mode) | 0o644)
 
 
+def _open_no_link(path: str | os.PathLike[str], flags: int, mode: int, where: str) -> int:
+    """``os.open`` that never follows a link at ``path`` (:class:`LinkRefused` names ``where``)."""
+    try:
+        return os.open(path, flags | _NOFOLLOW | _CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LinkRefused(errno.ELOOP, f"a symbolic link where {where} (refused, not followed)", str(path)) from None
+        raise
+
+
 def open_lock(path: str | os.PathLike[str]) -> int:
     """A descriptor of the lock file ``path`` for ``flock``, created if missing. A link at ``path``
     raises :class:`LinkRefused`: following it would create its target with our rights. Read-only
     (``flock`` needs no more) and readable by others, so co-reviewers of a shared folder can lock it too."""
-    try:
-        # non-blocking: opening a FIFO planted at the name would otherwise wait for a writer forever
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | _NOFOLLOW | _CLOEXEC, 0o644)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise LinkRefused(errno.ELOOP, "a symbolic link where a lock file belongs (refused, not followed)", str(path)) from None
-        raise
+    # non-blocking: opening a FIFO planted at the name would otherwise wait for a writer forever
+    fd = _open_no_link(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK, 0o644, "a lock file belongs")
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise LinkRefused(errno.EINVAL, "not a regular file where a lock file belongs (refused): remove it", str(path))
@@ -129,12 +134,7 @@ def locked(path: str | os.PathLike[str]) -> Iterator[None]:
 
 def append_text(path: str | os.PathLike[str], text: str) -> None:
     """Append ``text`` to the file ``path`` (created if missing); a link there raises :class:`LinkRefused`."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o666)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise LinkRefused(errno.ELOOP, "a symbolic link where a file is appended to (refused, not followed)", str(path)) from None
-        raise
+    fd = _open_no_link(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666, "a file is appended to")
     with os.fdopen(fd, "a", encoding="utf-8") as handle:
         handle.write(text)
 
