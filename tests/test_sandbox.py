@@ -749,8 +749,15 @@ def test_no_host_file_writable_place_or_socket_is_reachable(contained, tmp_path)
         "        if entry.is_dir(follow_symlinks=False):\n            stack.append(entry.path)\n"
         "        elif not entry.is_file(follow_symlinks=False) and not entry.is_symlink():\n"
         "            if stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):\n                sockets.append(entry.path)\n"
-        f"for path in ({str(secret)!r}, '/etc/passwd', '/etc/hostname', {str(Path.cwd() / 'pyproject.toml')!r}, '/run/lock', '/var/tmp'):\n"
+        f"for path in ({str(secret)!r}, '/etc/passwd', '/etc/hostname', {str(Path.cwd() / 'pyproject.toml')!r}):\n"
         "    if os.path.exists(path):\n        readable.append(path)\n"
+        # shared host folders: reachable when anything is in them but the way down to the interpreter's
+        # own tree, which the sandbox binds with its (empty) parents where it lives there (a venv in a
+        # checkout under /var/tmp, say)
+        "import sys\ntrees = {f(p) for p in (sys.prefix, sys.base_prefix, sys.executable, *sys.path) if p for f in (os.path.abspath, os.path.realpath)}\n"
+        "for path in ('/run/lock', '/var/tmp'):\n"
+        "    if os.path.isdir(path) and any(not any(t == os.path.join(path, e) or t.startswith(os.path.join(path, e) + '/') for t in trees) for e in os.listdir(path)):\n"
+        "        readable.append(path)\n"
         f"s = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect({str(sock_path)!r})\n    s.send(b'hello from the sandbox')\n    print('connected', flush=True)\n"
         "except OSError as e:\n    print('no socket', e.__class__.__name__, flush=True)\n"
         "print('writable', writable, 'sockets', sockets, 'readable', readable, 'seen', seen, flush=True)\n"
