@@ -558,9 +558,8 @@ def build_demo(
     """
     _check_family(family)
     if not rebuild:
-        pair = shipped_demo(family)
         if out is None:
-            return pair
+            return shipped_demo(family)
         root = Path(out)
         say(f"copying the shipped {family} demo models")
         copy_tree(SHIPPED_MODELS / family, root / family)
