@@ -7,6 +7,11 @@ import os
 import shutil
 import tempfile
 
+# One thread per test process (and per pytest run a test starts): the suite runs under pytest-xdist with a
+# worker per core, where torch's default of a thread per core oversubscribes the machine (tiny models gain
+# nothing from threads; on 2 cores under load two threads each ran many times slower than one).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 
 _OWN_CACHE = pytest.StashKey[str]()

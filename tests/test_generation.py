@@ -50,9 +50,10 @@ def test_only_new_text_is_returned_without_special_tokens(byte_model) -> None:
 def test_sampling_is_seeded_per_prompt_not_per_batch(demo_model) -> None:
     kwargs = dict(max_new_tokens=24, temperature=1.0, n=3, seed=11, cache=None)
     together = generate(demo_model, PROMPTS, **kwargs)
-    alone = [generate(demo_model, [p], batch_size=1, **kwargs)[0] for p in PROMPTS]
+    # alone, a few prompts suffice: a prompt's samples depend on its batch-mates or on none
+    alone = [generate(demo_model, [p], batch_size=1, **kwargs)[0] for p in PROMPTS[::3]]
     reordered = generate(demo_model, PROMPTS[::-1], batch_size=4, **kwargs)[::-1]
-    assert together == alone == reordered
+    assert together == reordered and together[::3] == alone
     assert all(len(samples) == 3 for samples in together)
     assert any(len(set(samples)) > 1 for samples in together)  # samples of a prompt differ
     assert generate(demo_model, PROMPTS, **{**kwargs, "seed": 12}) != together
@@ -256,10 +257,15 @@ def test_bad_input(bpe_model, prompts, kwargs, message) -> None:
         generate(bpe_model, prompts, cache=None, **kwargs)
 
 
+_REFERENCE: dict[str, list[str]] = {}
+
+
 @settings(max_examples=10, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(order=st.permutations(range(len(PROMPTS))), batch_size=st.integers(1, 8))
 def test_greedy_answers_do_not_depend_on_order_or_batch_size(bpe_model, order, batch_size) -> None:
-    reference = generate(bpe_model, PROMPTS, max_new_tokens=16, cache=None)
+    if "greedy" not in _REFERENCE:  # the reference is computed once, not once per example
+        _REFERENCE["greedy"] = generate(bpe_model, PROMPTS, max_new_tokens=16, cache=None)
+    reference = _REFERENCE["greedy"]
     shuffled = generate(bpe_model, [PROMPTS[i] for i in order], max_new_tokens=16, cache=None, batch_size=batch_size)
     assert [shuffled[order.index(i)] for i in range(len(PROMPTS))] == reference
 

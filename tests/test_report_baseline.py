@@ -75,6 +75,8 @@ def every_verdict() -> list[report.MetricRecord]:
 def test_changes_are_signed_in_the_metrics_units_or_in_percent_when_relative() -> None:
     assert [versus.fmt_change(x, False) for x in (0.0, -0.0, 0.5, -0.0833, 0.00012, float("nan"))] == ["0", "0", "+0.5", "-0.0833", "+0.00012", "nan"]
     assert [versus.fmt_change(x, True) for x in (0.0, 0.0411, -0.008, 0.00012)] == ["0%", "+4.11%", "-0.8%", "+0.012%"]
+    # float noise (another number of threads moves a perplexity by ~1e-9 relative) is no change
+    assert [versus.fmt_change(x, True) for x in (-3.98e-10, 4.9e-6, 5e-6, -8.75e-08)] == ["0%", "0%", "+0.0005%", "0%"]
     assert versus.fmt_change(0.02, True, sign=False) == "2%"
     records = every_verdict()
     assert [versus.delta_text(r.baseline) for r in records] == [

@@ -91,11 +91,14 @@ def compared(b: dict[str, Any] | None) -> bool:
 
 
 def fmt_change(value: Any, relative: bool, *, sign: bool = True) -> str:
-    """A change in the metric's units (``+0.0123``) or, when relative, in percent (``+1.94%``)."""
+    """A change in the metric's units (``+0.0123``) or, when relative, in percent (``+1.94%``), to
+    0.001%: a relative change below that is float noise (another summation order, another number of
+    threads), shown as 0%."""
     if not isinstance(value, (int, float)):
         return "-"
     if relative:
         pct = float(value) * 100
+        pct = 0.0 if abs(pct) < 5e-4 else pct
         text = f"{pct:.0f}" if abs(pct) >= 1000 else f"{pct:.3g}"
         text = "0" if text in ("0", "-0") else text
         return ("+" if sign and text[0] != "-" and text != "0" else "") + text + "%"
