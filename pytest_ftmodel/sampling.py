@@ -23,10 +23,11 @@ are *flaky*: listed in the diagnosis and the reports, never dropped.
 from __future__ import annotations
 
 import hashlib
+import numbers
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from pytest_ftmodel.errors import DataError
+from pytest_ftmodel.errors import BarError, BarTypeError, DataError
 
 #: a continuous per-answer score (ROUGE) whose samples span at least this much marks a flaky item
 FLAKY_SPREAD = 0.2
@@ -42,15 +43,19 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 def check_sampling(samples: Any, temperature: Any, where: str = "samples") -> int:
-    """``samples`` as an int >= 1; one line for a wrong value or for greedy decoding with several samples."""
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise DataError(f"{where}={samples!r}: pass a whole number of answers per item, at least 1")
-    if samples > 1 and not float(temperature) > 0:
-        raise DataError(
+    """``samples`` as an int >= 1; one line (a :class:`~pytest_ftmodel.errors.BarError`) for a wrong
+    value or for greedy decoding with several samples."""
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral):
+        raise BarTypeError(f"{where}={samples!r}: pass a whole number of answers per item, at least 1")
+    count = int(samples)
+    if count < 1:
+        raise BarError(f"{where}={samples!r}: pass a whole number of answers per item, at least 1")
+    if count > 1 and not float(temperature) > 0:
+        raise BarError(
             f"{where}={samples} with temperature={temperature!r} (greedy): every sample would be the same answer; "
             "pass temperature > 0 (e.g. temperature=0.7, the one you serve with), or samples=1"
         )
-    return samples
+    return count
 
 
 def sampled_answers(
@@ -67,7 +72,7 @@ def sampled_answers(
     seed :func:`sample_seed` ``(seed, j)`` and cached on its own."""
     from pytest_ftmodel.generation import generate
 
-    check_sampling(samples, temperature)
+    samples = check_sampling(samples, temperature)
     if "n" in generate_kwargs:
         raise DataError("n= is pass@k's number of samples: the generation gates take samples= (with temperature > 0)")
     per_sample = [

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_ftmodel import DataError, generate
+from pytest_ftmodel import BarError, DataError, generate
 from pytest_ftmodel.cache import GenerationCache
 from pytest_ftmodel.demo import demo_data
 from pytest_ftmodel.sampling import FLAKY_SPREAD, check_sampling, repeats, sample_seed, sampled_answers
@@ -56,9 +56,9 @@ def test_one_sample_is_the_single_answer_path(bpe_model) -> None:
     ],
 )
 def test_bad_sampling_is_one_line(samples, temperature, message) -> None:
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(BarError, match=message):
         check_sampling(samples, temperature)
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(BarError, match=message):
         sampled_answers(object(), PROMPTS, samples=samples, temperature=temperature)
 
 
