@@ -115,3 +115,61 @@ def test_greedy_with_samples_fails_in_one_line_before_the_model_runs(call) -> No
     with pytest.raises(BarError, match=r"^assert_\w+: samples=\d with temperature=0(\.0)? \(greedy\): every sample would be the same answer; pass temperature > 0"):
         call(Model())
 
+
+# ---- baselines ----------------------------------------------------------------------------------
+
+
+def _baseline_of(private_record, tmp_path, run):
+    from pytest_ftmodel.baseline import store
+    from pytest_ftmodel.baseline.gate import BaselineSession
+
+    start = len(private_record.records)
+    run()
+    records = private_record.records[start:]
+    path = tmp_path / "ftmodel-baseline.json"
+    store.write(path, {k: store.entry_of(r, version="test") for k, r in zip(store.entry_keys(records), records)})
+
+    def fresh() -> None:  # a new run against the file (a gate counts repeated figures of one test apart)
+        private_record.gate = BaselineSession(path, update=False)
+
+    fresh()
+    return fresh
+
+
+def test_a_sampled_run_never_compares_with_a_greedy_baseline(bpe_model, private_record, tmp_path) -> None:
+    greedy = lambda: assert_classification(bpe_model, REVIEWS, LABELS, min_accuracy=0.0, max_new_tokens=8)  # noqa: E731
+    fresh = _baseline_of(private_record, tmp_path, greedy)
+    assert "samples" not in private_record.records[-1].settings  # one answer: the key it always had
+    with pytest.raises(pytest.fail.Exception) as info:
+        assert_classification(bpe_model, REVIEWS, LABELS, min_accuracy=0.0, max_new_tokens=8, samples=3, temperature=1.0, seed=4)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "settings differ from the baseline's (samples=<unset> in the baseline, 3 now, seed=0 in the baseline, 4 now, temperature=0.0 in the baseline, 1.0 now)" in message
+    assert private_record.records[-1].baseline["verdict"] == "mismatch"
+    fresh()
+    greedy()  # the greedy run still compares with its baseline
+    assert private_record.records[-1].baseline["verdict"] == "within noise"
+
+
+def test_sampled_runs_of_other_settings_never_compare(bpe_model, private_record, tmp_path) -> None:
+    run = lambda **kw: assert_rouge_above(bpe_model, SUMMARIES, rougeL=0.0, max_new_tokens=16, **{**SAMPLED, **kw})  # noqa: E731
+    fresh = _baseline_of(private_record, tmp_path, run)
+    record = private_record.records[-1]
+    assert record.settings["samples"] == 3 and record.details["compare_kind"] == "continuous"
+    for change, shown in (({"samples": 2}, "samples=3 in the baseline, 2 now"), ({"seed": 5}, "seed=4 in the baseline, 5 now"),
+                          ({"top_p": 0.9}, "top_p=1.0 in the baseline, 0.9 now"), ({"temperature": 0.7}, "temperature=1.0 in the baseline, 0.7 now")):
+        fresh()
+        with pytest.raises(pytest.fail.Exception, match=re.escape(f"settings differ from the baseline's ({shown})")):
+            run(**change)
+    fresh()
+    run()  # the same sampled run: the same answers (cached per sample), compared per item
+    assert private_record.records[-1].baseline["verdict"] == "within noise" and private_record.records[-1].baseline["delta"] == 0
+
+
+def test_sampled_accuracy_is_compared_on_per_item_means(bpe_model, private_record, tmp_path) -> None:
+    run = lambda: assert_classification(bpe_model, REVIEWS, LABELS, min_accuracy=0.0, max_new_tokens=8, **SAMPLED)  # noqa: E731
+    _baseline_of(private_record, tmp_path, run)
+    record = private_record.records[-1]
+    result = classify(bpe_model, REVIEWS, LABELS, max_new_tokens=8, **SAMPLED)
+    assert [it["value"] for it in record.items] == [it.correct for it in result.items]  # each item's share of right samples
+    assert record.details["compare_kind"] == "continuous" and record.n == len(REVIEWS) and record.unit == "items"

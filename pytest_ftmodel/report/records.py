@@ -419,7 +419,7 @@ def _classification(result: Any, name: str) -> Described:
     ids = item_ids([it.prompt, it.expected] for it in result.items)
     items = [
         {
-            "index": it.index, "id": i, "value": float(it.predicted == it.expected), "prompt": _text(it.prompt),
+            "index": it.index, "id": i, "value": float(getattr(it, "correct", it.predicted == it.expected)), "prompt": _text(it.prompt),
             "expected": _text(it.expected), "answer": _text(it.generated), "predicted": it.predicted,
         }
         for i, it in zip(ids, result.items)
@@ -429,9 +429,10 @@ def _classification(result: Any, name: str) -> Described:
         "labels": list(result.confusion_labels), "confusion": [list(r) for r in result.confusion],
         "per_label_f1": {k: v.f1 for k, v in result.per_label.items()},
     }
-    # accuracy is a mean of per-item 0/1; macro-F1 is not a per-item mean, so it is not compared
+    # accuracy is a mean of per-item 0/1 (with samples: of per-item shares of right samples, compared
+    # with the items as the unit); macro-F1 is not a per-item mean, so it is not compared
     if name == "accuracy":
-        details["compare_kind"] = "binary"
+        details["compare_kind"] = "binary" if getattr(result, "samples", 1) == 1 else "continuous"
     return tuple(items), details
 
 
