@@ -356,11 +356,15 @@ def assert_classification(
     if failed:
         low, high = result.accuracy_interval
         per_label = ", ".join(f"{k} F1 {v.f1:.2f} (n={v.support})" for k, v in result.per_label.items())
-        errors = [
-            f"    item {it.index}: expected {it.expected!r}, read {it.predicted!r} from {_cut(it.generated, 40)!r}"
-            + (f" (right in {round(it.correct * result.samples)} of {result.samples} samples)" if result.samples > 1 else "")
-            for it in result.errors()[:3]
-        ]
+        errors = []
+        for it in result.errors()[:3]:
+            # with samples: the first wrong one (sample 0 may be right)
+            j = next((j for j, p in enumerate(it.predictions) if p != it.expected), 0)
+            said, read = (it.answers[j], it.predictions[j]) if it.predictions else (it.generated, it.predicted)
+            errors.append(
+                f"    item {it.index}: expected {it.expected!r}, read {read!r} from {_cut(said, 40)!r}"
+                + (f" (sample {j}; right in {round(it.correct * result.samples)} of {result.samples} samples)" if result.samples > 1 else "")
+            )
         flaky = _flaky_lines(
             result.stability,
             lambda i: f"item {i}: expected {result.items[i].expected!r}, read "
