@@ -481,6 +481,13 @@ def assert_no_overfit(
 
     need_answers = max_memorised is not None or min_distinct2 is not None
     sampling = _sampling("assert_no_overfit", samples, temperature, top_p, seed)
+    if samples > 1 and not need_answers:  # a setting that changes nothing would read as if it did
+        from pytest_ftmodel.errors import BarError
+
+        raise BarError(
+            f"assert_no_overfit: samples={samples} samples nothing: the loss gap reads no answers; "
+            "pass max_memorised= or min_distinct2= to gate on sampled answers, or drop samples="
+        )
     result = overfit_report(model, train, val, answers=need_answers, **sampling, **kwargs)
     answer_settings = (
         effective_settings({**kwargs, **sampling}, overfit_report, generate, **sampling_settings(samples)) if samples > 1 else None

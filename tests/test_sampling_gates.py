@@ -99,6 +99,11 @@ def test_memorisation_with_samples_by_hand(bpe_model) -> None:
     assert overfit_report(bpe_model, train, val, max_new_tokens=16, samples=1) == overfit_report(bpe_model, train, val, max_new_tokens=16)
 
 
+def test_samples_on_a_gate_that_reads_no_answers_is_an_error() -> None:
+    with pytest.raises(BarError, match=r"^assert_no_overfit: samples=3 samples nothing: the loss gap reads no answers; pass max_memorised="):
+        assert_no_overfit(object(), DATA["train"], DATA["val"], max_gap=0.2, samples=3, temperature=1.0)
+
+
 @pytest.mark.parametrize(
     "call",
     [

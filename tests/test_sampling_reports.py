@@ -82,3 +82,19 @@ def test_a_single_answer_figure_adds_nothing(private_record) -> None:
     assert "repeats" not in rec.details and repeats_text(rec) == "" and rec.details["compare_kind"] == "binary"
     assert "Repeated sampling" not in render_markdown([rec]) and 'id="repeats"' not in render_html([rec])
     assert not any(k.endswith(".samples") for k, _ in junit_properties(rec))
+
+
+def test_the_memorised_share_lists_its_flaky_items_with_their_prompts(private_record) -> None:
+    from pytest_ftmodel.metrics.overfit import Memorised, OverfitResult
+
+    copied = [[0, 0], [1, 0], [1, 1]]  # item 1 copies in one sample of two, item 2 in both
+    stab = repeats(copied, binary=True)
+    result = OverfitResult(
+        train_loss=1.0, val_loss=1.1, gap=0.1, ratio=1.1, band="fine", advice="", train=None, val=None, n_answers=3,
+        memorised_share=stab.mean, memorised=(Memorised(1, "p1", "a", "t", True), Memorised(2, "p2", "a", "t", True)),
+        samples=2, stability=stab,
+    )
+    rec = record_metric("memorised share", stab.mean, threshold=0.1, op="<=", n=3, unit="items", passed=False, result=result)
+    rep = rec.details["repeats"]
+    assert rep["flaky"] == [{"index": 1, "mean": 0.5, "prompt": "p1"}]
+    assert rep["pass_at_k"] == pytest.approx(2 / 3) and rep["pass_hat_k"] == pytest.approx(1 / 3)

@@ -16,7 +16,7 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping
 
 from pytest_ftmodel._stack import SessionStack
 
@@ -371,14 +371,14 @@ def item_ids(identities: Iterable[Any]) -> list[str]:
 Described = tuple[tuple[dict[str, Any], ...], dict[str, Any]]
 
 
-def _add_repeats(details: dict[str, Any], stability: Any, prompts: Sequence[str]) -> None:
+def _add_repeats(details: dict[str, Any], stability: Any, prompts: Mapping[int, str]) -> None:
     """With samples > 1: the figure's stability (samples, pass@k and pass^k for 0/1 figures, the flip
     rate) and its flaky items (index, mean over samples, prompt), every one of them."""
     if stability is None:
         return
     out = stability.as_dict()
     out["flaky"] = [
-        {"index": i, "mean": stability.means[i], **({"prompt": _text(prompts[i])} if i < len(prompts) else {})}
+        {"index": i, "mean": stability.means[i], **({"prompt": _text(prompts[i])} if i in prompts else {})}
         for i in stability.flaky
     ]
     details["repeats"] = out
@@ -449,7 +449,7 @@ def _rouge(result: Any, name: str) -> Described:
         for i, it in zip(ids, result.items)
     ]
     details = {"kind": "per-item score", "item_value": f"{metric} F-measure", "better": "higher", "compare_kind": "continuous"}
-    _add_repeats(details, (getattr(result, "stability", None) or {}).get(metric), [it.prompt for it in result.items])
+    _add_repeats(details, (getattr(result, "stability", None) or {}).get(metric), {it.index: it.prompt for it in result.items})
     return tuple(items), details
 
 
@@ -471,7 +471,7 @@ def _classification(result: Any, name: str) -> Described:
     # with the items as the unit); macro-F1 is not a per-item mean, so it is not compared
     if name == "accuracy":
         details["compare_kind"] = "binary" if getattr(result, "samples", 1) == 1 else "continuous"
-    _add_repeats(details, getattr(result, "stability", None), [it.prompt for it in result.items])
+    _add_repeats(details, getattr(result, "stability", None), {it.index: it.prompt for it in result.items})
     return tuple(items), details
 
 
@@ -516,7 +516,8 @@ def _overfit(result: Any, name: str) -> Described:
             for m in result.memorised
         ]
         memo: dict[str, Any] = {"kind": "memorised", "item_value": "copied a training output", "better": "lower"}
-        _add_repeats(memo, getattr(result, "stability", None), list(getattr(result.val, "contexts", ()) or ()))
+        # every flaky item copies in some sample, so it is among the copies, with its prompt
+        _add_repeats(memo, getattr(result, "stability", None), {m.index: m.prompt for m in result.memorised})
         return tuple(items), memo
     if name != "loss gap":
         return (), {}
