@@ -98,3 +98,20 @@ def test_binary_repeats_bounds(rows) -> None:
     assert result.pass_hat_k <= result.mean <= result.pass_at_k
     # an item flips exactly when it is right at least once but not every time
     assert result.flip_rate == pytest.approx(result.pass_at_k - result.pass_hat_k)
+
+
+def test_a_served_model_gets_one_seeded_request_per_item_and_sample(serve, bpe_pair, tmp_path) -> None:
+    from pytest_ftmodel import load_model
+
+    stub = serve(answer=lambda body: f"seed {body.get('seed')}")
+    served = load_model(stub.url, tokenizer=bpe_pair.finetuned)
+    cache = GenerationCache(tmp_path)
+    kwargs = dict(temperature=0.7, seed=1, chat=False, max_new_tokens=4)
+    rows = sampled_answers(served, ["a", "b"], samples=3, cache=cache, **kwargs)
+    seeds = [r["seed"] for r in stub.behaviour.requests]
+    assert len(seeds) == 6 == len(set(seeds))  # every item and sample its own seed
+    assert all(len(set(row)) == 3 for row in rows)
+    stub.behaviour.requests.clear()
+    assert sampled_answers(served, ["a", "b"], samples=3, cache=cache, **kwargs) == rows
+    assert stub.behaviour.requests == []  # a warm run asks nothing
+    assert [row[0] for row in rows] == generate(served, ["a", "b"], cache=None, **kwargs)  # sample 0 is the single answer

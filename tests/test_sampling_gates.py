@@ -83,6 +83,20 @@ def test_a_failing_sampled_gate_lists_its_flaky_items(bpe_model, private_record)
     assert record.settings["samples"] == 4 and record.settings["temperature"] == 3.0 and record.settings["seed"] == 1
 
 
+def test_a_failing_sampled_rouge_gate_shows_each_flaky_items_range(bpe_model) -> None:
+    kwargs = dict(samples=4, temperature=2.0, seed=3, max_new_tokens=16)
+    result = rouge(bpe_model, SUMMARIES, **kwargs)
+    stab = result.stability["rougeL"]
+    assert stab.flaky, "the demo's summaries should vary at temperature 2"
+    with pytest.raises(AssertionError) as info:
+        assert_rouge_above(bpe_model, SUMMARIES, rougeL=1.0, **kwargs)
+    message = str(info.value)
+    assert f"repeated sampling: 4 samples per item; flip rate {stab.flip_rate:.3f}; {len(stab.flaky)} of 4 items flaky (samples span >= 0.2)" in message
+    i = stab.flaky[0]
+    scores = [s["rougeL"] for s in result.items[i].sample_scores]
+    assert f"item {i}: rougeL {min(scores):.2f}..{max(scores):.2f} over its samples  prompt " in message
+
+
 def test_memorisation_with_samples_by_hand(bpe_model) -> None:
     train, val = DATA["train"][:40], DATA["val"][:6]
     result = overfit_report(bpe_model, train, val, max_new_tokens=16, **SAMPLED)
