@@ -13,6 +13,7 @@ from pytest_ftmodel.bars import MARGIN, Rule, check_bars, choice, number, propor
 from pytest_ftmodel.baseline.gate import reset_helper_margin, set_helper_margin
 from pytest_ftmodel.baseline.store import effective_settings
 from pytest_ftmodel.report import model_name, record_metric, recorder
+from pytest_ftmodel.sampling import check_sampling, sampling_settings
 from pytest_ftmodel.splits import NORMALIZE
 
 P = ParamSpec("P")
@@ -224,6 +225,36 @@ def assert_perplexity_improves(
     return result
 
 
+#: the bars of the sampling settings every generation gate takes (``samples=k`` answers per item,
+#: with ``temperature > 0``; see :mod:`pytest_ftmodel.sampling`)
+SAMPLING_BARS = {
+    "samples": whole(1, low=1),
+    "temperature": number(0.0, low=0, why="0 is greedy"),
+    "top_p": number(1.0, low=0, high=1, why="the nucleus's share of probability"),
+    "seed": Rule("whole", 0, low=None),
+}
+
+
+def _sampling(helper: str, samples: int, temperature: float, top_p: float, seed: int) -> dict[str, Any]:
+    """The sampling keywords for the metric (greedy with several samples fails here, in one line)."""
+    check_sampling(samples, temperature, where=f"{helper}: samples")
+    return {"samples": samples, "temperature": temperature, "top_p": top_p, "seed": seed}
+
+
+def _flaky_lines(stability: Any, describe: Callable[[int], str], shown: int = 5) -> str:
+    """The stability line of a sampled figure and its flaky items (each described by ``describe``);
+    empty for a single-answer figure."""
+    if stability is None:
+        return ""
+    lines = [f"\n  repeated sampling: {stability.summary()}"]
+    if stability.flaky:
+        lines.append("\n  flaky items (their samples disagree; kept in every figure):")
+        lines.extend(f"\n    {describe(i)}" for i in stability.flaky[:shown])
+        if len(stability.flaky) > shown:
+            lines.append(f"\n    ... and {len(stability.flaky) - shown} more")
+    return "".join(lines)
+
+
 def _require_a_bar(**bars: float | None) -> dict[str, float]:
     given = {k: v for k, v in bars.items() if v is not None}
     if not given:
@@ -231,7 +262,7 @@ def _require_a_bar(**bars: float | None) -> dict[str, float]:
     return given
 
 
-@_gated(rouge1=proportion(optional=True), rouge2=proportion(optional=True), rougeL=proportion(optional=True))
+@_gated(rouge1=proportion(optional=True), rouge2=proportion(optional=True), rougeL=proportion(optional=True), **SAMPLING_BARS)
 def assert_rouge_above(
     model: Any,
     data: Sequence[dict[str, Any]],
@@ -240,20 +271,27 @@ def assert_rouge_above(
     rouge2: float | None = None,
     rougeL: float | None = None,  # noqa: N803 - the metric's own name
     margin: Margin = None,
+    samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
     **kwargs: Any,
 ) -> Any:
     """Fail unless each given mean ROUGE F-measure reaches its bar; returns the RougeResult.
 
-    ``kwargs`` go to :func:`~pytest_ftmodel.metrics.text.rouge` (``prompt_key``, ``reference_key``,
-    ``max_new_tokens``, generation settings).
+    ``samples=k`` (with ``temperature > 0``, ``top_p``, ``seed``): k answers per item, each item's
+    score the mean over its samples (see :mod:`pytest_ftmodel.sampling`). ``kwargs`` go to
+    :func:`~pytest_ftmodel.metrics.text.rouge` (``prompt_key``, ``reference_key``, ``max_new_tokens``,
+    generation settings).
     """
     __tracebackhide__ = True
     from pytest_ftmodel.generation import generate
     from pytest_ftmodel.metrics.text import rouge
 
     bars = _require_a_bar(rouge1=rouge1, rouge2=rouge2, rougeL=rougeL)
-    result = rouge(model, data, **kwargs)
-    settings = effective_settings(kwargs, rouge, generate)
+    sampling = _sampling("assert_rouge_above", samples, temperature, top_p, seed)
+    result = rouge(model, data, **sampling, **kwargs)
+    settings = effective_settings({**kwargs, **sampling}, rouge, generate, **sampling_settings(samples))
     failed = []
     for metric, bar in bars.items():
         value = getattr(result, metric)
@@ -267,13 +305,18 @@ def assert_rouge_above(
             f"      expected {_cut(it.reference)!r}\n      generated {_cut(it.generated)!r}"
             for it in result.worst(3, metric)
         ]
+        flaky = _flaky_lines(
+            (result.stability or {}).get(metric),
+            lambda i: f"item {i}: {metric} {min(s[metric] for s in result.items[i].sample_scores):.2f}"
+            f"..{max(s[metric] for s in result.items[i].sample_scores):.2f} over its samples  prompt {_cut(result.items[i].prompt, 40)!r}",
+        )
         raise AssertionError(
-            "; ".join(failed) + f" on {result.n} items, model {_shown(model)}\n  lowest-scored items:\n" + "\n".join(worst)
+            "; ".join(failed) + f" on {result.n} items, model {_shown(model)}\n  lowest-scored items:\n" + "\n".join(worst) + flaky
         )
     return result
 
 
-@_gated(min_accuracy=proportion(optional=True), min_macro_f1=proportion(optional=True))
+@_gated(min_accuracy=proportion(optional=True), min_macro_f1=proportion(optional=True), **SAMPLING_BARS)
 def assert_classification(
     model: Any,
     data: Sequence[dict[str, Any]],
@@ -282,19 +325,27 @@ def assert_classification(
     min_accuracy: float | None = None,
     min_macro_f1: float | None = None,
     margin: Margin = None,
+    samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
     **kwargs: Any,
 ) -> Any:
     """Fail unless accuracy and/or macro-F1 reach their bars; returns the ClassificationResult.
 
-    ``kwargs`` go to :func:`~pytest_ftmodel.metrics.text.classify` (``label_key``, ``prompt_key``, ...).
+    ``samples=k`` (with ``temperature > 0``, ``top_p``, ``seed``): k answers per item, every answer
+    read and scored; accuracy is the mean over items of their share of right samples, with pass@k,
+    pass^k and the flip rate beside it (see :mod:`pytest_ftmodel.sampling`). ``kwargs`` go to
+    :func:`~pytest_ftmodel.metrics.text.classify` (``label_key``, ``prompt_key``, ...).
     """
     __tracebackhide__ = True
     from pytest_ftmodel.generation import generate
     from pytest_ftmodel.metrics.text import classify
 
     bars = _require_a_bar(min_accuracy=min_accuracy, min_macro_f1=min_macro_f1)
-    result = classify(model, data, labels, **kwargs)
-    settings = effective_settings(kwargs, classify, generate, labels=list(labels))
+    sampling = _sampling("assert_classification", samples, temperature, top_p, seed)
+    result = classify(model, data, labels, **sampling, **kwargs)
+    settings = effective_settings({**kwargs, **sampling}, classify, generate, labels=list(labels), **sampling_settings(samples))
     failed = []
     for key, bar in bars.items():
         metric = key.removeprefix("min_")
@@ -305,15 +356,28 @@ def assert_classification(
     if failed:
         low, high = result.accuracy_interval
         per_label = ", ".join(f"{k} F1 {v.f1:.2f} (n={v.support})" for k, v in result.per_label.items())
-        errors = [
-            f"    item {it.index}: expected {it.expected!r}, read {it.predicted!r} from {_cut(it.generated, 40)!r}"
-            for it in result.errors()[:3]
-        ]
+        errors = []
+        for it in result.errors()[:3]:
+            # with samples: the first wrong one (sample 0 may be right)
+            j = next((j for j, p in enumerate(it.predictions) if p != it.expected), 0)
+            said, read = (it.answers[j], it.predictions[j]) if it.predictions else (it.generated, it.predicted)
+            errors.append(
+                f"    item {it.index}: expected {it.expected!r}, read {read!r} from {_cut(said, 40)!r}"
+                + (f" (sample {j}; right in {round(it.correct * result.samples)} of {result.samples} samples)" if result.samples > 1 else "")
+            )
+        flaky = _flaky_lines(
+            result.stability,
+            lambda i: f"item {i}: expected {result.items[i].expected!r}, read "
+            + ", ".join(repr(p) for p in result.items[i].predictions)
+            + f"  prompt {_cut(result.items[i].prompt, 40)!r}",
+        )
+        items = f"{result.n} items" + (f" x {result.samples} samples" if result.samples > 1 else "")
         raise AssertionError(
             "; ".join(failed)
-            + f" on {result.n} items (accuracy 95% CI [{low:.3f}, {high:.3f}], {result.n_unparseable} answers named no label; "
+            + f" on {items} (accuracy 95% CI [{low:.3f}, {high:.3f}], {result.n_unparseable} answers named no label; "
             + f"model {_shown(model)})\n  {per_label}\n  first errors:\n"
             + "\n".join(errors)
+            + flaky
         )
     return result
 
@@ -386,7 +450,9 @@ def _code_lines(completion: str, shown: int = 3, width: int = 100) -> list[str]:
     return out
 
 
-@_gated(max_gap=number(0.2), max_memorised=proportion(0.1, optional=True), min_distinct2=proportion(0.5, optional=True))
+@_gated(
+    max_gap=number(0.2), max_memorised=proportion(0.1, optional=True), min_distinct2=proportion(0.5, optional=True), **SAMPLING_BARS,
+)
 def assert_no_overfit(
     model: Any,
     train: Sequence[Any],
@@ -396,18 +462,36 @@ def assert_no_overfit(
     max_memorised: float | None = None,
     min_distinct2: float | None = None,
     margin: Margin = None,
+    samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
     **kwargs: Any,
 ) -> Any:
     """Fail when validation loss exceeds training loss by more than ``max_gap`` nats/token, or (for
     instruction records) when too many answers copy training outputs or their diversity collapses.
 
-    Returns the :class:`~pytest_ftmodel.metrics.overfit.OverfitResult`.
+    ``samples=k`` (with ``temperature > 0``, ``top_p``, ``seed``): k answers per validation item, the
+    memorised share the mean over items of their share of copying samples (see
+    :mod:`pytest_ftmodel.sampling`). Returns the :class:`~pytest_ftmodel.metrics.overfit.OverfitResult`.
     """
     __tracebackhide__ = True
+    from pytest_ftmodel.generation import generate
     from pytest_ftmodel.metrics.overfit import overfit_report
 
     need_answers = max_memorised is not None or min_distinct2 is not None
-    result = overfit_report(model, train, val, answers=need_answers, **kwargs)
+    sampling = _sampling("assert_no_overfit", samples, temperature, top_p, seed)
+    if samples > 1 and not need_answers:  # a setting that changes nothing would read as if it did
+        from pytest_ftmodel.errors import BarError
+
+        raise BarError(
+            f"assert_no_overfit: samples={samples} samples nothing: the loss gap reads no answers; "
+            "pass max_memorised= or min_distinct2= to gate on sampled answers, or drop samples="
+        )
+    result = overfit_report(model, train, val, answers=need_answers, **sampling, **kwargs)
+    answer_settings = (
+        effective_settings({**kwargs, **sampling}, overfit_report, generate, **sampling_settings(samples)) if samples > 1 else None
+    )
     n = result.val.n_texts
     failed = []
     if not _judged("loss gap", result.gap, max_gap, "<=", n=n, unit="val items", model=_name(model), result=result):
@@ -416,13 +500,20 @@ def assert_no_overfit(
     if need_answers and (share is None or distinct2 is None):
         raise ValueError("max_memorised/min_distinct2 need instruction records (instruction + output) to generate answers")
     if max_memorised is not None and share is not None:
-        if not _judged("memorised share", share, max_memorised, "<=", n=result.n_answers, unit="answers", model=_name(model), result=result):
+        unit = "answers" if result.samples == 1 else "items"
+        if not _judged(
+            "memorised share", share, max_memorised, "<=", n=result.n_answers, unit=unit, model=_name(model), result=result,
+            settings=answer_settings,
+        ):
             failed.append(
                 f"{share:.0%} of answers copy distinctive training outputs (bar {max_memorised:.0%}; "
                 f"{result.n_common_answers} more equal a label or template answer of training, not counted)"
             )
     if min_distinct2 is not None and distinct2 is not None:
-        if not _judged("distinct-2", distinct2, min_distinct2, ">=", n=result.n_answers, unit="answers", model=_name(model)):
+        if not _judged(
+            "distinct-2", distinct2, min_distinct2, ">=", n=result.n_answers, unit="answers" if result.samples == 1 else "items",
+            model=_name(model), settings=answer_settings,
+        ):
             failed.append(f"distinct-2 of answers is {distinct2:.3f} (bar {min_distinct2:.3f})")
     if failed:
         copies = [
@@ -434,6 +525,11 @@ def assert_no_overfit(
             + f"\n  train loss {result.train_loss:.3f} ({result.train.n_texts} items), val loss {result.val_loss:.3f} "
             + f"({n} items), ratio {result.ratio:.2f}: {result.band}; {result.advice}"
             + ("\n  copied answers:\n" + "\n".join(copies) if copies else "")
+            + _flaky_lines(
+                result.stability if max_memorised is not None else None,
+                lambda i: f"item {i}: copies a training output in {round(result.stability.means[i] * result.samples)} of "
+                f"{result.samples} samples  prompt {_cut(str(val[i]['instruction']), 40)!r}",
+            )
         )
     return result
 

@@ -273,14 +273,15 @@ class BaselineSession:
                 f"the scoring rule changed ({entry.get('scoring_rule')} in the baseline, written by pytest-ftmodel "
                 f"{entry.get('package_version') or '?'}; {rule} now), so the figures do not compare", "",
             )
-        if entry.get("compare_kind") != kind:
-            return f"the baseline compares it as {entry.get('compare_kind')}, this run as {kind}", ""
+        # settings first: a changed setting (samples=, temperature=) is why the kind of comparison changed
         then, now = entry.get("settings") or {}, store.stable(record.settings or {})
         differ = sorted(k for k in set(then) | set(now) if then.get(k, "<unset>") != now.get(k, "<unset>"))
         if differ:
             shown = ", ".join(f"{k}={json_text(then.get(k, '<unset>'))} in the baseline, {json_text(now.get(k, '<unset>'))} now" for k in differ[:3])
             more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
             return f"settings differ from the baseline's ({shown}{more})", "restore the setting" + ("s" if len(differ) > 1 else "") + ", or "
+        if entry.get("compare_kind") != kind:
+            return f"the baseline compares it as {entry.get('compare_kind')}, this run as {kind}", ""
         ids = {str(it["id"]) for it in record.items if "id" in it}
         base_ids = set(entry.get("items") or {})
         if not base_ids:

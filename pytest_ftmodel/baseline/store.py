@@ -39,8 +39,9 @@ SCORING_RULES: dict[str, int] = {
 }
 
 #: settings that never change a number (batching, caching, parallelism; pass@k's "split-only"
-#: judging refuses a problem instead of judging it another way)
-NOT_SETTINGS = frozenset({"batch_size", "cache", "workers", "progress", "judging"})
+#: judging refuses a problem instead of judging it another way), and ``samples``, which the helpers
+#: add themselves only when above 1 (:func:`pytest_ftmodel.sampling.sampling_settings`)
+NOT_SETTINGS = frozenset({"batch_size", "cache", "workers", "progress", "judging", "samples"})
 
 
 class BaselineFileError(DataError):

@@ -70,6 +70,13 @@ class OverfitResult:
     #: answers that equal a common training output (a label, a template answer) other than their own
     #: reference: not counted as memorised (see :func:`memorisation`)
     n_common_answers: int = 0
+    #: answers per validation item (``samples=``); with more than one, ``n_answers`` counts items,
+    #: ``memorised_share`` is the mean over items of each item's share of copying samples,
+    #: ``memorised`` holds each copying item once (its first copying sample), the diversity figures
+    #: are means over samples, and ``stability`` the :class:`~pytest_ftmodel.sampling.Repeats` of
+    #: copied/not per sample (pass@k: the share of items that copy in any sample)
+    samples: int = 1
+    stability: Any = None
 
 
 def _items(data: Sequence[Any], what: str) -> tuple[list[Any], str]:
@@ -182,10 +189,17 @@ def overfit_report(
     common: int = COMMON,
     max_new_tokens: int = 128,
     answers: bool = True,
+    samples: int = 1,
     **generate_kwargs: Any,
 ) -> OverfitResult:
     """Loss gap and ratio with its band and advice; for instruction records also memorisation of
-    training outputs in answers to validation prompts, and the diversity of those answers."""
+    training outputs in answers to validation prompts, and the diversity of those answers.
+
+    ``samples=k`` (with ``temperature > 0``, ``top_p``, ``seed``): k seeded answers per validation
+    item, each checked (see :mod:`pytest_ftmodel.sampling`)."""
+    from pytest_ftmodel.sampling import check_sampling
+
+    check_sampling(samples, generate_kwargs.get("temperature", 0.0))
     from pytest_ftmodel.metrics.perplexity import perplexity
 
     _check_copy_rule(ngram, min_words, common)
@@ -201,17 +215,29 @@ def overfit_report(
     gap = va.mean_nll - tr.mean_nll
     name = band(gap)
     n_answers, share, copies, d1, d2, dup, n_common = 0, None, [], None, None, None, 0
+    stability = None
     if val_kind == "record" and answers:
-        from pytest_ftmodel.generation import generate
+        from pytest_ftmodel.sampling import repeats, sampled_answers
 
         prompts = [p for p, _ in val_items]
-        got = generate(model, prompts, max_new_tokens=max_new_tokens, **generate_kwargs)
+        rows = sampled_answers(model, prompts, samples=samples, max_new_tokens=max_new_tokens, **generate_kwargs)
         refs, outputs = [o for _, o in val_items], [o for _, o in train_items]
-        copies = memorisation(got, prompts, refs, outputs, ngram=ngram, min_words=min_words, common=common)
         shared = common_outputs(outputs, min_words=min_words, common=common)
-        n_common = sum(1 for a, r in zip(got, refs) if _normal(a) in shared and _normal(a) != _normal(r))
-        n_answers, share = len(got), len(copies) / len(got)
-        d1, d2, dup = diversity(got)
+        copied = [[0.0] * samples for _ in prompts]
+        first: dict[int, Memorised] = {}
+        figures = []
+        for j in range(samples):
+            got = [row[j] for row in rows]
+            for m in memorisation(got, prompts, refs, outputs, ngram=ngram, min_words=min_words, common=common):
+                copied[m.index][j] = 1.0
+                first.setdefault(m.index, m)
+            n_common += sum(1 for a, r in zip(got, refs) if _normal(a) in shared and _normal(a) != _normal(r))
+            figures.append(diversity(got))
+        copies = [first[i] for i in sorted(first)]
+        n_answers = len(prompts)
+        share = sum(sum(row) / samples for row in copied) / len(prompts)
+        d1, d2, dup = (sum(f[m] for f in figures) / samples for m in range(3))
+        stability = repeats(copied, binary=True) if samples > 1 else None
     return OverfitResult(
         train_loss=tr.mean_nll,
         val_loss=va.mean_nll,
@@ -228,6 +254,8 @@ def overfit_report(
         distinct2=d2,
         duplicate_share=dup,
         n_common_answers=n_common,
+        samples=samples,
+        stability=stability,
     )
 
 

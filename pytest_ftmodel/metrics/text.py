@@ -11,6 +11,7 @@ import numpy as np
 from pytest_ftmodel.data import require_keys
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.metrics.stats import bounded_mean_interval, proportion_interval
+from pytest_ftmodel.sampling import Repeats, repeats
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 NO_LABEL = "<no label>"
@@ -28,17 +29,26 @@ class RougeItem:
     rouge1: float
     rouge2: float
     rougeL: float
+    #: with samples > 1: every sample's answer (``generated`` is sample 0's) and its F-measures; the
+    #: item's rouge1/rouge2/rougeL are the means over its samples
+    answers: tuple[str, ...] = ()
+    sample_scores: tuple[dict[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
 class RougeResult:
-    """Mean ROUGE F-measures over items (rouge-score's), each with a 95% interval for a mean of [0, 1] values."""
+    """Mean ROUGE F-measures over items (rouge-score's), each with a 95% interval for a mean of [0, 1] values.
+
+    With ``samples > 1`` each item's scores are the means over its samples, the intervals take the
+    items as the unit, and ``stability`` holds each measure's :class:`~pytest_ftmodel.sampling.Repeats`."""
 
     rouge1: float
     rouge2: float
     rougeL: float
     intervals: dict[str, tuple[float, float]]
     items: tuple[RougeItem, ...]
+    samples: int = 1
+    stability: dict[str, Repeats] | None = None
 
     @property
     def n(self) -> int:
@@ -86,24 +96,35 @@ def rouge(
     reference_key: str = "output",
     max_new_tokens: int = 128,
     use_stemmer: bool = True,
+    samples: int = 1,
     **generate_kwargs: Any,
 ) -> RougeResult:
-    """Generate an answer to each item's prompt and score it against its reference with ROUGE."""
-    from pytest_ftmodel.generation import generate
+    """Generate an answer to each item's prompt and score it against its reference with ROUGE.
+
+    ``samples=k`` (with ``temperature > 0``, ``top_p``, ``seed``): k seeded answers per item, each
+    scored; an item's score is its mean (see :mod:`pytest_ftmodel.sampling`)."""
+    from pytest_ftmodel.sampling import sampled_answers
 
     items = require_keys(data, [prompt_key, reference_key])
     prompts = [str(item[prompt_key]) for item in items]
     references = [str(item[reference_key]) for item in items]
-    answers = generate(model, prompts, max_new_tokens=max_new_tokens, **generate_kwargs)
-    scores = rouge_scores(answers, references, use_stemmer=use_stemmer)
+    answers = sampled_answers(model, prompts, samples=samples, max_new_tokens=max_new_tokens, **generate_kwargs)
+    flat = rouge_scores([a for row in answers for a in row], [r for r in references for _ in range(samples)], use_stemmer=use_stemmer)
+    per_item = [flat[i * samples : (i + 1) * samples] for i in range(len(items))]
+    scores = [row[0] if samples == 1 else {t: sum(s[t] for s in row) / samples for t in ROUGE_TYPES} for row in per_item]
     rows = tuple(
-        RougeItem(i, p, r, a, s["rouge1"], s["rouge2"], s["rougeL"])
-        for i, (p, r, a, s) in enumerate(zip(prompts, references, answers, scores))
+        RougeItem(
+            i, p, r, a[0], s["rouge1"], s["rouge2"], s["rougeL"],
+            answers=tuple(a) if samples > 1 else (), sample_scores=tuple(row) if samples > 1 else (),
+        )
+        for i, (p, r, a, s, row) in enumerate(zip(prompts, references, answers, scores, per_item))
     )
-    # F-measures lie in [0, 1]: an interval that cannot collapse to [1, 1] when every answer is perfect
+    # F-measures lie in [0, 1]: an interval that cannot collapse to [1, 1] when every answer is perfect;
+    # with samples, over the items' means (the item is the unit, not the draw)
     intervals = {t: bounded_mean_interval([s[t] for s in scores]) for t in ROUGE_TYPES}
     means = {t: float(np.mean([s[t] for s in scores])) for t in ROUGE_TYPES}
-    return RougeResult(means["rouge1"], means["rouge2"], means["rougeL"], intervals, rows)
+    stability = {t: repeats([[s[t] for s in row] for row in per_item], binary=False) for t in ROUGE_TYPES} if samples > 1 else None
+    return RougeResult(means["rouge1"], means["rouge2"], means["rougeL"], intervals, rows, samples=samples, stability=stability)
 
 
 # ---- classification ---------------------------------------------------------------------------
@@ -157,11 +178,26 @@ class ClassificationItem:
     expected: str
     generated: str
     predicted: str | None
+    #: with samples > 1: every sample's answer and the label read from it (``generated`` and
+    #: ``predicted`` are sample 0's)
+    answers: tuple[str, ...] = ()
+    predictions: tuple[str | None, ...] = ()
+
+    @property
+    def correct(self) -> float:
+        """The share of the item's samples (its one answer: 0 or 1) that named the expected label."""
+        labels = self.predictions or (self.predicted,)
+        return sum(p == self.expected for p in labels) / len(labels)
 
 
 @dataclass(frozen=True)
 class ClassificationResult:
-    """Accuracy and macro-F1 over ``labels`` (scikit-learn); unparseable answers count as wrong."""
+    """Accuracy and macro-F1 over ``labels`` (scikit-learn); unparseable answers count as wrong.
+
+    With ``samples > 1`` every sample's answer counts once (accuracy is then the mean over items of
+    each item's share of right samples; macro-F1, the per-label scores and the confusion matrix pool
+    all answers), the accuracy interval takes the items as the unit, and ``stability`` holds the
+    :class:`~pytest_ftmodel.sampling.Repeats` of right/wrong per sample (pass@k, pass^k, flip rate)."""
 
     accuracy: float
     macro_f1: float
@@ -171,13 +207,16 @@ class ClassificationResult:
     n_unparseable: int
     accuracy_interval: tuple[float, float]
     items: tuple[ClassificationItem, ...]
+    samples: int = 1
+    stability: Repeats | None = None
 
     @property
     def n(self) -> int:
         return len(self.items)
 
     def errors(self) -> list[ClassificationItem]:
-        return [item for item in self.items if item.predicted != item.expected]
+        """Items with a wrong answer (with samples: any wrong sample), the least often right first."""
+        return sorted((item for item in self.items if item.correct < 1), key=lambda item: (item.correct, item.index))
 
 
 def _is_classification(value: dict[str, Any]) -> bool:
@@ -240,10 +279,14 @@ def classify(
     label_key: str = "expected_label",
     prompt_key: str = "instruction",
     max_new_tokens: int = 16,
+    samples: int = 1,
     **generate_kwargs: Any,
 ) -> ClassificationResult:
-    """Ask the model each item's prompt, read a label from its answer, and score against ``label_key``."""
-    from pytest_ftmodel.generation import generate
+    """Ask the model each item's prompt, read a label from its answer, and score against ``label_key``.
+
+    ``samples=k`` (with ``temperature > 0``, ``top_p``, ``seed``): k seeded answers per item, each
+    read and scored (see :mod:`pytest_ftmodel.sampling`)."""
+    from pytest_ftmodel.sampling import sampled_answers
 
     labels = _check_labels(labels)
     items = require_keys(data, [prompt_key, label_key])
@@ -255,17 +298,30 @@ def classify(
             raise DataError(f"data item {i} expects label {value!r}, which is not in labels {labels}: add it or fix the item")
         expected.append(canonical[value.casefold()])
     prompts = [str(item[prompt_key]) for item in items]
-    answers = generate(model, prompts, max_new_tokens=max_new_tokens, **generate_kwargs)
-    predicted = [extract_label(a, labels) for a in answers]
-    scores = classification_scores(expected, predicted, labels)
-    correct = sum(p == e for p, e in zip(predicted, expected))
+    answers = sampled_answers(model, prompts, samples=samples, max_new_tokens=max_new_tokens, **generate_kwargs)
+    predicted = [[extract_label(a, labels) for a in row] for row in answers]
+    flat = [p for row in predicted for p in row]
+    scores = classification_scores([e for e in expected for _ in range(samples)], flat, labels)
+    right = [[float(p == e) for p in row] for row, e in zip(predicted, expected)]
+    stability = repeats(right, binary=True) if samples > 1 else None
+    if stability is None:
+        interval = proportion_interval(int(sum(row[0] for row in right)), len(items))
+    else:  # the item is the unit: its samples are not independent draws
+        interval = bounded_mean_interval(stability.means)
     return ClassificationResult(
         accuracy=scores["accuracy"],
         macro_f1=scores["macro_f1"],
         per_label=scores["per_label"],
         confusion=scores["confusion"],
         confusion_labels=scores["confusion_labels"],
-        n_unparseable=sum(p is None for p in predicted),
-        accuracy_interval=proportion_interval(correct, len(items)),
-        items=tuple(ClassificationItem(i, p, e, a, d) for i, (p, e, a, d) in enumerate(zip(prompts, expected, answers, predicted))),
+        n_unparseable=sum(p is None for p in flat),
+        accuracy_interval=interval,
+        items=tuple(
+            ClassificationItem(
+                i, p, e, a[0], d[0], answers=tuple(a) if samples > 1 else (), predictions=tuple(d) if samples > 1 else (),
+            )
+            for i, (p, e, a, d) in enumerate(zip(prompts, expected, answers, predicted))
+        ),
+        samples=samples,
+        stability=stability,
     )

@@ -310,6 +310,31 @@ def _failures(records: list[MetricRecord]) -> str:
     return "\n".join(parts)
 
 
+def _repeats(records: list[MetricRecord]) -> str:
+    """The stability of every sampled figure, and its flaky items (every one, escaped)."""
+    rows = []
+    for r in records:
+        rep = (r.details or {}).get("repeats")
+        if not isinstance(rep, dict):
+            continue
+        binary = bool(rep.get("binary"))
+        flaky = "".join(
+            f'<li><span class="mono">{_e(f.get("index"))}</span> (mean {_e(fmt(f.get("mean")))}) {_e(f.get("prompt") or "")}</li>'
+            for f in rep.get("flaky") or []
+        )
+        rows.append(
+            f"<tr><td>{_e(r.name)}{_test_of(r)}</td><td class=\"num\">{_e(rep.get('samples'))}</td>"
+            f"<td class=\"num\">{_e(fmt(rep.get('pass_at_k')) if binary else '-')}</td>"
+            f"<td class=\"num\">{_e(fmt(rep.get('pass_hat_k')) if binary else '-')}</td>"
+            f"<td class=\"num\">{_e(fmt(rep.get('flip_rate')))}</td>"
+            f"<td>{_e(len(rep.get('flaky') or []))} of {_e(rep.get('n'))}<ul>{flaky}</ul></td></tr>"
+        )
+    if not rows:
+        return ""
+    head = "<tr><th>metric</th><th>samples</th><th>pass@k</th><th>pass^k</th><th>flip rate</th><th>flaky items</th></tr>"
+    return f'<section id="repeats"><h2>Repeated sampling</h2><table class="items">{head}{"".join(rows)}</table></section>'
+
+
 def _judged(records: list[MetricRecord]) -> str:
     judged = versus.judged_text(records)
     return f'<p class="judged">Code samples {_e(judged)}</p>' if judged else ""
@@ -326,6 +351,7 @@ def render_html(records: list[MetricRecord], session: dict[str, Any] | None = No
         f'<section id="metrics"><h2>Metrics</h2>{_table(records, names) if records else "<p>No metrics were recorded.</p>"}</section>',
         *([f'<section id="baseline"><h2>Against the baseline</h2>{_against_baseline(records, session)}</section>']
           if any(r.baseline for r in records) else []),
+        *([_repeats(records)] if _repeats(records) else []),
         f'<section id="plots"><h2>Plots</h2>{_plots(records)}</section>',
         f'<section id="worst-items"><h2>Worst items</h2>{_worst(records)}</section>',
         f'<section id="failures"><h2>Failing gates</h2>{_failures(records)}</section>',

@@ -100,6 +100,18 @@ def render_markdown(records: list[MetricRecord], session: dict[str, Any] | None 
         lines.append("| " + " | ".join(cells) + " |")
     if any(versus.differs(r) for r in records):
         lines += ["", md_text(versus.DIFFERS_NOTE)]
+    sampled = [r for r in records if isinstance((r.details or {}).get("repeats"), dict)]
+    if sampled:
+        lines += ["", "### Repeated sampling", "", "| test | metric | samples | pass@k | pass^k | flip rate | flaky items |", "|---|---|--:|--:|--:|--:|---|"]
+        for r in sampled:
+            rep = r.details["repeats"]
+            binary = bool(rep.get("binary"))
+            flaky = "; ".join(f"{f.get('index')}: {md_text(f.get('prompt') or '')}" for f in rep.get("flaky") or []) or "-"
+            lines.append(
+                f"| {md_text(r.test.rsplit('::', 1)[-1] or '-')} | {md_text(r.name)} | {rep.get('samples')} | "
+                f"{fmt(rep.get('pass_at_k')) if binary else '-'} | {fmt(rep.get('pass_hat_k')) if binary else '-'} | "
+                f"{fmt(rep.get('flip_rate'))} | {flaky} |"
+            )
     if failed:
         lines += ["", "### Failing gates"]
         for r in failed:

@@ -16,7 +16,7 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from pytest_ftmodel._stack import SessionStack
 
@@ -211,6 +211,12 @@ def junit_properties(record: MetricRecord) -> list[tuple[str, str]]:
     if record.interval is not None:
         props.append((f"{key}.interval", f"[{fmt(record.low)}, {fmt(record.high)}]"))
     props += [(f"{key}.n", f"{record.n} {record.unit}"), (f"{key}.verdict", versus.result_text(record).rstrip("*").lower())]
+    rep = (record.details or {}).get("repeats")
+    if isinstance(rep, dict):
+        props += [(f"{key}.samples", str(rep.get("samples"))), (f"{key}.flip_rate", fmt(rep.get("flip_rate")))]
+        if rep.get("binary"):
+            props += [(f"{key}.pass_at_k", fmt(rep.get("pass_at_k"))), (f"{key}.pass_hat_k", fmt(rep.get("pass_hat_k")))]
+        props.append((f"{key}.flaky_items", ",".join(str(f.get("index")) for f in rep.get("flaky") or [])))
     if record.test_outcome:  # the verdict is the test's outcome; the gate's own beside it
         props.append((f"{key}.gate_verdict", versus.gate_verdict(record)))
     b = record.baseline
@@ -365,6 +371,36 @@ def item_ids(identities: Iterable[Any]) -> list[str]:
 Described = tuple[tuple[dict[str, Any], ...], dict[str, Any]]
 
 
+def _add_repeats(details: dict[str, Any], stability: Any, prompts: Mapping[int, str]) -> None:
+    """With samples > 1: the figure's stability (samples, pass@k and pass^k for 0/1 figures, the flip
+    rate) and its flaky items (index, mean over samples, prompt), every one of them."""
+    if stability is None:
+        return
+    out = stability.as_dict()
+    out["flaky"] = [
+        {"index": i, "mean": stability.means[i], **({"prompt": _text(prompts[i])} if i in prompts else {})}
+        for i in stability.flaky
+    ]
+    details["repeats"] = out
+
+
+def repeats_text(record: MetricRecord, shown: int = 5) -> str:
+    """One line on a sampled figure's stability and its flaky items ("" for a single-answer figure);
+    plain text: the callers escape it."""
+    rep = (record.details or {}).get("repeats")
+    if not isinstance(rep, dict):
+        return ""
+    k = rep.get("samples")
+    parts = [f"{k} samples per item"]
+    if rep.get("binary"):
+        parts.append(f"pass@{k} {fmt(rep.get('pass_at_k'))}, pass^{k} {fmt(rep.get('pass_hat_k'))}")
+    parts.append(f"flip rate {fmt(rep.get('flip_rate'))}")
+    flaky = rep.get("flaky") or []
+    listed = ", ".join(str(f.get("index")) for f in flaky[:shown]) + (f" and {len(flaky) - shown} more" if len(flaky) > shown else "")
+    parts.append(f"{len(flaky)} of {rep.get('n')} items flaky" + (f" (items {listed})" if flaky else ""))
+    return "; ".join(parts)
+
+
 def _perplexity_items(result: Any) -> list[dict[str, Any]]:
     texts = tuple(getattr(result, "texts", ()) or ())
     contexts = tuple(getattr(result, "contexts", ()) or ())
@@ -412,14 +448,16 @@ def _rouge(result: Any, name: str) -> Described:
         {"index": it.index, "id": i, "value": getattr(it, metric), "prompt": _text(it.prompt), "expected": _text(it.reference), "answer": _text(it.generated)}
         for i, it in zip(ids, result.items)
     ]
-    return tuple(items), {"kind": "per-item score", "item_value": f"{metric} F-measure", "better": "higher", "compare_kind": "continuous"}
+    details = {"kind": "per-item score", "item_value": f"{metric} F-measure", "better": "higher", "compare_kind": "continuous"}
+    _add_repeats(details, (getattr(result, "stability", None) or {}).get(metric), {it.index: it.prompt for it in result.items})
+    return tuple(items), details
 
 
 def _classification(result: Any, name: str) -> Described:
     ids = item_ids([it.prompt, it.expected] for it in result.items)
     items = [
         {
-            "index": it.index, "id": i, "value": float(it.predicted == it.expected), "prompt": _text(it.prompt),
+            "index": it.index, "id": i, "value": float(getattr(it, "correct", it.predicted == it.expected)), "prompt": _text(it.prompt),
             "expected": _text(it.expected), "answer": _text(it.generated), "predicted": it.predicted,
         }
         for i, it in zip(ids, result.items)
@@ -429,9 +467,11 @@ def _classification(result: Any, name: str) -> Described:
         "labels": list(result.confusion_labels), "confusion": [list(r) for r in result.confusion],
         "per_label_f1": {k: v.f1 for k, v in result.per_label.items()},
     }
-    # accuracy is a mean of per-item 0/1; macro-F1 is not a per-item mean, so it is not compared
+    # accuracy is a mean of per-item 0/1 (with samples: of per-item shares of right samples, compared
+    # with the items as the unit); macro-F1 is not a per-item mean, so it is not compared
     if name == "accuracy":
-        details["compare_kind"] = "binary"
+        details["compare_kind"] = "binary" if getattr(result, "samples", 1) == 1 else "continuous"
+    _add_repeats(details, getattr(result, "stability", None), {it.index: it.prompt for it in result.items})
     return tuple(items), details
 
 
@@ -475,7 +515,10 @@ def _overfit(result: Any, name: str) -> Described:
              "expected": _text(m.training_output), "verbatim": m.verbatim}
             for m in result.memorised
         ]
-        return tuple(items), {"kind": "memorised", "item_value": "copied a training output", "better": "lower"}
+        memo: dict[str, Any] = {"kind": "memorised", "item_value": "copied a training output", "better": "lower"}
+        # every flaky item copies in some sample, so it is among the copies, with its prompt
+        _add_repeats(memo, getattr(result, "stability", None), {m.index: m.prompt for m in result.memorised})
+        return tuple(items), memo
     if name != "loss gap":
         return (), {}
     items = _perplexity_items(result.val)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import textwrap
 
 from pytest_ftmodel.report import versus
-from pytest_ftmodel.report.records import MetricRecord, display_names, fmt, model_label
+from pytest_ftmodel.report.records import MetricRecord, display_names, fmt, model_label, repeats_text
 
 WIDTH = 100
 _SEP = "  "
@@ -117,6 +117,11 @@ def summary_lines(records: list[MetricRecord], *, verbose: bool = False, baselin
     if not verbose and len(models) == 1:
         lines.insert(0, f"model: {versus.visible(models[0])}")
     lines.append(f"{len(records)} metrics recorded, {len(records) - failed} passed, {failed} failed.")
+    for r in records:
+        sampled = repeats_text(r)
+        if sampled:
+            what = r.test.rsplit("::", 1)[-1] if not verbose else r.test
+            lines.extend(_wrap(versus.visible(f"repeated sampling: {what} {r.name}: {sampled}")))
     if any(versus.differs(r) for r in records):
         lines.extend(_wrap(versus.DIFFERS_NOTE))
     counted = versus.summary_line(records, baseline_path)

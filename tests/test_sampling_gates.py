@@ -1,0 +1,194 @@
+"""samples=k on the generation gates: ROUGE, classification and memorisation, checked by hand
+against the sampled answers; one sample is the single-answer path; greedy with samples is refused."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pytest_ftmodel import (
+    BarError,
+    assert_classification,
+    assert_no_overfit,
+    assert_rouge_above,
+    classify,
+    overfit_report,
+    rouge,
+)
+from pytest_ftmodel.demo import LABELS, demo_data
+from pytest_ftmodel.metrics.overfit import diversity, memorisation
+from pytest_ftmodel.metrics.stats import bounded_mean_interval
+from pytest_ftmodel.metrics.text import extract_label, rouge_scores
+from pytest_ftmodel.sampling import sampled_answers
+
+DATA = demo_data()
+SUMMARIES = [r for r in DATA["val"] if r["category"] == "summarize"][:4]
+REVIEWS = [r for r in DATA["val"] if r["category"] == "classify"][:6]
+SAMPLED = dict(samples=3, temperature=1.0, seed=4)
+
+
+def test_rouge_with_samples_is_the_mean_of_each_items_samples(bpe_model) -> None:
+    result = rouge(bpe_model, SUMMARIES, max_new_tokens=16, **SAMPLED)
+    answers = sampled_answers(bpe_model, [r["instruction"] for r in SUMMARIES], max_new_tokens=16, **SAMPLED)
+    assert result.samples == 3 and [list(it.answers) for it in result.items] == answers
+    for item, row, ref in zip(result.items, answers, SUMMARIES):
+        scores = rouge_scores(row, [ref["output"]] * 3)
+        assert item.rougeL == pytest.approx(sum(s["rougeL"] for s in scores) / 3)
+        assert item.generated == row[0]
+    means = [it.rougeL for it in result.items]
+    assert result.rougeL == pytest.approx(sum(means) / len(means))
+    assert result.intervals["rougeL"] == bounded_mean_interval(means)  # the item is the unit
+    spreads = result.stability["rougeL"].spreads
+    assert spreads == tuple(max(s["rougeL"] for s in it.sample_scores) - min(s["rougeL"] for s in it.sample_scores) for it in result.items)
+
+
+def test_one_sample_is_the_single_answer_result(bpe_model) -> None:
+    for kwargs in ({}, {"temperature": 0.9, "seed": 2}):
+        assert rouge(bpe_model, SUMMARIES, max_new_tokens=16, samples=1, **kwargs) == rouge(bpe_model, SUMMARIES, max_new_tokens=16, **kwargs)
+        one = classify(bpe_model, REVIEWS, LABELS, samples=1, **kwargs)
+        assert one == classify(bpe_model, REVIEWS, LABELS, **kwargs) and one.stability is None
+
+
+def test_classification_with_samples_by_hand(bpe_model) -> None:
+    result = classify(bpe_model, REVIEWS, LABELS, max_new_tokens=8, **SAMPLED)
+    answers = sampled_answers(bpe_model, [r["instruction"] for r in REVIEWS], max_new_tokens=8, **SAMPLED)
+    right = [[extract_label(a, LABELS) == r["expected_label"] for a in row] for row, r in zip(answers, REVIEWS)]
+    assert [list(it.answers) for it in result.items] == answers
+    assert result.accuracy == pytest.approx(sum(map(sum, right)) / (3 * len(REVIEWS)))
+    stab = result.stability
+    assert stab.pass_at_k == sum(any(r) for r in right) / len(right)
+    assert stab.pass_hat_k == sum(all(r) for r in right) / len(right)
+    assert stab.flip_rate == sum(len(set(r)) > 1 for r in right) / len(right)
+    assert stab.flaky == tuple(i for i, r in enumerate(right) if len(set(r)) > 1)
+    assert result.accuracy_interval == bounded_mean_interval([sum(r) / 3 for r in right])
+    assert sum(map(sum, result.confusion)) == 3 * len(REVIEWS)  # every answer counts once
+    assert [it.index for it in result.errors()] == sorted((i for i, r in enumerate(right) if not all(r)), key=lambda i: (sum(right[i]), i))
+
+
+def test_a_failing_sampled_gate_lists_its_flaky_items(bpe_model, private_record) -> None:
+    # a temperature this high makes answers flip between labels and none
+    kwargs = dict(samples=4, temperature=3.0, seed=1, max_new_tokens=8)
+    result = classify(bpe_model, REVIEWS, LABELS, **kwargs)
+    assert result.stability.flaky, "the demo should flip at temperature 3"
+    with pytest.raises(AssertionError) as info:
+        assert_classification(bpe_model, REVIEWS, LABELS, min_accuracy=1.0, **kwargs)
+    message = str(info.value)
+    assert f"on {len(REVIEWS)} items x 4 samples" in message
+    s = result.stability
+    assert f"repeated sampling: 4 samples per item; pass@4 {s.pass_at_k:.3f}, pass^4 {s.pass_hat_k:.3f}; flip rate {s.flip_rate:.3f}" in message
+    assert "flaky items (their samples disagree; kept in every figure):" in message
+    assert re.search(rf"item {s.flaky[0]}: expected '\w+', read ('\w+'|None)(, ('\w+'|None)){{3}}  prompt ", message)
+    [record] = private_record.records
+    assert record.settings["samples"] == 4 and record.settings["temperature"] == 3.0 and record.settings["seed"] == 1
+
+
+def test_a_failing_sampled_rouge_gate_shows_each_flaky_items_range(bpe_model) -> None:
+    kwargs = dict(samples=4, temperature=2.0, seed=3, max_new_tokens=16)
+    result = rouge(bpe_model, SUMMARIES, **kwargs)
+    stab = result.stability["rougeL"]
+    assert stab.flaky, "the demo's summaries should vary at temperature 2"
+    with pytest.raises(AssertionError) as info:
+        assert_rouge_above(bpe_model, SUMMARIES, rougeL=1.0, **kwargs)
+    message = str(info.value)
+    assert f"repeated sampling: 4 samples per item; flip rate {stab.flip_rate:.3f}; {len(stab.flaky)} of 4 items flaky (samples span >= 0.2)" in message
+    i = stab.flaky[0]
+    scores = [s["rougeL"] for s in result.items[i].sample_scores]
+    assert f"item {i}: rougeL {min(scores):.2f}..{max(scores):.2f} over its samples  prompt " in message
+
+
+def test_memorisation_with_samples_by_hand(bpe_model) -> None:
+    train, val = DATA["train"][:40], DATA["val"][:6]
+    result = overfit_report(bpe_model, train, val, max_new_tokens=16, **SAMPLED)
+    answers = sampled_answers(bpe_model, [r["instruction"] for r in val], max_new_tokens=16, **SAMPLED)
+    prompts, refs, outputs = [r["instruction"] for r in val], [r["output"] for r in val], [r["output"] for r in train]
+    copied = [[0] * 3 for _ in val]
+    for j in range(3):
+        for m in memorisation([row[j] for row in answers], prompts, refs, outputs):
+            copied[m.index][j] = 1
+    assert result.memorised_share == pytest.approx(sum(sum(r) / 3 for r in copied) / len(val))
+    assert [m.index for m in result.memorised] == [i for i, r in enumerate(copied) if any(r)]
+    assert result.distinct2 == pytest.approx(sum(diversity([row[j] for row in answers])[1] for j in range(3)) / 3)
+    assert result.stability.pass_at_k == sum(any(r) for r in copied) / len(val) and result.n_answers == len(val)
+    assert overfit_report(bpe_model, train, val, max_new_tokens=16, samples=1) == overfit_report(bpe_model, train, val, max_new_tokens=16)
+
+
+def test_samples_on_a_gate_that_reads_no_answers_is_an_error() -> None:
+    with pytest.raises(BarError, match=r"^assert_no_overfit: samples=3 samples nothing: the loss gap reads no answers; pass max_memorised="):
+        assert_no_overfit(object(), DATA["train"], DATA["val"], max_gap=0.2, samples=3, temperature=1.0)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: assert_rouge_above(m, SUMMARIES, rougeL=0.1, samples=3),
+        lambda m: assert_classification(m, REVIEWS, LABELS, min_accuracy=0.5, samples=3, temperature=0),
+        lambda m: assert_no_overfit(m, DATA["train"], DATA["val"], max_memorised=0.1, samples=2),
+    ],
+)
+def test_greedy_with_samples_fails_in_one_line_before_the_model_runs(call) -> None:
+    class Model:
+        def __getattr__(self, name):
+            raise RuntimeError("the model ran")
+
+    with pytest.raises(BarError, match=r"^assert_\w+: samples=\d with temperature=0(\.0)? \(greedy\): every sample would be the same answer; pass temperature > 0"):
+        call(Model())
+
+
+# ---- baselines ----------------------------------------------------------------------------------
+
+
+def _baseline_of(private_record, tmp_path, run):
+    from pytest_ftmodel.baseline import store
+    from pytest_ftmodel.baseline.gate import BaselineSession
+
+    start = len(private_record.records)
+    run()
+    records = private_record.records[start:]
+    path = tmp_path / "ftmodel-baseline.json"
+    store.write(path, {k: store.entry_of(r, version="test") for k, r in zip(store.entry_keys(records), records)})
+
+    def fresh() -> None:  # a new run against the file (a gate counts repeated figures of one test apart)
+        private_record.gate = BaselineSession(path, update=False)
+
+    fresh()
+    return fresh
+
+
+def test_a_sampled_run_never_compares_with_a_greedy_baseline(bpe_model, private_record, tmp_path) -> None:
+    greedy = lambda: assert_classification(bpe_model, REVIEWS, LABELS, min_accuracy=0.0, max_new_tokens=8)  # noqa: E731
+    fresh = _baseline_of(private_record, tmp_path, greedy)
+    assert "samples" not in private_record.records[-1].settings  # one answer: the key it always had
+    with pytest.raises(pytest.fail.Exception) as info:
+        assert_classification(bpe_model, REVIEWS, LABELS, min_accuracy=0.0, max_new_tokens=8, samples=3, temperature=1.0, seed=4)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "settings differ from the baseline's (samples=<unset> in the baseline, 3 now, seed=0 in the baseline, 4 now, temperature=0.0 in the baseline, 1.0 now)" in message
+    assert private_record.records[-1].baseline["verdict"] == "mismatch"
+    fresh()
+    greedy()  # the greedy run still compares with its baseline
+    assert private_record.records[-1].baseline["verdict"] == "within noise"
+
+
+def test_sampled_runs_of_other_settings_never_compare(bpe_model, private_record, tmp_path) -> None:
+    run = lambda **kw: assert_rouge_above(bpe_model, SUMMARIES, rougeL=0.0, max_new_tokens=16, **{**SAMPLED, **kw})  # noqa: E731
+    fresh = _baseline_of(private_record, tmp_path, run)
+    record = private_record.records[-1]
+    assert record.settings["samples"] == 3 and record.details["compare_kind"] == "continuous"
+    for change, shown in (({"samples": 2}, "samples=3 in the baseline, 2 now"), ({"seed": 5}, "seed=4 in the baseline, 5 now"),
+                          ({"top_p": 0.9}, "top_p=1.0 in the baseline, 0.9 now"), ({"temperature": 0.7}, "temperature=1.0 in the baseline, 0.7 now")):
+        fresh()
+        with pytest.raises(pytest.fail.Exception, match=re.escape(f"settings differ from the baseline's ({shown})")):
+            run(**change)
+    fresh()
+    run()  # the same sampled run: the same answers (cached per sample), compared per item
+    assert private_record.records[-1].baseline["verdict"] == "within noise" and private_record.records[-1].baseline["delta"] == 0
+
+
+def test_sampled_accuracy_is_compared_on_per_item_means(bpe_model, private_record, tmp_path) -> None:
+    run = lambda: assert_classification(bpe_model, REVIEWS, LABELS, min_accuracy=0.0, max_new_tokens=8, **SAMPLED)  # noqa: E731
+    _baseline_of(private_record, tmp_path, run)
+    record = private_record.records[-1]
+    result = classify(bpe_model, REVIEWS, LABELS, max_new_tokens=8, **SAMPLED)
+    assert [it["value"] for it in record.items] == [it.correct for it in result.items]  # each item's share of right samples
+    assert record.details["compare_kind"] == "continuous" and record.n == len(REVIEWS) and record.unit == "items"
