@@ -68,6 +68,10 @@ _EXPORTS = {
     "JudgeAgreement": "pytest_ftmodel.human",
     "assert_human_scores": "pytest_ftmodel.assertions",
     "assert_ab_win_rate": "pytest_ftmodel.assertions",
+    "rubric_judge": "pytest_ftmodel.judges",
+    "RubricJudge": "pytest_ftmodel.judges",
+    "JudgeError": "pytest_ftmodel.judges",
+    "JudgeLogprobsUnavailable": "pytest_ftmodel.judges",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -99,6 +103,7 @@ if TYPE_CHECKING:
         model_judge,
         reference_judge,
     )
+    from pytest_ftmodel.judges import JudgeError, JudgeLogprobsUnavailable, RubricJudge, rubric_judge
     from pytest_ftmodel.metrics.code import CodeResult, evaluate_code, load_problems, pass_at_k
     from pytest_ftmodel.metrics.curve import TrainingCurve, training_curve
     from pytest_ftmodel.metrics.overfit import OverfitResult, overfit_report
