@@ -182,3 +182,41 @@ def test_garbage_served_logprobs_are_one_line_errors(serve, value) -> None:
     with pytest.raises(JudgeError, match="broken") as exc:
         judge("q", "a")
     assert "\n" not in str(exc.value)
+
+
+# ---- the cache ---------------------------------------------------------------------------------
+
+
+def test_a_warm_run_makes_no_judge_call_and_any_change_to_what_decides_a_score_does(serve, tmp_path) -> None:
+    top = {" 3": math.log(0.5), " 4": math.log(0.5)}
+    stub = serve(**_scripted("Fine.", top))
+    served = load_model(stub.url)
+    items = [{"prompt": "q1", "answer": "a1"}, {"prompt": "q2", "answer": "a2", "reference": "r2"}]
+
+    def run(**kw) -> tuple[int, list]:
+        before = len(stub.behaviour.requests)
+        judge = rubric_judge(served, cache=GenerationCache(tmp_path), **{"criteria": ["accuracy", "format"], **kw})
+        scores = judge.score(items)
+        assert judge.calls == len(stub.behaviour.requests) - before  # every model call is counted
+        return judge.calls, scores
+
+    cold, first = run()
+    assert cold == 2 * 2 * 2
+    warm, again = run()
+    assert warm == 0 and again == first
+    # an edited answer, another rubric, another scoring rule or cue: judged again, never a stale score
+    items[0]["answer"] = "a1, edited"
+    assert run()[0] == 2 * 2
+    assert run(rubric={"format": "1: bad\n5: good"})[0] == 2 * 2
+    assert run(scoring="text")[0] == 2 * 2  # only the reasoning: the score is read from it
+    assert run(cue="\nScore:")[0] == 2 * 2 * 2
+    assert run(repeats=2, temperature=0.5)[0] == 2 * 2 * 2 * 2
+
+
+def test_a_judge_of_another_model_is_not_served_from_the_cache(bpe_pair, byte_model, tmp_path) -> None:
+    bpe = load_model(bpe_pair.finetuned, device="cpu")
+    a = rubric_judge(bpe, criteria=["fluency"], max_new_tokens=4, cache=GenerationCache(tmp_path))
+    b = rubric_judge(byte_model, criteria=["fluency"], max_new_tokens=4, cache=GenerationCache(tmp_path))
+    a("q", "a")
+    b("q", "a")
+    assert a.calls == b.calls == 2 and a.fingerprint != b.fingerprint
