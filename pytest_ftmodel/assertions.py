@@ -677,11 +677,15 @@ def assert_judge_scores(
     below, unstable = [], []
     for c, bar in min_mean.items():
         value = result.means[c]
-        if not _judged(f"judge {result.judge} {c}", value, bar, ">=", n=result.n_scored[c], unit="items", interval=result.intervals[c], result=result, settings={"judge": result.judge}):
+        if not _judged(f"judge {result.judge} {c}", value, bar, ">=", n=result.n_scored[c], unit="items", interval=result.intervals[c], result=result, settings={"judge": result.judge, "judge_fingerprint": result.fingerprint}):
             low, high = result.intervals[c]
             below.append(f"{c} {value:.2f} < {bar:.2f} (95% CI [{low:.2f}, {high:.2f}], {result.n_scored[c]} items)")
         if result.repeats > 1:
             stability = repeat_stability(result, c, bar)
+            record_metric(
+                f"judge {result.judge} {c} repeats agreeing", stability["agreeing"], threshold=min_stable, op=">=",
+                n=result.repeats, unit="repeats", passed=stability["agreeing"] >= min_stable,
+            )
             if stability["agreeing"] < min_stable:  # the verdict on noise: inconclusive
                 unstable.append(
                     f"{c}: {stability['agreeing']:.0%} of {result.repeats} repeats agree with the verdict on their mean "

@@ -101,6 +101,8 @@ class JudgeScores:
     spread: dict[str, float] = field(default_factory=dict)  # mean over items of (max - min) of the repeats
     length_bias: dict[str, float | None] = field(default_factory=dict)  # Spearman's rho of score with answer length
     position_bias: dict[str, float | None] = field(default_factory=dict)  # Spearman's rho of score with sheet position
+    #: the judge's fingerprint (model, rubric, scoring, sampling) its reviews were given under; "mixed" when several
+    fingerprint: str = ""
     #: per judged item: {"id", "prompt", "generated", "judge": {c: score}, "repeats": {c: [...]}, "human": {c: mean} or None}
     items: tuple[dict[str, Any], ...] = ()
 
@@ -160,10 +162,12 @@ def judge_scores(sheet: str | os.PathLike[str], *, judge: Any) -> JudgeScores:
         length[c] = _rho([float(len(str(it["generated"] or ""))) for it in got], values)
         position_bias[c] = _rho([float(it["position"]) for it in got], values)
     humans = tuple(sorted({n for it in data["items"] for n in complete_reviews(it, criteria)}))
+    fps = {str(it["reviews"][name].get("judge")) for it in data["items"] if _is_current(it["reviews"].get(name), it, fp)}
     k = max((len(r) for it in items for r in it["repeats"].values()), default=1)
     return JudgeScores(
         p, name, len(data["items"]), len(items), tuple(unjudged), means, intervals, n_scored, calibration, humans, k,
-        self_agreement=agree, spread=spread, length_bias=length, position_bias=position_bias, items=tuple(items),
+        self_agreement=agree, spread=spread, length_bias=length, position_bias=position_bias,
+        fingerprint=fps.pop() if len(fps) == 1 else ("mixed" if fps else ""), items=tuple(items),
     )
 
 
