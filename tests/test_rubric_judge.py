@@ -220,3 +220,19 @@ def test_a_judge_of_another_model_is_not_served_from_the_cache(bpe_pair, byte_mo
     a("q", "a")
     b("q", "a")
     assert a.calls == b.calls == 2 and a.fingerprint != b.fingerprint
+
+
+# ---- a real server: transformers serve ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_transformers_serve_as_judge_gives_no_logprobs_and_says_so_in_one_line(transformers_server, bpe_pair, bpe_model) -> None:
+    served = load_model(transformers_server, tokenizer=bpe_pair.finetuned)
+    judge = rubric_judge(served, criteria=["accuracy"], max_new_tokens=8, cache=None)
+    with pytest.raises(JudgeLogprobsUnavailable) as exc:
+        judge("Say hi.", "hi")
+    assert "\n" not in str(exc.value) and f"at {served.url}" in str(exc.value) and "scoring='text'" in str(exc.value)
+    # scoring="text" works there, and the served judge reasons as the same checkpoint in process does
+    far = rubric_judge(served, criteria=["accuracy"], scoring="text", max_new_tokens=12, cache=None)("Say hi.", "hi")
+    near = rubric_judge(bpe_model, criteria=["accuracy"], scoring="text", max_new_tokens=12, cache=None)("Say hi.", "hi")
+    assert far == near and far.reasoning["accuracy"][0].strip()
