@@ -707,9 +707,11 @@ def assert_judge_scores(
         calibrations = ", ".join(
             f"{c} {result.calibration[c].alpha:.2f} on {result.calibration[c].overlap}" for c in min_mean if result.calibration[c].alpha is not None
         )
+        biases = ", ".join(f"{c} {result.length_bias[c]:+.2f}" for c in min_mean if result.length_bias.get(c) is not None)
         raise AssertionError(
             f"judge scores below the bar: {'; '.join(below)}; the judge {name!r} agrees with people (alpha): {calibrations}\n"
-            "  lowest-scored items:\n" + "\n".join(lines)
+            + (f"  length bias (Spearman's rho of score with answer length): {biases}\n" if biases else "")
+            + "  lowest-scored items:\n" + "\n".join(lines)
         )
     return result
 
