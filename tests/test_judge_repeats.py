@@ -81,3 +81,21 @@ def test_repeats_of_a_demo_checkpoint_are_seeded_samples(bpe_model) -> None:
     assert a.scores["accuracy"] == pytest.approx(sum(a.repeats["accuracy"]) / 3)
     c = rubric_judge(bpe_model, **{**kw, "seed": 1})("Say hi.", "hi")
     assert c.reasoning != a.reasoning
+
+
+def test_spearman_rho_against_scipy() -> None:
+    from hypothesis import given, strategies as st
+    from scipy.stats import spearmanr
+
+    from pytest_ftmodel.judges.gate import spearman_rho
+
+    @given(st.lists(st.tuples(st.integers(0, 6), st.floats(1, 5)), min_size=3, max_size=30))
+    def check(pairs):
+        x, y = [float(a) for a, _ in pairs], [b for _, b in pairs]
+        got = spearman_rho(x, y)
+        if len(set(x)) < 2 or len(set(y)) < 2:
+            assert got is None
+        else:
+            assert got == pytest.approx(float(spearmanr(x, y).statistic), abs=1e-9)
+
+    check()

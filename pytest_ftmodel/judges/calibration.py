@@ -40,6 +40,7 @@ def alpha_interval(
 ) -> tuple[float, float] | None:
     """Percentile bootstrap of alpha over the items (the columns of ``rows``), seeded; None when
     alpha is undefined in most resamples."""
+    import krippendorff
     import numpy as np
 
     data = np.array([[np.nan if v is None else float(v) for v in r] for r in rows], dtype=float)
@@ -49,10 +50,12 @@ def alpha_interval(
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(samples):
-        idx = rng.integers(0, n, size=n)
-        a = krippendorff_alpha_ordinal([[None if math.isnan(v) else v for v in r] for r in data[:, idx].tolist()])
-        if a is not None:
-            values.append(a)
+        sub = data[:, rng.integers(0, n, size=n)]
+        pairable = sub[:, (~np.isnan(sub)).sum(axis=0) >= 2]
+        seen = pairable[~np.isnan(pairable)]
+        if seen.size < 2 or np.unique(seen).size < 2:
+            continue  # alpha undefined in this resample (as krippendorff_alpha_ordinal says)
+        values.append(float(krippendorff.alpha(reliability_data=sub, level_of_measurement="ordinal", value_domain=[1, 2, 3, 4, 5])))
     if len(values) < samples / 2:
         return None
     low, high = np.percentile(values, [2.5, 97.5])

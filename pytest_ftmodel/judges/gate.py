@@ -107,13 +107,26 @@ class JudgeScores:
     items: tuple[dict[str, Any], ...] = ()
 
 
-def _rho(x: list[float], y: list[float]) -> float | None:
+def _ranks(x: Any) -> Any:
+    """Ranks 1..n, ties given their average rank (as Spearman's rho needs)."""
     import numpy as np
-    from scipy.stats import spearmanr
 
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x), dtype=float)
+    ranks[order] = np.arange(1, len(x) + 1)
+    _, inverse = np.unique(x, return_inverse=True)
+    return (np.bincount(inverse, weights=ranks) / np.bincount(inverse))[inverse]
+
+
+def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rho (Pearson's r of the average ranks), in numpy: importing scipy.stats costs seconds.
+    None for fewer than three pairs or a constant side."""
+    import numpy as np
+
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None
-    return float(spearmanr(x, y).statistic)
+    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
 
 
 def judge_scores(sheet: str | os.PathLike[str], *, judge: Any) -> JudgeScores:
@@ -159,8 +172,8 @@ def judge_scores(sheet: str | os.PathLike[str], *, judge: Any) -> JudgeScores:
         agree[c] = self_agreement(reps)
         spreads = [max(v for v in r if v is not None) - min(v for v in r if v is not None) for r in reps if len([v for v in r if v is not None]) >= 2]
         spread[c] = sum(spreads) / len(spreads) if spreads else 0.0
-        length[c] = _rho([float(len(str(it["generated"] or ""))) for it in got], values)
-        position_bias[c] = _rho([float(it["position"]) for it in got], values)
+        length[c] = spearman_rho([float(len(str(it["generated"] or ""))) for it in got], values)
+        position_bias[c] = spearman_rho([float(it["position"]) for it in got], values)
     humans = tuple(sorted({n for it in data["items"] for n in complete_reviews(it, criteria)}))
     fps = {str(it["reviews"][name].get("judge")) for it in data["items"] if _is_current(it["reviews"].get(name), it, fp)}
     k = max((len(r) for it in items for r in it["repeats"].values()), default=1)
