@@ -641,12 +641,13 @@ def assert_judge_scores(
     scored (new, or changed since) fail the gate. With repeats, the gate is inconclusive (fails) when
     fewer than ``min_stable`` of the repeats' own verdicts agree with the verdict on their mean."""
     __tracebackhide__ = True
+    from pytest_ftmodel.escaping import visible
     from pytest_ftmodel.judges.gate import judge_scores
 
     result = judge_scores(sheet, judge=judge)
     name = _cut(result.judge, 40)
     if result.unjudged or not result.n_judged:
-        shown = ", ".join(_cut(i, 20) for i in result.unjudged[:5]) + (" ..." if len(result.unjudged) > 5 else "")
+        shown = ", ".join(visible(_cut(i, 20)) for i in result.unjudged[:5]) + (" ..." if len(result.unjudged) > 5 else "")
         raise AssertionError(
             f"{len(result.unjudged)} of {result.n_items} items are not scored by the judge {name!r} (new, or changed since "
             f"it judged): {shown}; run judge_sheet(sheet, judge) before gating on it"
@@ -671,7 +672,7 @@ def assert_judge_scores(
         raise AssertionError(
             f"the judge {name!r} is not shown to agree with people (Krippendorff's alpha, ordinal; needs >= "
             f"{min_human_agreement} on at least {min_overlap} items both scored): {'; '.join(untrusted)}; people: "
-            f"{', '.join(_cut(h, 20) for h in result.humans) or 'none'}. Score more items by hand "
+            f"{', '.join(visible(_cut(h, 20)) for h in result.humans) or 'none'}. Score more items by hand "
             f"(python -m pytest_ftmodel review {result.path} --web), or improve the judge's rubric"
         )
     below, unstable = [], []
@@ -690,7 +691,7 @@ def assert_judge_scores(
                 unstable.append(
                     f"{c}: {stability['agreeing']:.0%} of {result.repeats} repeats agree with the verdict on their mean "
                     f"(needs {min_stable:.0%}; repeat means {', '.join(f'{m:.2f}' for m in stability['means'])}); "
-                    f"items on both sides of {bar}: {', '.join(_cut(str(i), 20) for i in stability['straddling'][:8]) or 'none'}"
+                    f"items on both sides of {bar}: {', '.join(visible(_cut(str(i), 20)) for i in stability['straddling'][:8]) or 'none'}"
                 )
     if unstable:
         raise AssertionError(
@@ -700,7 +701,7 @@ def assert_judge_scores(
     if below:
         worst = sorted(result.items, key=lambda it: sum(it["judge"].get(c, 5) for c in min_mean))[:3]
         lines = [
-            f"    {_cut(str(it['id']), 20)}: {', '.join(f'{c} {score:.2f}' for c, score in it['judge'].items() if c in min_mean)}  "
+            f"    {visible(_cut(str(it['id']), 20))}: {', '.join(f'{c} {score:.2f}' for c, score in it['judge'].items() if c in min_mean)}  "
             f"{_cut(str(it['prompt'] or ''), 40)!r}"
             for it in worst
         ]

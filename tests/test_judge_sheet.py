@@ -156,3 +156,26 @@ def test_calibration_rounds_halves_up_and_its_interval_is_seeded() -> None:
     b = calibrate("accuracy", [1, 2, 3, 4, 5, 1, 5, 3], [1, 3, 3, 5, 4, 2, 5, 2])
     assert b.interval == calibrate("accuracy", [1, 2, 3, 4, 5, 1, 5, 3], [1, 3, 3, 5, 4, 2, 5, 2]).interval
     assert b.interval[0] < b.alpha < b.interval[1]
+
+
+def test_a_person_saving_while_the_judge_works_loses_nothing(tmp_path, judge) -> None:
+    path = _sheet(tmp_path, LEVELS[:5])
+    score = judge.score
+
+    def meanwhile(items):
+        set_review(path, "i2", "ana", scores={"accuracy": 5, "fluency": 4}, notes="saved while judging")
+        return score(items)
+
+    judge.score = meanwhile
+    assert judge_sheet(path, judge) == 5
+    item = json.loads(path.read_text())["items"][2]
+    assert item["reviews"]["ana"] == {"scores": {"accuracy": 5, "fluency": 4}, "notes": "saved while judging"}
+    assert item["reviews"]["robo"]["kind"] == "auto"
+
+
+def test_names_and_ids_from_the_sheet_are_shown_escaped(tmp_path, judge) -> None:
+    path = _sheet(tmp_path, LEVELS, [{"\x1b[31mana\u202e": [6 - lv, 4]} for lv in LEVELS])
+    judge_sheet(path, judge)
+    with pytest.raises(AssertionError) as exc:
+        assert_judge_scores(path, judge=judge, min_mean={"accuracy": 1.0})
+    assert "\x1b" not in str(exc.value) and "\u202e" not in str(exc.value) and "people: \\x1b[31mana" in str(exc.value)
