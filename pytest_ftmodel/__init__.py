@@ -68,6 +68,14 @@ _EXPORTS = {
     "JudgeAgreement": "pytest_ftmodel.human",
     "assert_human_scores": "pytest_ftmodel.assertions",
     "assert_ab_win_rate": "pytest_ftmodel.assertions",
+    "rubric_judge": "pytest_ftmodel.judges",
+    "judge_sheet": "pytest_ftmodel.judges",
+    "judge_scores": "pytest_ftmodel.judges",
+    "JudgeScores": "pytest_ftmodel.judges",
+    "assert_judge_scores": "pytest_ftmodel.assertions",
+    "RubricJudge": "pytest_ftmodel.judges",
+    "JudgeError": "pytest_ftmodel.judges",
+    "JudgeLogprobsUnavailable": "pytest_ftmodel.judges",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -77,6 +85,7 @@ if TYPE_CHECKING:
         assert_ab_win_rate,
         assert_classification,
         assert_human_scores,
+        assert_judge_scores,
         assert_no_leakage,
         assert_no_overfit,
         assert_passk,
@@ -99,6 +108,7 @@ if TYPE_CHECKING:
         model_judge,
         reference_judge,
     )
+    from pytest_ftmodel.judges import JudgeError, JudgeLogprobsUnavailable, JudgeScores, RubricJudge, judge_scores, judge_sheet, rubric_judge
     from pytest_ftmodel.metrics.code import CodeResult, evaluate_code, load_problems, pass_at_k
     from pytest_ftmodel.metrics.curve import TrainingCurve, training_curve
     from pytest_ftmodel.metrics.overfit import OverfitResult, overfit_report

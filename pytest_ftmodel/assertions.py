@@ -713,3 +713,112 @@ def assert_ab_win_rate(
     if significant and not ok:
         raise AssertionError(f"the fine-tuned model's advantage is not significant at alpha={alpha}: {summary}")
     return result
+
+
+@_gated(
+    min_mean=Rule("scores", {"accuracy": 4.0}), min_human_agreement=number(0.6, low=-1, high=1, why="Krippendorff's alpha"),
+    min_overlap=whole(20), min_stable=proportion(0.8),
+)
+def assert_judge_scores(
+    sheet: Any,
+    *,
+    judge: Any,
+    min_mean: dict[str, float],
+    min_human_agreement: float = 0.6,
+    min_overlap: int = 20,
+    min_stable: float = 0.8,
+    margin: Margin = None,
+) -> Any:
+    """Fail when a criterion's mean score by the automated reviewer ``judge`` (its name on the sheet,
+    or the :func:`~pytest_ftmodel.rubric_judge` that :func:`~pytest_ftmodel.judge_sheet` ran) is below
+    its bar, once the judge is shown to agree with people: on every gated criterion Krippendorff's
+    alpha (ordinal) between the judge and people on at least ``min_overlap`` items both scored must
+    reach ``min_human_agreement``, else the test fails with both numbers. Items the judge has not
+    scored (new, or changed since) fail the gate. With repeats, the gate is inconclusive (fails) when
+    fewer than ``min_stable`` of the repeats' own verdicts agree with the verdict on their mean."""
+    __tracebackhide__ = True
+    from pytest_ftmodel.escaping import visible
+    from pytest_ftmodel.judges.gate import judge_scores
+
+    result = judge_scores(sheet, judge=judge)
+    name = _cut(result.judge, 40)
+    if result.unjudged or not result.n_judged:
+        shown = ", ".join(visible(_cut(i, 20)) for i in result.unjudged[:5]) + (" ..." if len(result.unjudged) > 5 else "")
+        raise AssertionError(
+            f"{len(result.unjudged)} of {result.n_items} items are not scored by the judge {name!r} (new, or changed since "
+            f"it judged): {shown}; run judge_sheet(sheet, judge) before gating on it"
+        )
+    unknown = [c for c in min_mean if c not in result.means]
+    if unknown:
+        raise ValueError(f"the judge {name!r} gave no score on {unknown}: it scored {sorted(result.means)}")
+    untrusted = []
+    for c in min_mean:
+        cal = result.calibration[c]
+        trusted = cal.alpha is not None and cal.overlap >= min_overlap and cal.alpha >= min_human_agreement
+        if cal.alpha is not None:
+            record_metric(
+                f"judge {result.judge} vs people {c} (alpha)", cal.alpha, threshold=min_human_agreement, op=">=", n=cal.overlap,
+                unit="items", passed=trusted, interval=cal.interval,
+            )
+        if not trusted:
+            interval = f", 95% CI [{cal.interval[0]:.2f}, {cal.interval[1]:.2f}]" if cal.interval else ""
+            shown = "undefined" if cal.alpha is None else f"{cal.alpha:.2f}{interval}"
+            untrusted.append(f"{c}: alpha {shown} on {cal.overlap} items")
+    if untrusted:
+        raise AssertionError(
+            f"the judge {name!r} is not shown to agree with people (Krippendorff's alpha, ordinal; needs >= "
+            f"{min_human_agreement} on at least {min_overlap} items both scored): {'; '.join(untrusted)}; people: "
+            f"{', '.join(visible(_cut(h, 20)) for h in result.humans) or 'none'}. Score more items by hand "
+            f"(python -m pytest_ftmodel review {result.path} --web), or improve the judge's rubric"
+        )
+    below, unstable = [], []
+    for c, bar in min_mean.items():
+        value = result.means[c]
+        if not _judged(f"judge {result.judge} {c}", value, bar, ">=", n=result.n_scored[c], unit="items", interval=result.intervals[c], result=result, settings={"judge": result.judge, "judge_fingerprint": result.fingerprint}):
+            low, high = result.intervals[c]
+            below.append(f"{c} {value:.2f} < {bar:.2f} (95% CI [{low:.2f}, {high:.2f}], {result.n_scored[c]} items)")
+        if result.repeats > 1:
+            stability = repeat_stability(result, c, bar)
+            record_metric(
+                f"judge {result.judge} {c} repeats agreeing", stability["agreeing"], threshold=min_stable, op=">=",
+                n=result.repeats, unit="repeats", passed=stability["agreeing"] >= min_stable,
+            )
+            if stability["agreeing"] < min_stable:  # the verdict on noise: inconclusive
+                unstable.append(
+                    f"{c}: {stability['agreeing']:.0%} of {result.repeats} repeats agree with the verdict on their mean "
+                    f"(needs {min_stable:.0%}; repeat means {', '.join(f'{m:.2f}' for m in stability['means'])}); "
+                    f"items on both sides of {bar}: {', '.join(visible(_cut(str(i), 20)) for i in stability['straddling'][:8]) or 'none'}"
+                )
+    if unstable:
+        raise AssertionError(
+            f"inconclusive: the judge {name!r} disagrees with itself around the bar: {'; '.join(unstable)}. Judge with more "
+            "repeats, a lower temperature, or a clearer rubric"
+        )
+    if below:
+        worst = sorted(result.items, key=lambda it: sum(it["judge"].get(c, 5) for c in min_mean))[:3]
+        lines = [
+            f"    {visible(_cut(str(it['id']), 20))}: {', '.join(f'{c} {score:.2f}' for c, score in it['judge'].items() if c in min_mean)}  "
+            f"{_cut(str(it['prompt'] or ''), 40)!r}"
+            for it in worst
+        ]
+        calibrations = ", ".join(
+            f"{c} {result.calibration[c].alpha:.2f} on {result.calibration[c].overlap}" for c in min_mean if result.calibration[c].alpha is not None
+        )
+        biases = ", ".join(f"{c} {result.length_bias[c]:+.2f}" for c in min_mean if result.length_bias.get(c) is not None)
+        raise AssertionError(
+            f"judge scores below the bar: {'; '.join(below)}; the judge {name!r} agrees with people (alpha): {calibrations}\n"
+            + (f"  length bias (Spearman's rho of score with answer length): {biases}\n" if biases else "")
+            + "  lowest-scored items:\n" + "\n".join(lines)
+        )
+    return result
+
+
+def repeat_stability(result: Any, criterion: str, bar: float) -> dict[str, Any]:
+    """:func:`~pytest_ftmodel.judges.gate.repeat_verdict` of the judge's repeats on ``criterion``,
+    with the straddling items named by their sheet ids."""
+    from pytest_ftmodel.judges.gate import repeat_verdict
+
+    judged = [it for it in result.items if criterion in it["judge"]]
+    out = repeat_verdict([it["repeats"].get(criterion, []) for it in judged], bar)
+    out["straddling"] = [judged[i]["id"] for i in out["straddling"]]
+    return out

@@ -178,6 +178,34 @@ def active_metric_cache() -> MetricCache | None:
     return cache.metrics if cache is not None else None
 
 
+def _is_judged(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("repeats"), list)
+        and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 1 <= v <= 5) for v in value["repeats"])
+        and isinstance(value.get("reasoning"), list)
+        and all(isinstance(r, str) for r in value["reasoning"])
+        and len(value["reasoning"]) == len(value["repeats"])
+    )
+
+
+@dataclass
+class JudgeCache(_Store):
+    """Cached rubric-judge scores (one per repeat, with the judge's reasoning) under ``root/judges``,
+    keyed by the judge's fingerprint, the whole judge prompt (rubric, request, reference, answer), the
+    scoring rule, the cue and the sampling settings: a warm run makes no judge call."""
+
+    folder = "judges"
+    what = "judge cache"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        found = self._read(key, "judged", _is_judged)
+        return dict(found) if found is not None else None
+
+    def put(self, key: str, judged: dict[str, Any]) -> None:
+        self._write(key, "judged", judged)
+
+
 @dataclass
 class GenerationCache(_Store):
     """Cached generations under ``root``; counts its hits and misses. Its :attr:`scores` are the
@@ -186,6 +214,7 @@ class GenerationCache(_Store):
 
     scores: ScoreCache = field(init=False, repr=False)
     metrics: MetricCache = field(init=False, repr=False)
+    judges: JudgeCache = field(init=False, repr=False)
 
     folder = "generations"
     what = "generation cache"
@@ -193,6 +222,7 @@ class GenerationCache(_Store):
     def __post_init__(self) -> None:
         self.scores = ScoreCache(self.root)
         self.metrics = MetricCache(self.root)
+        self.judges = JudgeCache(self.root)
 
     def get(self, key: str) -> list[str] | None:
         found = self._read(key, "outputs", lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v))

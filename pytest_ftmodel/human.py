@@ -138,6 +138,8 @@ def _check_reviews(path: Path, item: dict[str, Any]) -> None:
         if not name or not isinstance(review, dict):
             raise DataError(f"{path}: item {item['id']!r} has a review {name!r}: {review!r:.60}; each needs a reviewer name and {{\"scores\": ..., \"notes\": ...}}")
         _check_score_values(path, item["id"], f" (reviewer {name!r})", review.get("scores"))
+        if review.get("kind", "human") not in JUDGE_KINDS:
+            raise DataError(f"{path}: item {item['id']!r} (reviewer {name!r}) has kind {review.get('kind')!r:.30}; use human or auto")
         review["scores"] = {k: (None if v is None else int(v)) for k, v in review["scores"].items()}
         if not isinstance(review.setdefault("notes", ""), str):
             raise DataError(f"{path}: item {item['id']!r} (reviewer {name!r}) has notes {review['notes']!r:.60}; notes are text")
@@ -264,10 +266,12 @@ def evaluation_sheet(
     return p
 
 
-def complete_reviews(item: dict[str, Any], criteria: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The reviews of an item that score every criterion, by reviewer."""
+def complete_reviews(item: dict[str, Any], criteria: Sequence[str], *, kind: str = "human") -> dict[str, dict[str, Any]]:
+    """The reviews of an item that score every criterion, by reviewer: people's (``kind="human"``),
+    or automated judges' (``"auto"``, written by :func:`~pytest_ftmodel.judges.judge_sheet`)."""
     return {
-        name: r for name, r in item["reviews"].items() if all(r["scores"].get(c) is not None for c in criteria)
+        name: r for name, r in item["reviews"].items()
+        if r.get("kind", "human") == kind and all(r["scores"].get(c) is not None for c in criteria)
     }
 
 
@@ -302,6 +306,8 @@ def set_review(
                 raise DataError(f"no criterion {criterion!r}: the sheet has {', '.join(criteria)}")
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5):
                 raise DataError(f"{criterion} = {value!r}: use a whole number 1-5, or null to clear it")
+        if item["reviews"].get(reviewer, {}).get("kind") == "auto":
+            raise DataError(f"{reviewer!r} is an automated judge of this sheet; review under your own name")
         review = item["reviews"].setdefault(reviewer, {"scores": {c: None for c in criteria}, "notes": ""})
         review["scores"].update(scores or {})
         if notes is not None:

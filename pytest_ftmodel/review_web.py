@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pytest_ftmodel.errors import DataError
-from pytest_ftmodel.human import AB_FORMAT, EVAL_FORMAT, read_sheet, set_judgement, set_review
+from pytest_ftmodel.human import AB_FORMAT, EVAL_FORMAT, is_scored, read_sheet, set_judgement, set_review
 
 MAX_BODY = 256 * 1024
 TOKEN_HEADER = "X-Review-Token"
@@ -113,7 +113,8 @@ class _Handler(BaseHTTPRequestHandler):
             sheet = read_sheet(self.server.sheet, self.server.format)
         except DataError as exc:
             return self._error(HTTPStatus.CONFLICT, str(exc))
-        self._json(HTTPStatus.OK, _public(sheet, self.server))
+        asking = (query.get("reviewer") or [self.server.reviewer])[0].strip()
+        self._json(HTTPStatus.OK, _public(sheet, self.server, asking))
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
@@ -135,19 +136,38 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(HTTPStatus.BAD_REQUEST, "the change is not valid JSON")
         try:
             saved = _apply(change, self.server)
+            answer: dict[str, Any] = {"saved": saved}
+            if self.server.kind == "review":  # scoring the last criterion shows the judges' scores, not before
+                sheet = read_sheet(self.server.sheet, EVAL_FORMAT)
+                item = next((it for it in sheet["items"] if it["id"] == change["item"]), None)
+                if item is not None:
+                    answer["judges"] = judges_shown(item, sheet["criteria"], str(change["reviewer"]).strip())
         except DataError as exc:
             return self._error(HTTPStatus.BAD_REQUEST, str(exc))
-        self._json(HTTPStatus.OK, {"saved": saved})
+        self._json(HTTPStatus.OK, answer)
 
 
-def _public(sheet: dict[str, Any], server: ReviewServer) -> dict[str, Any]:
+def judges_shown(item: dict[str, Any], criteria: list[str], reviewer: str) -> dict[str, Any]:
+    """The automated judges' scores of an item, for ``reviewer`` only once that person has scored it
+    on every criterion (never before: a score seen first anchors the person's own)."""
+    if not reviewer or not is_scored(item, criteria, reviewer):
+        return {}
+    return {
+        name: {"scores": {c: v for c, v in (r.get("weighted") or r["scores"]).items() if v is not None}}
+        for name, r in item["reviews"].items() if r.get("kind") == "auto"
+    }
+
+
+def _public(sheet: dict[str, Any], server: ReviewServer, reviewer: str = "") -> dict[str, Any]:
     """What the page needs: the items and every reviewer's own answers (the page shows only the
-    answers of the name typed into it)."""
+    answers of the name typed into it); the automated judges' scores only of the items ``reviewer``
+    has scored."""
     if server.kind == "review":
         items = [
             {
                 "id": it["id"], "prompt": it.get("prompt"), "expected": it.get("expected"), "generated": it.get("generated"),
-                "reviews": it["reviews"],
+                "reviews": {name: r for name, r in it["reviews"].items() if r.get("kind", "human") != "auto"},
+                "judges": judges_shown(it, sheet["criteria"], reviewer),
             }
             for it in sheet["items"]
         ]

@@ -468,3 +468,47 @@ def test_the_browser_is_opened_on_the_address_unless_told_not_to(tmp_path) -> No
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=20)
+
+
+def _with_judge(path: Path) -> Path:
+    """The sheet with an automated judge's review (as judge_sheet writes it) on every item."""
+    data = json.loads(path.read_text())
+    for it in data["items"]:
+        it["reviews"]["robo"] = {
+            "kind": "auto", "judge": "f" * 16, "answer": "0" * 16, "notes": "",
+            "scores": {c: 4 for c in data["criteria"]}, "weighted": {c: 3.75 for c in data["criteria"]},
+        }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_the_judges_score_is_sent_only_for_items_the_reviewer_has_scored(serve, tmp_path) -> None:
+    sheet = _with_judge(eval_sheet(tmp_path / "s.json", 3))
+    s = serve(sheet, "review")
+    headers = {"X-Review-Token": s.token}
+    post = lambda change: _request(f"{s.base}/api/save", data=json.dumps(change).encode(), headers={"Content-Type": "application/json", **headers})  # noqa: E731
+    sheet_for = lambda who: _request(f"{s.base}/api/sheet" + (f"?reviewer={who}" if who else ""), headers=headers)[1]["items"]  # noqa: E731
+    assert all(it["judges"] == {} and "robo" not in it["reviews"] for it in sheet_for("ana"))
+    assert post({"item": "val-0", "reviewer": "ana", "scores": {"accuracy": 2, "relevance": 3, "fluency": 4}})[1]["judges"] == {}
+    done = post({"item": "val-0", "reviewer": "ana", "scores": {"format": 5}})[1]
+    assert done["judges"] == {"robo": {"scores": {"accuracy": 3.75, "relevance": 3.75, "fluency": 3.75, "format": 3.75}}}
+    assert [bool(it["judges"]) for it in sheet_for("ana")] == [True, False, False]
+    assert [bool(it["judges"]) for it in sheet_for("bo")] == [False, False, False]  # bo has not scored it
+    assert [bool(it["judges"]) for it in sheet_for("")] == [False, False, False]
+    assert "automated judge" in post({"item": "val-1", "reviewer": "robo", "scores": {"accuracy": 1}})[1]["error"]
+
+
+def test_the_page_shows_the_judge_only_after_the_item_is_scored(serve, page, tmp_path) -> None:
+    sheet = _with_judge(eval_sheet(tmp_path / "s.json", 3))
+    s = serve(sheet, "review", "--judge", "ana")
+    page.goto(s.url)
+    page.wait_for_selector("text=item 1 of 3")
+    assert page.inner_text("#judges") == ""
+    page.keyboard.type("234")
+    _saved(page)
+    assert page.inner_text("#judges") == ""
+    page.keyboard.type("5")  # the last criterion: the page moves on to item 2, which ana has not scored
+    _saved(page)
+    assert page.inner_text("#progress-text").startswith("item 2 of 3") and page.inner_text("#judges") == ""
+    page.keyboard.press("b")
+    assert page.inner_text("#judges") == "judge robo: accuracy 3.8, relevance 3.8, fluency 3.8, format 3.8"

@@ -226,7 +226,7 @@ def _against_baseline(records: list[MetricRecord], session: dict[str, Any]) -> s
 def _plots(records: list[MetricRecord]) -> str:
     from pytest_ftmodel.report import plots
 
-    wanted = [r for r in records if r.details.get("kind") in ("training curve", "per-text NLL", "per-item score", "pass@k", "A/B")]
+    wanted = [r for r in records if r.details.get("kind") in ("training curve", "per-text NLL", "per-item score", "pass@k", "A/B", "judge")]
     if not wanted:
         return '<p class="muted">No gate in this run has a figure to plot.</p>'
     if not plots.available():

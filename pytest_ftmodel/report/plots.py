@@ -171,6 +171,28 @@ def ab(record: MetricRecord, prefix: str) -> str:
     return _svg(fig, prefix)
 
 
+def judge_vs_human(record: MetricRecord, prefix: str) -> str | None:
+    """The judge's score against people's mean on the items both scored, with the diagonal."""
+    d = record.details
+    pairs = [p for p in d.get("pairs") or [] if isinstance(p, list) and len(p) == 2]
+    if not pairs:
+        return None
+    fig = _figure(4.2, 3.4)
+    ax = fig.subplots()
+    _style(ax)
+    ax.plot([1, 5], [1, 5], color=_GREY, linewidth=0.8, linestyle=":")
+    ax.scatter([p[0] for p in pairs], [p[1] for p in pairs], s=14, color=_MODEL, alpha=0.7)
+    if record.threshold is not None:
+        ax.axhline(record.threshold, color=_GREY, linestyle="--", linewidth=1.0)
+    ax.set_xlim(0.8, 5.2)
+    ax.set_ylim(0.8, 5.2)
+    alpha = d.get("alpha")
+    shown = "undefined" if alpha is None else f"{alpha:.2f}"
+    ax.set_xlabel(f"people's mean {d.get('criterion', '')} (alpha {shown} on {len(pairs)} items)", fontsize=7)
+    ax.set_ylabel(f"judge {d.get('judge', '')}", fontsize=7)
+    return _svg(fig, prefix)
+
+
 def plot_record(record: MetricRecord, prefix: str) -> str | None:
     """The SVG for ``record``, or None when it has nothing worth plotting."""
     kind = record.details.get("kind")
@@ -182,6 +204,8 @@ def plot_record(record: MetricRecord, prefix: str) -> str | None:
         return pass_at_k(record, prefix)
     if kind == "A/B":
         return ab(record, prefix)
+    if kind == "judge":
+        return judge_vs_human(record, prefix)
     return None
 
 

@@ -589,6 +589,31 @@ def _human(result: Any, name: str) -> Described:
     return tuple(items), details
 
 
+def _judge(result: Any, name: str) -> Described:
+    """An automated judge's scores on one criterion (the record's name ends with it): per item the
+    judge's score, and for the plot the (people's mean, judge) pairs on the items both scored."""
+    criterion = name.rsplit(" ", 1)[-1]
+    judged = [it for it in result.items if criterion in it["judge"]]
+    ids = item_ids([it.get("prompt"), it.get("generated")] for it in judged)
+    items = [
+        {"index": i, "id": ids[i], "sheet_id": str(it["id"]), "value": it["judge"][criterion],
+         "repeats": it["repeats"].get(criterion, []), "human": (it["human"] or {}).get(criterion),
+         "prompt": _text(it.get("prompt")), "answer": _text(it.get("generated"))}
+        for i, it in enumerate(judged)
+    ]
+    cal = result.calibration.get(criterion)
+    details = {
+        "kind": "judge", "judge": result.judge, "criterion": criterion, "better": "higher",
+        "item_value": f"judge's {criterion} score", "compare_kind": "continuous",
+        "means": dict(result.means), "n_items": result.n_items, "repeats": result.repeats,
+        "alpha": None if cal is None else cal.alpha, "alpha_interval": None if cal is None or cal.interval is None else list(cal.interval),
+        "overlap": 0 if cal is None else cal.overlap, "pairs": [] if cal is None else [list(p) for p in cal.pairs],
+        "self_agreement": result.self_agreement.get(criterion), "spread": result.spread.get(criterion),
+        "length_bias": result.length_bias.get(criterion), "position_bias": result.position_bias.get(criterion),
+    }
+    return tuple(items), details
+
+
 def _leaks(result: Any, name: str) -> Described:
     items = [{"index": x.val_index, "value": 1.0, "train_index": x.train_index, "exact": x.exact, "text": _text(x.text)} for x in result]
     return tuple(items), {"kind": "leakage", "item_value": "leaked", "better": "lower"}
@@ -604,6 +629,7 @@ _DESCRIBERS: dict[str, Callable[[Any, str], Described]] = {
     "TrainingCurve": _curve,
     "ABResult": _ab,
     "HumanScores": _human,
+    "JudgeScores": _judge,
 }
 
 

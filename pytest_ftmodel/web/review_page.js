@@ -136,8 +136,12 @@ function save(change, target) {
   setStatus(`saving\u2026 (${pending})`, "busy");
   queue = queue.then(async () => {
     try {
-      const { saved } = await api("POST", "/api/save", { item: it.id, reviewer, ...change });
+      const { saved, judges } = await api("POST", "/api/save", { item: it.id, reviewer, ...change });
       pending -= 1;
+      if (judges !== undefined && reviewer === state.reviewer) {
+        it.judges = judges;
+        if (it === item()) renderJudges(it);
+      }
       if (pending === 0) {  // only then is the server's copy no older than this page's
         if (isAB()) it.judgements[reviewer] = saved;
         else it.reviews[reviewer] = saved;
@@ -239,7 +243,20 @@ function renderReviewPanel(it) {
   notes.addEventListener("blur", flushNotes);
   panel.replaceChildren(
     el("h2", { text: "Scores (1 = poor, 5 = excellent)" }), ...rows,
+    el("div", { id: "judges", class: "judges" }),
     el("label", { class: "notes-label", for: "notes", text: "Notes" }), notes, navButtons());
+  renderJudges(it);
+}
+
+// The server sends an automated judge's scores of an item only once this reviewer has scored it.
+function renderJudges(it) {
+  const box = $("judges");
+  if (!box) return;
+  const judges = Object.entries(it.judges || {});
+  box.replaceChildren(...judges.map(([name, j]) => el("p", {
+    class: "judge",
+    text: `judge ${visible(name)}: ` + Object.entries(j.scores).map(([c, v]) => `${visible(c)} ${Number(v).toFixed(1)}`).join(", "),
+  })));
 }
 
 function flushNotes() {
@@ -331,7 +348,8 @@ function renderKeys() {
 
 async function load() {
   try {
-    state.data = await api("GET", "/api/sheet");
+    const asking = (localStorage.getItem("ftmodel-reviewer") || "").trim();
+    state.data = await api("GET", "/api/sheet" + (asking ? "?reviewer=" + encodeURIComponent(asking) : ""));
   } catch (err) {
     setStatus("cannot load the sheet: " + err.message, "error");
     return;
@@ -347,6 +365,14 @@ async function load() {
   who.addEventListener("change", () => {
     state.reviewer = who.value.trim();
     localStorage.setItem("ftmodel-reviewer", state.reviewer);
+    for (const it of items()) it.judges = {};  // another person: the judges of the items they scored, asked anew
+    const asked = state.reviewer;
+    api("GET", "/api/sheet?reviewer=" + encodeURIComponent(asked)).then((fresh) => {
+      if (asked !== state.reviewer) return;
+      const byId = new Map(fresh.items.map((x) => [String(x.id), x.judges || {}]));
+      for (const it of items()) it.judges = byId.get(String(it.id)) || {};
+      renderJudges(item());
+    }).catch(() => {});
     const next = nextTodo(-1);
     go(next === null ? 0 : next);
   });
