@@ -133,7 +133,8 @@ def test_empty_and_out_of_range() -> None:
 def test_sign_test_p_is_scipys_two_sided_binomtest() -> None:
     from pytest_ftmodel.metrics.stats import sign_test_p
 
-    for n in range(0, 120):
+    # every k for small n, and a spread of n up to 400 (each k of those), against scipy
+    for n in [*range(0, 40), 57, 64, 99, 100, 119, 256, 399]:
         for k in range(0, n + 1):
             expected = binomtest(k, n, 0.5).pvalue if n else 1.0
             assert sign_test_p(k, n) == pytest.approx(expected, rel=1e-9, abs=1e-300), (k, n)
