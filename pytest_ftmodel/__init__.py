@@ -67,6 +67,8 @@ _EXPORTS = {
     "ABResult": "pytest_ftmodel.human",
     "JudgeAgreement": "pytest_ftmodel.human",
     "assert_human_scores": "pytest_ftmodel.assertions",
+    "mc_accuracy": "pytest_ftmodel.metrics.mc",
+    "MCResult": "pytest_ftmodel.metrics.mc",
     "assert_ab_win_rate": "pytest_ftmodel.assertions",
 }
 
@@ -101,6 +103,7 @@ if TYPE_CHECKING:
     )
     from pytest_ftmodel.metrics.code import CodeResult, evaluate_code, load_problems, pass_at_k
     from pytest_ftmodel.metrics.curve import TrainingCurve, training_curve
+    from pytest_ftmodel.metrics.mc import MCResult, mc_accuracy
     from pytest_ftmodel.metrics.overfit import OverfitResult, overfit_report
     from pytest_ftmodel.splits import find_leakage, split
     from pytest_ftmodel.sandbox import SandboxResult, run_sandboxed

@@ -1,0 +1,402 @@
+"""Multiple-choice scoring by log-likelihood (lm-evaluation-harness's ``acc`` / ``acc_norm``).
+
+An item is ``{"prompt": str, "choices": [str, ...], "answer": index or choice text, "id"?,
+"category"?}``. Every choice is scored as the *continuation* ``target_delimiter + choice`` (default
+``" "``, lm-eval's) given the prompt; the predicted choice is the one with the highest score.
+
+The boundary rule (what is scored, token by token):
+
+* Trailing whitespace of the prompt moves to the start of the continuation (as lm-eval does), so
+  ``"Q: ... A: "`` + ``"Paris"`` scores ``" Paris"``, the way the text would be tokenized whole.
+* The prompt is tokenized as every prompt in this package is
+  (:func:`~pytest_ftmodel.tokens.prompt_ids`): ``tokenizer(prompt)`` with the tokenizer's own special
+  tokens (a BOS for Llama-style tokenizers, nothing for GPT-2-style ones; an empty prompt is the start
+  token alone), or the chat template with its generation prompt (``chat=True``, or ``"auto"`` and the
+  tokenizer has one); never a start token twice.
+* The continuation is tokenized *alone* (no special tokens) and appended to the prompt's ids. The
+  scored tokens are therefore exactly the continuation's own tokens, and there is always at least
+  one. lm-eval instead tokenizes prompt and continuation together and cuts at the prompt's token
+  count, which gives a continuation no tokens, or tokens of the prompt, where a token spans the join
+  (``"Ans" + "wer"`` with a byte-level BPE).
+* With a chat template the delimiter is ``""``: the answer follows the assistant header directly.
+
+Normalisations (``normalize=``, all four are always computed and reported):
+
+* ``"none"``: the summed log-likelihood (lm-eval's ``acc``);
+* ``"char"``: divided by the continuation's length in characters (lm-eval's ``acc_norm``);
+* ``"byte"``: divided by its length in UTF-8 bytes (fair across scripts, where characters are not);
+* ``"token"``: divided by its number of tokens (the mean per-token log-likelihood).
+
+Numbers: choices are batched by length (sequences of one length together, so that no padding ever
+enters a batch), only the continuation positions get logits, and their log-softmax is taken in
+float64; a choice scored alone, in any batch or order gives the same log-likelihood within float32
+noise of the forward pass (tests/test_mc.py checks 1e-5 nats).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from pytest_ftmodel.errors import DataError
+from pytest_ftmodel.metrics.stats import proportion_interval
+from pytest_ftmodel.progress import progress
+
+NORMALIZATIONS = ("none", "char", "byte", "token")
+
+#: Bumped whenever the boundary rule or the scoring changes, so cached scores and baselines made under
+#: an older rule are not mixed with new ones.
+MC_RULE = 1
+
+
+@dataclass(frozen=True)
+class MCItem:
+    """One item's scores: per choice the log-likelihood of its continuation (nats), token count,
+    characters and UTF-8 bytes of the continuation; the gold and predicted index under the rule."""
+
+    index: int
+    prompt: str
+    choices: tuple[str, ...]
+    gold: int
+    predicted: int
+    loglik: tuple[float, ...]
+    n_tokens: tuple[int, ...]
+    n_chars: tuple[int, ...]
+    n_bytes: tuple[int, ...]
+    id: str | None = None
+    category: str | None = None
+
+    @property
+    def correct(self) -> bool:
+        return self.predicted == self.gold
+
+    def scores(self, normalize: str) -> tuple[float, ...]:
+        """The choices' scores under a normalisation (higher is better)."""
+        if normalize == "none":
+            return self.loglik
+        size = {"char": self.n_chars, "byte": self.n_bytes, "token": self.n_tokens}[normalize]
+        return tuple(ll / max(n, 1) for ll, n in zip(self.loglik, size))
+
+    def predicted_by(self, normalize: str) -> int:
+        s = self.scores(normalize)
+        return max(range(len(s)), key=lambda j: (s[j], -j))  # ties: the first choice, as numpy's argmax
+
+
+@dataclass(frozen=True)
+class MCResult:
+    """Accuracy under ``normalize`` with its exact (Clopper-Pearson) interval and ``n``; every
+    normalisation's accuracy (``accuracies``); per item the scores (``items``); and the rule that
+    produced them (``rule``: recorded in reports and baseline keys)."""
+
+    accuracy: float
+    interval: tuple[float, float]
+    n: int
+    normalize: str
+    accuracies: dict[str, float]
+    items: tuple[MCItem, ...]
+    rule: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_correct(self) -> int:
+        return sum(it.correct for it in self.items)
+
+    def errors(self) -> list[MCItem]:
+        return [it for it in self.items if not it.correct]
+
+    def per_category(self) -> dict[str, tuple[int, int]]:
+        """category -> (correct, n); items without a category are under ``""``."""
+        out: dict[str, tuple[int, int]] = {}
+        for it in self.items:
+            c, n = out.get(it.category or "", (0, 0))
+            out[it.category or ""] = (c + int(it.correct), n + 1)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Items
+
+
+def load_mc_items(items: Any) -> list[dict[str, Any]]:
+    """Items as checked dicts ``{"prompt", "choices", "answer" (an index), "id", "category"}`` from a
+    list of dicts or a JSONL path; bad input raises one :class:`DataError` line naming the item."""
+    if isinstance(items, (str, os.PathLike)):
+        from pytest_ftmodel.data import load_jsonl
+
+        items = load_jsonl(Path(items), required=["prompt", "choices", "answer"])
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__len__"):
+        raise DataError(f"multiple-choice items must be a list of dicts or a JSONL path, not {type(items).__name__}")
+    if len(items) == 0:
+        raise DataError("no multiple-choice items: a gate on nothing would pass; give at least one item")
+    out = []
+    for i, item in enumerate(items):
+        where = f"multiple-choice item {i}"
+        if not isinstance(item, dict):
+            raise DataError(f"{where} is a {type(item).__name__}: give dicts with 'prompt', 'choices' and 'answer'")
+        missing = [k for k in ("prompt", "choices", "answer") if k not in item]
+        if missing:
+            raise DataError(f"{where} has no {', '.join(repr(k) for k in missing)} (keys: {sorted(item)}): add them")
+        prompt, choices, answer = item["prompt"], item["choices"], item["answer"]
+        if not isinstance(prompt, str):
+            raise DataError(f"{where}: 'prompt' must be a string, not {type(prompt).__name__}")
+        if not isinstance(choices, (list, tuple)) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+            raise DataError(f"{where}: 'choices' must be a list of at least two strings, got {choices!r:.80}")
+        if isinstance(answer, bool) or not isinstance(answer, (int, str)):
+            raise DataError(f"{where}: 'answer' must be a choice's index or its text, not {answer!r:.40}")
+        if isinstance(answer, str):
+            if answer not in choices:
+                raise DataError(f"{where}: answer {answer!r:.40} is not one of its choices {list(choices)!r:.120}")
+            gold = list(choices).index(answer)
+        else:
+            if not 0 <= answer < len(choices):
+                raise DataError(f"{where}: answer index {answer} is out of range for {len(choices)} choices")
+            gold = int(answer)
+        out.append(
+            {
+                "prompt": prompt, "choices": [str(c) for c in choices], "answer": gold,
+                "id": None if item.get("id") is None else str(item["id"]),
+                "category": None if item.get("category") is None else str(item["category"]),
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The boundary rule
+
+
+def split_boundary(prompt: str, continuation: str) -> tuple[str, str]:
+    """The prompt's trailing whitespace moves to the start of the continuation."""
+    kept = prompt.rstrip()
+    return kept, prompt[len(kept) :] + continuation
+
+
+def choice_sequence(
+    tokenizer: Any, prompt: str, choice: str, *, target_delimiter: str = " ", chat: bool | str = False
+) -> tuple[list[int], int, str]:
+    """The ids of ``prompt`` then ``target_delimiter + choice`` under the boundary rule (module doc),
+    the number of continuation tokens at their end (always at least one), and the continuation text."""
+    from pytest_ftmodel.tokens import prompt_ids, uses_chat
+
+    templated = uses_chat(tokenizer, chat)
+    if templated:
+        context, continuation = prompt, choice  # the answer follows the assistant header
+    else:
+        context, continuation = split_boundary(prompt, target_delimiter + choice)
+    cont = list(tokenizer(continuation, add_special_tokens=False).input_ids)
+    if not cont:
+        raise DataError(
+            f"choice {choice!r:.40} gives no token to score (its continuation {continuation!r} is empty): remove empty choices"
+        )
+    return prompt_ids(tokenizer, context, chat=templated) + cont, len(cont), continuation
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+
+
+def _auto_batch_tokens(device: str) -> int:
+    return 512 if not str(device).startswith("cuda") else 16384
+
+
+def score_continuations(
+    model: Any, units: Sequence[tuple[list[int], int]], *, batch_size: int | None = None
+) -> list[float]:
+    """Summed log-likelihood (nats) of the last ``m`` ids of each ``(ids, m)`` unit.
+
+    Units of one length are batched together (no padding), ``batch_size`` at a time (default: as many
+    as :func:`_auto_batch_tokens` tokens); only the last ``m`` positions of each get logits, whose
+    log-softmax is taken in float64."""
+    from pytest_ftmodel.served import is_served
+
+    if not units:
+        return []
+    if is_served(model):
+        from pytest_ftmodel.served.model import score_sequences
+
+        scored = score_sequences(model, [ids for ids, _ in units])
+        return [-s.summed(m) for s, (_, m) in zip(scored, units)]
+    import torch
+
+    groups: dict[int, list[int]] = {}
+    for i, (ids, _) in enumerate(units):
+        groups.setdefault(len(ids), []).append(i)
+    out = [0.0] * len(units)
+    bar = progress("scoring choices", len(units))
+    budget = _auto_batch_tokens(model.device)
+    for length in sorted(groups):
+        members = groups[length]
+        size = batch_size or max(1, budget // max(length, 1))
+        for s in range(0, len(members), size):
+            batch = members[s : s + size]
+            for i, value in zip(batch, _score_same_length(model, [units[i] for i in batch], torch)):
+                out[i] = value
+            bar.advance(len(batch))
+    bar.close()
+    return out
+
+
+def _score_same_length(model: Any, units: list[tuple[list[int], int]], torch: Any) -> list[float]:
+    from pytest_ftmodel.metrics.perplexity import _target_logits
+
+    width = len(units[0][0]) - 1  # the last id is only a target, never fed
+    ids = torch.tensor([seq[:-1] for seq, _ in units], dtype=torch.long)
+    keep = torch.zeros((len(units), width), dtype=torch.bool)
+    targets: list[int] = []
+    for r, (seq, m) in enumerate(units):
+        keep[r, width - m :] = True  # logits at position p predict id p + 1
+        targets.extend(seq[len(seq) - m :])
+    mask = torch.ones_like(ids)
+    device = model.device
+    with torch.inference_mode():
+        logits, flat = _target_logits(model.model, ids.to(device), mask.to(device), keep.to(device), len(targets))
+        if not flat:
+            rows, cols = keep.nonzero(as_tuple=True)
+            logits = logits[rows.to(logits.device), cols.to(logits.device)]
+        logp = torch.log_softmax(logits.double(), dim=-1)
+        picked = logp.gather(1, torch.tensor(targets, device=logp.device)[:, None])[:, 0].cpu().tolist()
+    sums, at = [], 0
+    for _, m in units:
+        sums.append(math.fsum(picked[at : at + m]))
+        at += m
+    return sums
+
+
+def _rule(target_delimiter: str, chat: bool | str, templated: bool) -> dict[str, Any]:
+    return {"mc_rule": MC_RULE, "target_delimiter": "" if templated else target_delimiter, "chat": templated}
+
+
+def _cache_key(model: Any, item: dict[str, Any], rule: dict[str, Any]) -> str:
+    from pytest_ftmodel.cache import entry_key
+
+    identity = json.dumps(["mc", item["prompt"], item["choices"]], ensure_ascii=False)
+    return entry_key(model.fingerprint, identity, {"score": "mc-loglik", **rule, **getattr(model, "numerics", {})})
+
+
+def _is_entry(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("loglik"), list)
+        and all(isinstance(v, float) for v in value["loglik"])
+        and isinstance(value.get("n_tokens"), list)
+    )
+
+
+def _active_cache(cache: Any) -> Any:
+    if isinstance(cache, str):
+        if cache != "auto":
+            raise ValueError(f"cache={cache!r}: pass 'auto', None or a GenerationCache")
+        from pytest_ftmodel.cache import active_cache
+
+        return active_cache()
+    return cache
+
+
+def choice_logliks(
+    model: Any,
+    items: Sequence[dict[str, Any]],
+    *,
+    target_delimiter: str = " ",
+    chat: bool | str = False,
+    batch_size: int | None = None,
+    cache: Any = "auto",
+) -> list[tuple[list[float], list[int], list[str]]]:
+    """Per checked item (:func:`load_mc_items`): every choice's log-likelihood, token count and
+    continuation text, under the boundary rule; from ``cache`` where it holds them."""
+    from pytest_ftmodel.tokens import uses_chat
+
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        from pytest_ftmodel.served.model import score_sequences
+
+        score_sequences(model, [])  # raises: names the gate and --tokenizer
+    templated = uses_chat(tokenizer, chat)
+    rule = _rule(target_delimiter, chat, templated)
+    store = _active_cache(cache)
+    keys = [_cache_key(model, it, rule) for it in items] if store is not None else []
+    out: list[tuple[list[float], list[int], list[str]] | None] = [None] * len(items)
+    units: list[tuple[list[int], int]] = []
+    owners: list[tuple[int, int]] = []
+    texts: dict[int, list[str]] = {}
+    counts: dict[int, list[int]] = {}
+    for i, item in enumerate(items):
+        seqs = [choice_sequence(tokenizer, item["prompt"], c, target_delimiter=target_delimiter, chat=templated) for c in item["choices"]]
+        texts[i] = [t for _, _, t in seqs]
+        counts[i] = [m for _, m, _ in seqs]
+        found = store.metrics.get(keys[i], _is_entry) if store is not None else None
+        if found is not None and len(found["loglik"]) == len(seqs) and found["n_tokens"] == counts[i]:
+            out[i] = (list(found["loglik"]), counts[i], texts[i])
+            continue
+        for j, (ids, m, _) in enumerate(seqs):
+            units.append((ids, m))
+            owners.append((i, j))
+    values = score_continuations(model, units, batch_size=batch_size)
+    fresh: dict[int, list[float]] = {}
+    for (i, j), v in zip(owners, values):
+        fresh.setdefault(i, [0.0] * len(items[i]["choices"]))[j] = v
+    for i, lls in fresh.items():
+        out[i] = (lls, counts[i], texts[i])
+        if store is not None:
+            store.metrics.put(keys[i], {"loglik": lls, "n_tokens": counts[i]})
+    return [x for x in out if x is not None]
+
+
+def mc_accuracy(
+    model: Any,
+    items: Any,
+    *,
+    normalize: str = "none",
+    target_delimiter: str = " ",
+    chat: bool | str = False,
+    batch_size: int | None = None,
+    cache: Any = "auto",
+) -> MCResult:
+    """Accuracy of ``model`` on multiple-choice ``items`` (dicts or a JSONL path; see the module doc
+    for the boundary rule and the normalisations). ``normalize`` picks the rule that decides
+    ``accuracy``; every normalisation's accuracy is in ``accuracies``. ``chat``: format the prompt
+    through the chat template (then the delimiter is ``""``). ``cache="auto"`` reuses per-item scores
+    from the pytest session's cache."""
+    from pytest_ftmodel.tokens import uses_chat
+
+    if normalize not in NORMALIZATIONS:
+        raise DataError(f"normalize={normalize!r} is not a normalisation: use one of {', '.join(NORMALIZATIONS)}")
+    if not isinstance(target_delimiter, str):
+        raise DataError(f"target_delimiter must be a string, not {type(target_delimiter).__name__}")
+    checked = load_mc_items(items)
+    scored = choice_logliks(model, checked, target_delimiter=target_delimiter, chat=chat, batch_size=batch_size, cache=cache)
+    templated = uses_chat(model.tokenizer, chat)
+    mc_items: list[MCItem] = []
+    for i, (item, (lls, counts, conts)) in enumerate(zip(checked, scored)):
+        base = MCItem(
+            index=i, prompt=item["prompt"], choices=tuple(item["choices"]), gold=item["answer"], predicted=-1,
+            loglik=tuple(lls), n_tokens=tuple(counts), n_chars=tuple(len(c) for c in conts),
+            n_bytes=tuple(len(c.encode("utf-8")) for c in conts), id=item["id"], category=item["category"],
+        )
+        mc_items.append(_with_prediction(base, normalize))
+    n = len(mc_items)
+    accuracies = {rule: sum(it.predicted_by(rule) == it.gold for it in mc_items) / n for rule in NORMALIZATIONS}
+    correct = sum(it.correct for it in mc_items)
+    return MCResult(
+        accuracy=correct / n, interval=proportion_interval(correct, n), n=n, normalize=normalize, accuracies=accuracies,
+        items=tuple(mc_items), rule={**_rule(target_delimiter, chat, templated), "normalize": normalize},
+    )
+
+
+def _with_prediction(item: MCItem, normalize: str) -> MCItem:
+    from dataclasses import replace
+
+    return replace(item, predicted=item.predicted_by(normalize))
+
+
+def item_identity(item: MCItem) -> list[Any]:
+    """What an item is, for baseline ids: its prompt, choices and gold index."""
+    return ["mc", item.prompt, list(item.choices), item.gold]
+
+
+def rule_signature(result: MCResult) -> str:
+    """A short text naming the rule, as reports show it (sacrebleu-style signature)."""
+    r = result.rule
+    return f"mc:{r.get('mc_rule')}|norm:{r.get('normalize')}|delim:{json.dumps(r.get('target_delimiter'))}|chat:{r.get('chat')}"
