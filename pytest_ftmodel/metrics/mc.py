@@ -182,16 +182,19 @@ def choice_sequence(
     from pytest_ftmodel.tokens import prompt_ids, uses_chat
 
     templated = uses_chat(tokenizer, chat)
-    if templated:
-        context, continuation = prompt, choice  # the answer follows the assistant header
-    else:
-        context, continuation = split_boundary(prompt, target_delimiter + choice)
+    context = prompt if templated else split_boundary(prompt, "")[0]
+    head = prompt_ids(tokenizer, context, chat=templated)
+    return _with_choice(tokenizer, head, prompt, choice, target_delimiter, templated)
+
+
+def _with_choice(tokenizer: Any, head: list[int], prompt: str, choice: str, target_delimiter: str, templated: bool) -> tuple[list[int], int, str]:
+    continuation = choice if templated else split_boundary(prompt, target_delimiter + choice)[1]
     cont = list(tokenizer(continuation, add_special_tokens=False).input_ids)
     if not cont:
         raise DataError(
             f"choice {choice!r:.40} gives no token to score (its continuation {continuation!r} is empty): remove empty choices"
         )
-    return prompt_ids(tokenizer, context, chat=templated) + cont, len(cont), continuation
+    return head + cont, len(cont), continuation
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,9 +210,10 @@ def score_continuations(
 ) -> list[float]:
     """Summed log-likelihood (nats) of the last ``m`` ids of each ``(ids, m)`` unit.
 
-    Units of one length are batched together (no padding), ``batch_size`` at a time (default: as many
-    as :func:`_auto_batch_tokens` tokens); only the last ``m`` positions of each get logits, whose
-    log-softmax is taken in float64."""
+    Units whose fed ids are the same (the choices of one prompt that are one token long, as letter
+    answers are) share one forward pass. Rows of one length are batched together (no padding),
+    ``batch_size`` at a time (default: as many as :func:`_auto_batch_tokens` tokens); only the scored
+    positions get logits, whose log-softmax is taken in float64."""
     from pytest_ftmodel.served import is_served
 
     if not units:
@@ -221,48 +225,54 @@ def score_continuations(
         return [-s.summed(m) for s, (_, m) in zip(scored, units)]
     import torch
 
-    groups: dict[int, list[int]] = {}
-    for i, (ids, _) in enumerate(units):
-        groups.setdefault(len(ids), []).append(i)
-    out = [0.0] * len(units)
-    bar = progress("scoring choices", len(units))
+    rows: dict[tuple[int, ...], set[int]] = {}
+    for ids, m in units:
+        fed = tuple(ids[:-1])
+        rows.setdefault(fed, set()).update(range(len(fed) - m, len(fed)))
+    groups: dict[int, list[tuple[int, ...]]] = {}
+    for fed in rows:
+        groups.setdefault(len(fed), []).append(fed)
+    logp: dict[tuple[tuple[int, ...], int], Any] = {}  # (row, position) -> log-softmax over the vocabulary
+    bar = progress("scoring choices", len(rows))
     budget = _auto_batch_tokens(model.device)
     for length in sorted(groups):
         members = groups[length]
         size = batch_size or max(1, budget // max(length, 1))
         for s in range(0, len(members), size):
             batch = members[s : s + size]
-            for i, value in zip(batch, _score_same_length(model, [units[i] for i in batch], torch)):
-                out[i] = value
+            logp.update(_log_softmax_rows(model, batch, [sorted(rows[fed]) for fed in batch], torch))
             bar.advance(len(batch))
     bar.close()
+    out = []
+    for ids, m in units:
+        fed = tuple(ids[:-1])
+        n = len(fed)
+        out.append(math.fsum(float(logp[fed, p][ids[p + 1]]) for p in range(n - m, n)))
     return out
 
 
-def _score_same_length(model: Any, units: list[tuple[list[int], int]], torch: Any) -> list[float]:
+def _log_softmax_rows(model: Any, rows: list[tuple[int, ...]], positions: list[list[int]], torch: Any) -> dict[Any, Any]:
+    """Float64 log-softmax at the given positions of same-length rows: ``{(row, position): vector}``."""
     from pytest_ftmodel.metrics.perplexity import _target_logits
 
-    width = len(units[0][0]) - 1  # the last id is only a target, never fed
-    ids = torch.tensor([seq[:-1] for seq, _ in units], dtype=torch.long)
-    keep = torch.zeros((len(units), width), dtype=torch.bool)
-    targets: list[int] = []
-    for r, (seq, m) in enumerate(units):
-        keep[r, width - m :] = True  # logits at position p predict id p + 1
-        targets.extend(seq[len(seq) - m :])
-    mask = torch.ones_like(ids)
+    ids = torch.tensor(rows, dtype=torch.long)
+    keep = torch.zeros(ids.shape, dtype=torch.bool)
+    for r, cols in enumerate(positions):
+        keep[r, cols] = True
     device = model.device
     with torch.inference_mode():
-        logits, flat = _target_logits(model.model, ids.to(device), mask.to(device), keep.to(device), len(targets))
+        logits, flat = _target_logits(model.model, ids.to(device), torch.ones_like(ids).to(device), keep.to(device), int(keep.sum()))
         if not flat:
-            rows, cols = keep.nonzero(as_tuple=True)
-            logits = logits[rows.to(logits.device), cols.to(logits.device)]
-        logp = torch.log_softmax(logits.double(), dim=-1)
-        picked = logp.gather(1, torch.tensor(targets, device=logp.device)[:, None])[:, 0].cpu().tolist()
-    sums, at = [], 0
-    for _, m in units:
-        sums.append(math.fsum(picked[at : at + m]))
-        at += m
-    return sums
+            at_r, at_c = keep.nonzero(as_tuple=True)
+            logits = logits[at_r.to(logits.device), at_c.to(logits.device)]
+        logp = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
+    out = {}
+    k = 0
+    for row, cols in zip(rows, positions):  # row-major: the order in which `keep` is read
+        for c in cols:
+            out[row, c] = logp[k]
+            k += 1
+    return out
 
 
 def _rule(target_delimiter: str, chat: bool | str, templated: bool) -> dict[str, Any]:
@@ -306,7 +316,7 @@ def choice_logliks(
 ) -> list[tuple[list[float], list[int], list[str]]]:
     """Per checked item (:func:`load_mc_items`): every choice's log-likelihood, token count and
     continuation text, under the boundary rule; from ``cache`` where it holds them."""
-    from pytest_ftmodel.tokens import uses_chat
+    from pytest_ftmodel.tokens import prompt_ids, uses_chat
 
     tokenizer = model.tokenizer
     if tokenizer is None:
@@ -322,8 +332,23 @@ def choice_logliks(
     owners: list[tuple[int, int]] = []
     texts: dict[int, list[str]] = {}
     counts: dict[int, list[int]] = {}
+    continuations = [
+        [c if templated else split_boundary(item["prompt"], target_delimiter + c)[1] for c in item["choices"]] for item in items
+    ]
+    # every continuation alone, in one call (a fast tokenizer encodes a batch as it encodes each text)
+    flat = [c for conts in continuations for c in conts]
+    encoded = iter(tokenizer(flat, add_special_tokens=False).input_ids if flat else [])
     for i, item in enumerate(items):
-        seqs = [choice_sequence(tokenizer, item["prompt"], c, target_delimiter=target_delimiter, chat=templated) for c in item["choices"]]
+        head = prompt_ids(tokenizer, item["prompt"] if templated else split_boundary(item["prompt"], "")[0], chat=templated)
+        seqs = []
+        for c, cont in zip(item["choices"], continuations[i]):
+            own = list(next(encoded))
+            if not own:
+                raise DataError(
+                    f"multiple-choice item {i}: choice {c!r:.40} gives no token to score (its continuation {cont!r} is empty): "
+                    "remove empty choices"
+                )
+            seqs.append((head + own, len(own), cont))
         texts[i] = [t for _, _, t in seqs]
         counts[i] = [m for _, m, _ in seqs]
         found = store.metrics.get(keys[i], _is_entry) if store is not None else None
