@@ -69,6 +69,10 @@ _EXPORTS = {
     "assert_human_scores": "pytest_ftmodel.assertions",
     "mc_accuracy": "pytest_ftmodel.metrics.mc",
     "MCResult": "pytest_ftmodel.metrics.mc",
+    "assert_mc_accuracy": "pytest_ftmodel.assertions_mc",
+    "assert_no_forgetting": "pytest_ftmodel.assertions_mc",
+    "forgetting": "pytest_ftmodel.assertions_mc",
+    "ForgettingResult": "pytest_ftmodel.assertions_mc",
     "assert_ab_win_rate": "pytest_ftmodel.assertions",
 }
 
@@ -103,6 +107,7 @@ if TYPE_CHECKING:
     )
     from pytest_ftmodel.metrics.code import CodeResult, evaluate_code, load_problems, pass_at_k
     from pytest_ftmodel.metrics.curve import TrainingCurve, training_curve
+    from pytest_ftmodel.assertions_mc import ForgettingResult, assert_mc_accuracy, assert_no_forgetting, forgetting
     from pytest_ftmodel.metrics.mc import MCResult, mc_accuracy
     from pytest_ftmodel.metrics.overfit import OverfitResult, overfit_report
     from pytest_ftmodel.splits import find_leakage, split
