@@ -127,3 +127,49 @@ def test_the_record_carries_per_item_correctness(canned, private_record):
     assert rec.name == "mc accuracy change" and rec.details["compare_kind"] == "binary"
     assert [i["value"] for i in rec.items] == [1.0] * 9 + [0.0]
     assert rec.settings["normalize"] == "none" and rec.settings["mc_rule"] == 1
+
+
+# --- on the demo: the shipped general questions ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def questions():
+    from pytest_ftmodel import load_jsonl
+    from pytest_ftmodel.demo import demo_data_dir
+
+    return load_jsonl(demo_data_dir() / "mc.jsonl")
+
+
+def test_the_bases_answer_the_general_questions_and_the_fine_tunes_keep_them(demo_pair, questions, no_score_cache):
+    from pytest_ftmodel import load_model
+
+    assert len(questions) == 90 and {q["category"] for q in questions} == {"places", "weather", "sentences"}
+    base, tuned = (load_model(p, device="cpu") for p in (demo_pair.base, demo_pair.finetuned))
+    result = assert_no_forgetting(tuned, base, questions, per_category=True, cache=None)
+    assert result.base.accuracy == 1.0 and set(result.base.accuracies.values()) == {1.0}
+    assert result.model.accuracy >= 0.98 and result.verdict == "within noise"
+
+
+def test_the_byte_regressed_twin_forgets_how_sentences_go_on(byte_pair, questions, no_score_cache):
+    from pytest_ftmodel import load_model
+
+    base, twin = (load_model(p, device="cpu") for p in (byte_pair.base, byte_pair.regressed))
+    with pytest.raises(AssertionError) as info:
+        assert_no_forgetting(twin, base, questions, margin=0.02, per_category=True, cache=None)
+    lines = str(info.value).splitlines()
+    assert "accuracy 0.744 vs the base model's 1.000 on the same 90 items, change -0.256" in lines[0]
+    assert "sentences: 1.000 -> 0.233 (-0.767, n=30" in lines[2] and "FAILED (Holm)" in lines[2]
+    assert "chose 'the', gold 'in'" in lines[-1]
+
+
+def test_assert_mc_accuracy_on_the_demo(byte_pair, questions, no_score_cache):
+    from pytest_ftmodel import assert_mc_accuracy, load_model
+
+    twin = load_model(byte_pair.regressed, device="cpu")
+    result = assert_mc_accuracy(twin, questions, at_least=0.7, normalize="char", cache=None)
+    assert result.rule["normalize"] == "char" and result.n == 90
+    with pytest.raises(AssertionError) as info:
+        assert_mc_accuracy(twin, questions, at_least=0.9, cache=None)
+    text = str(info.value)
+    assert text.startswith("multiple-choice accuracy 0.744 (67/90, normalize='none') is below the bar 0.900")
+    assert "sentences 7/30" in text and "other normalisations: char 0.733, byte 0.733, token 0.744" in text
