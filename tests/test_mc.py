@@ -83,8 +83,7 @@ def test_accuracy_predictions_and_counts(demo_model, no_score_cache):
     for it, raw in zip(result.items, items):
         assert it.choices == tuple(raw["choices"]) and it.gold == raw["choices"].index(raw["answer"])
         assert it.predicted == max(range(len(it.loglik)), key=lambda j: it.loglik[j])
-        conts = [split_boundary(raw["prompt"], " " + c)[1] for c in raw["choices"]]
-        assert it.n_chars == tuple(len(c) for c in conts)
+        assert it.n_chars == tuple(len(c) for c in raw["choices"])  # the choice alone, as lm-eval counts
         assert all(n >= 1 for n in it.n_tokens)
     assert result.accuracy == sum(it.correct for it in result.items) / result.n
     low, high = result.interval
@@ -93,22 +92,21 @@ def test_accuracy_predictions_and_counts(demo_model, no_score_cache):
 
 
 def _item(loglik, choices, gold=0):
-    conts = [" " + c for c in choices]
     return MCItem(
         index=0, prompt="p", choices=tuple(choices), gold=gold, predicted=-1, loglik=tuple(loglik),
-        n_tokens=(1, 4), n_chars=tuple(len(c) for c in conts), n_bytes=tuple(len(c.encode()) for c in conts),
+        n_tokens=(1, 4), n_chars=tuple(len(c) for c in choices), n_bytes=tuple(len(c.encode()) for c in choices),
     )
 
 
 def test_normalisations_rank_choices_by_their_own_length():
-    # "été" is 4 characters but 6 bytes with its delimiter; "abcd" 5 and 5
-    item = _item([-5.0, -5.5], ["été", "abcd"])
+    # "ééé" is 3 characters but 6 bytes; "abcd" 4 and 4
+    item = _item([-4.0, -5.0], ["ééé", "abcd"])
     assert item.predicted_by("none") == 0
-    assert item.scores("char") == (-5.0 / 4, -5.5 / 5)
-    assert item.predicted_by("char") == 1  # -1.1 beats -1.25
-    assert item.scores("byte") == (-5.0 / 6, -5.5 / 5)
-    assert item.predicted_by("byte") == 0  # -0.833 beats -1.1: char and byte disagree
-    assert item.scores("token") == (-5.0, -5.5 / 4)
+    assert item.scores("char") == (-4.0 / 3, -5.0 / 4)
+    assert item.predicted_by("char") == 1  # -1.25 beats -1.33
+    assert item.scores("byte") == (-4.0 / 6, -5.0 / 4)
+    assert item.predicted_by("byte") == 0  # -0.67 beats -1.25: char and byte disagree
+    assert item.scores("token") == (-4.0, -5.0 / 4)
     assert item.predicted_by("token") == 1
 
 

@@ -23,8 +23,10 @@ The boundary rule (what is scored, token by token):
 Normalisations (``normalize=``, all four are always computed and reported):
 
 * ``"none"``: the summed log-likelihood (lm-eval's ``acc``);
-* ``"char"``: divided by the continuation's length in characters (lm-eval's ``acc_norm``);
-* ``"byte"``: divided by its length in UTF-8 bytes (fair across scripts, where characters are not);
+* ``"char"``: divided by the choice's length in characters (lm-eval's ``acc_norm``; the delimiter
+  is not counted, as lm-eval does not count it);
+* ``"byte"``: divided by the choice's length in UTF-8 bytes (fair across scripts, where characters
+  are not);
 * ``"token"``: divided by its number of tokens (the mean per-token log-likelihood).
 
 Numbers: choices are batched by length (sequences of one length together, so that no padding ever
@@ -55,8 +57,9 @@ MC_RULE = 1
 
 @dataclass(frozen=True)
 class MCItem:
-    """One item's scores: per choice the log-likelihood of its continuation (nats), token count,
-    characters and UTF-8 bytes of the continuation; the gold and predicted index under the rule."""
+    """One item's scores: per choice the log-likelihood of its continuation (nats), its token count,
+    and the choice's length in characters and UTF-8 bytes (without the delimiter, as lm-eval's
+    ``acc_norm`` counts); the gold and predicted index under the rule."""
 
     index: int
     prompt: str
@@ -159,9 +162,16 @@ def load_mc_items(items: Any) -> list[dict[str, Any]]:
                 "prompt": prompt, "choices": [str(c) for c in choices], "answer": gold,
                 "id": None if item.get("id") is None else str(item["id"]),
                 "category": None if item.get("category") is None else str(item["category"]),
+                "target_delimiter": _delimiter(item.get("target_delimiter"), where),
             }
         )
     return out
+
+
+def _delimiter(value: Any, where: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise DataError(f"{where}: 'target_delimiter' must be a string, not {type(value).__name__}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,8 +292,14 @@ def _rule(target_delimiter: str, chat: bool | str, templated: bool) -> dict[str,
 def _cache_key(model: Any, item: dict[str, Any], rule: dict[str, Any]) -> str:
     from pytest_ftmodel.cache import entry_key
 
-    identity = json.dumps(["mc", item["prompt"], item["choices"]], ensure_ascii=False)
+    identity = json.dumps(["mc", item["prompt"], item["choices"], item.get("target_delimiter")], ensure_ascii=False)
     return entry_key(model.fingerprint, identity, {"score": "mc-loglik", **rule, **getattr(model, "numerics", {})})
+
+
+def _item_delimiter(item: dict[str, Any], default: str) -> str:
+    """An item's own ``target_delimiter`` (an lm-eval task's, see :func:`~pytest_ftmodel.metrics.mc_tasks.mc_items`), else the call's."""
+    own = item.get("target_delimiter")
+    return default if own is None else str(own)
 
 
 def _is_entry(value: Any) -> bool:
@@ -333,7 +349,8 @@ def choice_logliks(
     texts: dict[int, list[str]] = {}
     counts: dict[int, list[int]] = {}
     continuations = [
-        [c if templated else split_boundary(item["prompt"], target_delimiter + c)[1] for c in item["choices"]] for item in items
+        [c if templated else split_boundary(item["prompt"], _item_delimiter(item, target_delimiter) + c)[1] for c in item["choices"]]
+        for item in items
     ]
     # every continuation alone, in one call (a fast tokenizer encodes a batch as it encodes each text)
     flat = [c for conts in continuations for c in conts]
@@ -394,11 +411,11 @@ def mc_accuracy(
     scored = choice_logliks(model, checked, target_delimiter=target_delimiter, chat=chat, batch_size=batch_size, cache=cache)
     templated = uses_chat(model.tokenizer, chat)
     mc_items: list[MCItem] = []
-    for i, (item, (lls, counts, conts)) in enumerate(zip(checked, scored)):
+    for i, (item, (lls, counts, _conts)) in enumerate(zip(checked, scored)):
         base = MCItem(
             index=i, prompt=item["prompt"], choices=tuple(item["choices"]), gold=item["answer"], predicted=-1,
-            loglik=tuple(lls), n_tokens=tuple(counts), n_chars=tuple(len(c) for c in conts),
-            n_bytes=tuple(len(c.encode("utf-8")) for c in conts), id=item["id"], category=item["category"],
+            loglik=tuple(lls), n_tokens=tuple(counts), n_chars=tuple(len(c) for c in item["choices"]),
+            n_bytes=tuple(len(c.encode("utf-8")) for c in item["choices"]), id=item["id"], category=item["category"],
         )
         mc_items.append(_with_prediction(base, normalize))
     n = len(mc_items)
