@@ -68,6 +68,7 @@ _EXPORTS = {
     "JudgeAgreement": "pytest_ftmodel.human",
     "assert_human_scores": "pytest_ftmodel.assertions",
     "mc_accuracy": "pytest_ftmodel.metrics.mc",
+    "mc_items": "pytest_ftmodel.metrics.mc_tasks",
     "MCResult": "pytest_ftmodel.metrics.mc",
     "assert_mc_accuracy": "pytest_ftmodel.assertions_mc",
     "assert_no_forgetting": "pytest_ftmodel.assertions_mc",
@@ -109,6 +110,7 @@ if TYPE_CHECKING:
     from pytest_ftmodel.metrics.curve import TrainingCurve, training_curve
     from pytest_ftmodel.assertions_mc import ForgettingResult, assert_mc_accuracy, assert_no_forgetting, forgetting
     from pytest_ftmodel.metrics.mc import MCResult, mc_accuracy
+    from pytest_ftmodel.metrics.mc_tasks import mc_items
     from pytest_ftmodel.metrics.overfit import OverfitResult, overfit_report
     from pytest_ftmodel.splits import find_leakage, split
     from pytest_ftmodel.sandbox import SandboxResult, run_sandboxed
