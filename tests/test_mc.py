@@ -213,12 +213,21 @@ def test_scores_are_cached_per_item(byte_model, tmp_path):
 
     store = GenerationCache(tmp_path / "cache")
     first = mc_accuracy(byte_model, _items(), cache=store)
-    calls = []
-    real = byte_model.model.forward
-    byte_model.model.forward = lambda *a, **k: calls.append(1) or real(*a, **k)
-    try:
-        again = mc_accuracy(byte_model, _items(), cache=store)
-    finally:
-        del byte_model.model.forward
-    assert calls == [] and [it.loglik for it in again.items] == [it.loglik for it in first.items]
-    assert math.isfinite(again.items[0].loglik[0])
+
+    class Untouchable:
+        """The same model as the cache knows it, whose tokenizer and engine must not be used."""
+
+        fingerprint, numerics = byte_model.fingerprint, byte_model.numerics
+
+        @property
+        def tokenizer(self):
+            raise AssertionError("the tokenizer was used on a warm run")
+
+        engine = tokenizer
+
+    again = mc_accuracy(Untouchable(), _items(), cache=store)
+    assert [it.loglik for it in again.items] == [it.loglik for it in first.items]
+    assert again.rule == first.rule and math.isfinite(again.items[0].loglik[0])
+    # one item more: only it is scored
+    more = mc_accuracy(byte_model, [*_items(), {"prompt": "It was a", "choices": ["sunny", "cat"], "answer": 0}], cache=store)
+    assert more.n == len(_items()) + 1 and [it.loglik for it in more.items[:-1]] == [it.loglik for it in first.items]

@@ -46,7 +46,6 @@ from typing import Any, Sequence
 
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.metrics.stats import proportion_interval
-from pytest_ftmodel.progress import progress
 
 NORMALIZATIONS = ("none", "char", "byte", "token")
 
@@ -211,78 +210,18 @@ def _with_choice(tokenizer: Any, head: list[int], prompt: str, choice: str, targ
 # Scoring
 
 
-def _auto_batch_tokens(device: str) -> int:
-    return 512 if not str(device).startswith("cuda") else 16384
-
-
 def score_continuations(
     model: Any, units: Sequence[tuple[list[int], int]], *, batch_size: int | None = None
 ) -> list[float]:
-    """Summed log-likelihood (nats) of the last ``m`` ids of each ``(ids, m)`` unit.
-
-    Units whose fed ids are the same (the choices of one prompt that are one token long, as letter
-    answers are) share one forward pass. Rows of one length are batched together (no padding),
-    ``batch_size`` at a time (default: as many as :func:`_auto_batch_tokens` tokens); only the scored
-    positions get logits, whose log-softmax is taken in float64."""
-    from pytest_ftmodel.served import is_served
+    """Summed log-likelihood (nats) of the last ``m`` ids of each ``(ids, m)`` unit, from the model's
+    engine (:meth:`~pytest_ftmodel.engines.Engine.token_logprobs`: in-process, choices that feed the
+    same ids share a forward pass, rows of one length are batched without padding, float64
+    log-softmax on the scored positions)."""
+    from pytest_ftmodel.engines import engine_of
 
     if not units:
         return []
-    if is_served(model):
-        from pytest_ftmodel.served.model import score_sequences
-
-        scored = score_sequences(model, [ids for ids, _ in units])
-        return [-s.summed(m) for s, (_, m) in zip(scored, units)]
-    import torch
-
-    rows: dict[tuple[int, ...], set[int]] = {}
-    for ids, m in units:
-        fed = tuple(ids[:-1])
-        rows.setdefault(fed, set()).update(range(len(fed) - m, len(fed)))
-    groups: dict[int, list[tuple[int, ...]]] = {}
-    for fed in rows:
-        groups.setdefault(len(fed), []).append(fed)
-    logp: dict[tuple[tuple[int, ...], int], Any] = {}  # (row, position) -> log-softmax over the vocabulary
-    bar = progress("scoring choices", len(rows))
-    budget = _auto_batch_tokens(model.device)
-    for length in sorted(groups):
-        members = groups[length]
-        size = batch_size or max(1, budget // max(length, 1))
-        for s in range(0, len(members), size):
-            batch = members[s : s + size]
-            logp.update(_log_softmax_rows(model, batch, [sorted(rows[fed]) for fed in batch], torch))
-            bar.advance(len(batch))
-    bar.close()
-    out = []
-    for ids, m in units:
-        fed = tuple(ids[:-1])
-        n = len(fed)
-        out.append(math.fsum(float(logp[fed, p][ids[p + 1]]) for p in range(n - m, n)))
-    return out
-
-
-def _log_softmax_rows(model: Any, rows: list[tuple[int, ...]], positions: list[list[int]], torch: Any) -> dict[Any, Any]:
-    """Float64 log-softmax at the given positions of same-length rows: ``{(row, position): vector}``."""
-    from pytest_ftmodel.metrics.perplexity import _target_logits
-
-    ids = torch.tensor(rows, dtype=torch.long)
-    keep = torch.zeros(ids.shape, dtype=torch.bool)
-    for r, cols in enumerate(positions):
-        keep[r, cols] = True
-    device = model.device
-    with torch.inference_mode():
-        logits, flat = _target_logits(model.model, ids.to(device), torch.ones_like(ids).to(device), keep.to(device), int(keep.sum()))
-        if not flat:
-            at_r, at_c = keep.nonzero(as_tuple=True)
-            logits = logits[at_r.to(logits.device), at_c.to(logits.device)]
-        logp = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
-    out = {}
-    k = 0
-    for row, cols in zip(rows, positions):  # row-major: the order in which `keep` is read
-        for c in cols:
-            out[row, c] = logp[k]
-            k += 1
-    return out
+    return [math.fsum(lps) for lps in engine_of(model).token_logprobs(units, batch_size=batch_size)]
 
 
 def _rule(target_delimiter: str, chat: bool | str, templated: bool) -> dict[str, Any]:
@@ -306,8 +245,10 @@ def _is_entry(value: Any) -> bool:
     return (
         isinstance(value, dict)
         and isinstance(value.get("loglik"), list)
-        and all(isinstance(v, float) for v in value["loglik"])
+        and all(isinstance(v, float) and math.isfinite(v) for v in value["loglik"])
         and isinstance(value.get("n_tokens"), list)
+        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value["n_tokens"])
+        and isinstance(value.get("chat"), bool)
     )
 
 
@@ -329,61 +270,65 @@ def choice_logliks(
     chat: bool | str = False,
     batch_size: int | None = None,
     cache: Any = "auto",
-) -> list[tuple[list[float], list[int], list[str]]]:
-    """Per checked item (:func:`load_mc_items`): every choice's log-likelihood, token count and
-    continuation text, under the boundary rule; from ``cache`` where it holds them."""
+) -> tuple[list[tuple[list[float], list[int]]], bool]:
+    """Per checked item (:func:`load_mc_items`): every choice's log-likelihood and token count under
+    the boundary rule, and whether the chat template was used. Taken from ``cache`` where it holds
+    them, keyed by the settings as requested (what ``chat="auto"`` makes of them follows from the
+    tokenizer's files, which the fingerprint covers): when every item is cached, the model and its
+    tokenizer are never touched."""
+    from pytest_ftmodel.engines import engine_of
     from pytest_ftmodel.tokens import prompt_ids, uses_chat
 
-    tokenizer = model.tokenizer
-    if tokenizer is None:
-        from pytest_ftmodel.served.model import score_sequences
-
-        score_sequences(model, [])  # raises: names the gate and --tokenizer
-    templated = uses_chat(tokenizer, chat)
-    rule = _rule(target_delimiter, chat, templated)
     store = _active_cache(cache)
-    keys = [_cache_key(model, it, rule) for it in items] if store is not None else []
-    out: list[tuple[list[float], list[int], list[str]] | None] = [None] * len(items)
+    requested = {"mc_rule": MC_RULE, "target_delimiter": target_delimiter, "chat": chat if chat == "auto" else bool(chat)}
+    keys = [_cache_key(model, it, requested) for it in items] if store is not None else []
+    out: list[tuple[list[float], list[int]] | None] = [None] * len(items)
+    templated_seen: set[bool] = set()
+    for i, item in enumerate(items):
+        found = store.metrics.get(keys[i], _is_entry) if store is not None else None
+        if found is not None and len(found["loglik"]) == len(found["n_tokens"]) == len(item["choices"]):
+            out[i] = (list(found["loglik"]), list(found["n_tokens"]))
+            templated_seen.add(bool(found["chat"]))
+    missing = [i for i, x in enumerate(out) if x is None]
+    if not missing and len(templated_seen) == 1:
+        return [x for x in out if x is not None], templated_seen.pop()
+    engine = engine_of(model)
+    engine.check_scoring()
+    tokenizer = model.tokenizer
+    templated = uses_chat(tokenizer, chat)
+    continuations = {
+        i: [c if templated else split_boundary(items[i]["prompt"], _item_delimiter(items[i], target_delimiter) + c)[1] for c in items[i]["choices"]]
+        for i in missing
+    }
+    # every continuation alone, in one call (a fast tokenizer encodes a batch as it encodes each text)
+    flat = [c for i in missing for c in continuations[i]]
+    encoded = iter(tokenizer(flat, add_special_tokens=False).input_ids if flat else [])
     units: list[tuple[list[int], int]] = []
     owners: list[tuple[int, int]] = []
-    texts: dict[int, list[str]] = {}
     counts: dict[int, list[int]] = {}
-    continuations = [
-        [c if templated else split_boundary(item["prompt"], _item_delimiter(item, target_delimiter) + c)[1] for c in item["choices"]]
-        for item in items
-    ]
-    # every continuation alone, in one call (a fast tokenizer encodes a batch as it encodes each text)
-    flat = [c for conts in continuations for c in conts]
-    encoded = iter(tokenizer(flat, add_special_tokens=False).input_ids if flat else [])
-    for i, item in enumerate(items):
+    for i in missing:
+        item = items[i]
         head = prompt_ids(tokenizer, item["prompt"] if templated else split_boundary(item["prompt"], "")[0], chat=templated)
-        seqs = []
-        for c, cont in zip(item["choices"], continuations[i]):
+        counts[i] = []
+        for j, (c, cont) in enumerate(zip(item["choices"], continuations[i])):
             own = list(next(encoded))
             if not own:
                 raise DataError(
                     f"multiple-choice item {i}: choice {c!r:.40} gives no token to score (its continuation {cont!r} is empty): "
                     "remove empty choices"
                 )
-            seqs.append((head + own, len(own), cont))
-        texts[i] = [t for _, _, t in seqs]
-        counts[i] = [m for _, m, _ in seqs]
-        found = store.metrics.get(keys[i], _is_entry) if store is not None else None
-        if found is not None and len(found["loglik"]) == len(seqs) and found["n_tokens"] == counts[i]:
-            out[i] = (list(found["loglik"]), counts[i], texts[i])
-            continue
-        for j, (ids, m, _) in enumerate(seqs):
-            units.append((ids, m))
+            units.append((head + own, len(own)))
             owners.append((i, j))
+            counts[i].append(len(own))
     values = score_continuations(model, units, batch_size=batch_size)
-    fresh: dict[int, list[float]] = {}
+    fresh: dict[int, list[float]] = {i: [0.0] * len(items[i]["choices"]) for i in missing}
     for (i, j), v in zip(owners, values):
-        fresh.setdefault(i, [0.0] * len(items[i]["choices"]))[j] = v
-    for i, lls in fresh.items():
-        out[i] = (lls, counts[i], texts[i])
+        fresh[i][j] = v
+    for i in missing:
+        out[i] = (fresh[i], counts[i])
         if store is not None:
-            store.metrics.put(keys[i], {"loglik": lls, "n_tokens": counts[i]})
-    return [x for x in out if x is not None]
+            store.metrics.put(keys[i], {"loglik": fresh[i], "n_tokens": counts[i], "chat": templated})
+    return [x for x in out if x is not None], templated
 
 
 def mc_accuracy(
@@ -401,17 +346,14 @@ def mc_accuracy(
     ``accuracy``; every normalisation's accuracy is in ``accuracies``. ``chat``: format the prompt
     through the chat template (then the delimiter is ``""``). ``cache="auto"`` reuses per-item scores
     from the pytest session's cache."""
-    from pytest_ftmodel.tokens import uses_chat
-
     if normalize not in NORMALIZATIONS:
         raise DataError(f"normalize={normalize!r} is not a normalisation: use one of {', '.join(NORMALIZATIONS)}")
     if not isinstance(target_delimiter, str):
         raise DataError(f"target_delimiter must be a string, not {type(target_delimiter).__name__}")
     checked = load_mc_items(items)
-    scored = choice_logliks(model, checked, target_delimiter=target_delimiter, chat=chat, batch_size=batch_size, cache=cache)
-    templated = uses_chat(model.tokenizer, chat)
+    scored, templated = choice_logliks(model, checked, target_delimiter=target_delimiter, chat=chat, batch_size=batch_size, cache=cache)
     mc_items: list[MCItem] = []
-    for i, (item, (lls, counts, _conts)) in enumerate(zip(checked, scored)):
+    for i, (item, (lls, counts)) in enumerate(zip(checked, scored)):
         base = MCItem(
             index=i, prompt=item["prompt"], choices=tuple(item["choices"]), gold=item["answer"], predicted=-1,
             loglik=tuple(lls), n_tokens=tuple(counts), n_chars=tuple(len(c) for c in item["choices"]),
