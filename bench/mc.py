@@ -7,7 +7,7 @@ tokens, choices of 1-4 tokens, as in ARC-style tasks). lm-eval gets the same req
 the tokenizer does itself (bpe: BOS; byte: none). Throughput in items per second; the best of
 ``--repeats`` runs for each.
 
-    OMP_NUM_THREADS=1 python bench/mc.py [--items 180] [--device cpu|cuda] [--dtype float32|bfloat16]
+    OMP_NUM_THREADS=1 python bench/mc.py [--items 180] [--phrases] [--device cpu|cuda] [--dtype float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ PLACES = ["garden", "kitchen", "park", "barn"]
 WEATHER = ["sunny", "rainy", "cold", "warm"]
 
 
-def bench_items(n: int, seed: int = 0) -> list[dict]:
+def bench_items(n: int, seed: int = 0, phrases: bool = False) -> list[dict]:
+    """``phrases``: every choice is several tokens long (" garden. It was a sunny day."), so that no
+    two choices feed the same ids and nothing is shared between them."""
     rng = random.Random(seed)
 
     def sentence() -> tuple[str, str]:
@@ -42,6 +44,10 @@ def bench_items(n: int, seed: int = 0) -> list[dict]:
         shots = " ".join(f"{p} {a}. It was a {rng.choice(WEATHER)} day." for p, a in (sentence(), sentence()))
         prompt, answer = sentence()
         wrong = rng.sample([w for w in ANIMALS + OBJECTS + WEATHER], 3)
+        if phrases:
+            weather = rng.choice(WEATHER)
+            answer = f"{answer}. It was a {weather} day."
+            wrong = [f"{w}. It was a {weather} day." for w in wrong]
         choices = [answer, *wrong]
         rng.shuffle(choices)
         items.append({"prompt": f"{shots} {prompt}", "choices": choices, "answer": choices.index(answer)})
@@ -83,6 +89,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--families", default="byte,bpe")
+    parser.add_argument("--phrases", action="store_true", help="multi-token choices: no forward pass is shared")
     args = parser.parse_args()
 
     import torch
@@ -94,9 +101,9 @@ def main() -> None:
     from pytest_ftmodel.metrics.mc import mc_accuracy
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    items = bench_items(args.items)
+    items = bench_items(args.items, phrases=args.phrases)
     n_choices = sum(len(it["choices"]) for it in items)
-    print(f"{args.items} items, {n_choices} choices, device {args.device}, {args.dtype}, {torch.get_num_threads()} thread(s)")
+    print(f"{args.items} items, {n_choices} choices ({'phrases' if args.phrases else 'words'}), device {args.device}, {args.dtype}, {torch.get_num_threads()} thread(s)")
     print(f"{'family':<7}{'tool':<28}{'batch':>6}{'items/s':>10}{'vs lm-eval':>12}")
     for family in args.families.split(","):
         path = str(build_demo(family).finetuned)

@@ -7,7 +7,8 @@
 * Per-token log-probabilities (:meth:`TransformersEngine.token_logprobs`, multiple choice): units
   whose fed ids are equal (the choices of one prompt that are one token long) share one forward pass;
   rows of one length are batched together, so no padding ever enters a batch; the log-softmax of the
-  scored positions is taken in float64.
+  scored positions is taken in float64, and only the asked-for ids are read from it (no
+  vocabulary-sized vector is kept).
 * Generation (:meth:`TransformersEngine.generate`): prompts grouped by their answer budget and
   length, left padding, KV cache on; seeded sampling per row (see :mod:`pytest_ftmodel.generation`).
 """
@@ -201,52 +202,62 @@ def _mc_batch_tokens(device: str) -> int:
 def _token_logprobs(model: Any, units: Sequence[Unit], *, batch_size: int | None = None) -> list[list[float]]:
     import torch
 
-    rows: dict[tuple[int, ...], set[int]] = {}
+    # the positions of each distinct fed sequence that are scored, and the ids asked for at each
+    wanted: dict[tuple[int, ...], dict[int, set[int]]] = {}
     for ids, m in units:
         fed = tuple(ids[:-1])
-        rows.setdefault(fed, set()).update(range(len(fed) - m, len(fed)))
+        at = wanted.setdefault(fed, {})
+        for p in range(len(fed) - m, len(fed)):
+            at.setdefault(p, set()).add(ids[p + 1])
     groups: dict[int, list[tuple[int, ...]]] = {}
-    for fed in rows:
+    for fed in wanted:
         groups.setdefault(len(fed), []).append(fed)
-    logp: dict[tuple[tuple[int, ...], int], Any] = {}  # (row, position) -> log-softmax over the vocabulary
-    bar = progress("scoring choices", len(rows))
+    got: dict[tuple[tuple[int, ...], int, int], float] = {}
+    bar = progress("scoring choices", len(wanted))
     budget = _mc_batch_tokens(model.device)
+    # rows of one length together: no padding enters a batch, and the model runs its plain causal path
+    # with no padding mask to build (measured faster on CPU than padded batches, bench/mc.py)
     for length in sorted(groups):
         members = groups[length]
         size = batch_size or max(1, budget // max(length, 1))
         for s in range(0, len(members), size):
             batch = members[s : s + size]
-            logp.update(_log_softmax_rows(model, batch, [sorted(rows[fed]) for fed in batch], torch))
+            got.update(_log_probs_at(model, batch, [wanted[fed] for fed in batch], torch))
             bar.advance(len(batch))
     bar.close()
     out = []
     for ids, m in units:
         fed = tuple(ids[:-1])
         n = len(fed)
-        out.append([float(logp[fed, p][ids[p + 1]]) for p in range(n - m, n)])
+        out.append([got[fed, p, ids[p + 1]] for p in range(n - m, n)])
     return out
 
 
-def _log_softmax_rows(model: Any, rows: list[tuple[int, ...]], positions: list[list[int]], torch: Any) -> dict[Any, Any]:
-    """Float64 log-softmax at the given positions of same-length rows: ``{(row, position): vector}``."""
-    ids = torch.tensor(rows, dtype=torch.long)
-    keep = torch.zeros(ids.shape, dtype=torch.bool)
-    for r, cols in enumerate(positions):
+def _log_probs_at(model: Any, rows: list[tuple[int, ...]], wanted: list[dict[int, set[int]]], torch: Any) -> dict[Any, float]:
+    """``{(row, position, id): log p(id | row[:position + 1])}`` for the wanted ids, from a float64
+    log-softmax of the scored positions only."""
+    width = max(len(r) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    keep = torch.zeros((len(rows), width), dtype=torch.bool)
+    order: list[tuple[int, int]] = []
+    for r, (row, at) in enumerate(zip(rows, wanted)):
+        ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[r, : len(row)] = 1
+        cols = sorted(at)
         keep[r, cols] = True
+        order.extend((r, c) for c in cols)  # row-major: the order in which `keep` is read
     device = model.device
     with torch.inference_mode():
-        logits, flat = _target_logits(model.model, ids.to(device), torch.ones_like(ids).to(device), keep.to(device), int(keep.sum()))
+        logits, flat = _target_logits(model.model, ids.to(device), mask.to(device), keep.to(device), len(order))
         if not flat:
             at_r, at_c = keep.nonzero(as_tuple=True)
             logits = logits[at_r.to(logits.device), at_c.to(logits.device)]
-        logp = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
-    out = {}
-    k = 0
-    for row, cols in zip(rows, positions):  # row-major: the order in which `keep` is read
-        for c in cols:
-            out[row, c] = logp[k]
-            k += 1
-    return out
+        logp = torch.log_softmax(logits.double(), dim=-1)
+        picks = [(k, r, c, t) for k, (r, c) in enumerate(order) for t in sorted(wanted[r][c])]
+        index = torch.tensor([[k for k, _, _, _ in picks], [t for _, _, _, t in picks]], device=logp.device)
+        values = logp[index[0], index[1]].cpu().tolist()
+    return {(rows[r], c, t): v for (_, r, c, t), v in zip(picks, values)}
 
 
 # --- generation ----------------------------------------------------------------------------------

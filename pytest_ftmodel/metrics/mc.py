@@ -29,10 +29,11 @@ Normalisations (``normalize=``, all four are always computed and reported):
   are not);
 * ``"token"``: divided by its number of tokens (the mean per-token log-likelihood).
 
-Numbers: choices are batched by length (sequences of one length together, so that no padding ever
-enters a batch), only the continuation positions get logits, and their log-softmax is taken in
-float64; a choice scored alone, in any batch or order gives the same log-likelihood within float32
-noise of the forward pass (tests/test_mc.py checks 1e-5 nats).
+Numbers: choices that feed the same ids (one-token answers to one prompt) share a forward pass; the
+rest are batched by length (sequences of one length together, so that no padding ever enters a
+batch); only the continuation positions get logits, and only the asked-for ids are read from their float64
+log-softmax. A choice scored alone, in any batch or order gives the same log-likelihood within float32
+noise of the forward pass (tests/test_mc.py checks 1e-5 nats against a per-token reference).
 """
 
 from __future__ import annotations
