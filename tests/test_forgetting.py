@@ -173,3 +173,32 @@ def test_assert_mc_accuracy_on_the_demo(byte_pair, questions, no_score_cache):
     text = str(info.value)
     assert text.startswith("multiple-choice accuracy 0.744 (67/90, normalize='none') is below the bar 0.900")
     assert "sentences 7/30" in text and "other normalisations: char 0.700, byte 0.700, token 0.744" in text
+
+
+@pytest.mark.slow  # three pytest runs in subprocesses: about 16 s
+def test_mc_accuracy_is_compared_with_the_release_baseline_item_by_item(pytester, byte_pair):
+    """Recorded on the fine-tuned byte demo, the regressed twin's per-item accuracy regresses
+    (McNemar), and the rule is part of the entry: another normalisation is a mismatch, not a regression."""
+    from pytest_ftmodel.demo import demo_data_dir
+
+    pytester.makepyfile(
+        test_mc=f"""
+import os
+from pytest_ftmodel import assert_mc_accuracy, load_jsonl
+
+QUESTIONS = load_jsonl({str(demo_data_dir() / "mc.jsonl")!r})
+
+def test_general(ftmodel):
+    assert_mc_accuracy(ftmodel, QUESTIONS, at_least=0.5, normalize=os.environ.get("NORM", "none"))
+"""
+    )
+    baseline = pytester.path / "baseline.json"
+    common = (f"--ftmodel-baseline={baseline}", "-p", "no:cacheprovider")
+    recorded = pytester.runpytest_subprocess(f"--model={byte_pair.finetuned}", "--ftmodel-update-baseline", *common)
+    assert recorded.ret == 0, recorded.stdout.str()
+    result = pytester.runpytest_subprocess(f"--model={byte_pair.regressed}", *common)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    result.stdout.fnmatch_lines(["*mc accuracy regressed against the baseline*McNemar mid-p*", "*items that got worse (3 of 23 shown*"])
+    pytester._monkeypatch.setenv("NORM", "char")
+    other = pytester.runpytest_subprocess(f"--model={byte_pair.finetuned}", *common)
+    other.stdout.fnmatch_lines(["*settings differ from the baseline's*normalize*"])
