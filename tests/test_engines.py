@@ -86,3 +86,23 @@ def test_a_third_engine_needs_no_change_to_the_metrics(byte_model, no_score_cach
     assert result.accuracy == 1.0 and result.items[0].loglik[1] == -len(byte_model.tokenizer(" park").input_ids)
     assert perplexity(Other(), ["some text"], cache=None).mean_nll == 1.0
     assert generate(Other(), ["hi"], cache=None) == ["answer to hi"]
+
+
+def test_choices_share_their_prompts_cache_and_the_fallback_gives_the_same_numbers(demo_model, monkeypatch):
+    from pytest_ftmodel.engines import transformers as engine_mod
+    from pytest_ftmodel.metrics.mc import choice_sequence
+
+    tok = demo_model.tokenizer
+    units = []
+    for prompt in ("The small cat chased the ball in the", "It was a"):
+        for choice in ("garden. It was a cold day.", "park", "rainy day"):
+            ids, m, _ = choice_sequence(tok, prompt, choice)
+            units.append((ids, m))
+    whole = engine_mod._whole_rows
+    monkeypatch.setattr(engine_mod, "_whole_rows", lambda *a: pytest.fail("the prompts' cache was not shared"))
+    shared = engine_of(demo_model).token_logprobs(units)
+    monkeypatch.setattr(engine_mod, "_whole_rows", whole)
+    monkeypatch.setattr(engine_mod, "_cache_argument", lambda net: None)  # a model whose cache cannot be reused
+    fallback = engine_of(demo_model).token_logprobs(units)
+    for a, b, (_, m) in zip(shared, fallback, units):
+        assert len(a) == len(b) == m and a == pytest.approx(b, abs=1e-5)

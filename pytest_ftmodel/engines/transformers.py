@@ -5,10 +5,10 @@
   vocabulary projection runs on them alone where the model takes ``logits_to_keep`` as a mask), a
   float32 log-softmax per target, summed per unit in float64.
 * Per-token log-probabilities (:meth:`TransformersEngine.token_logprobs`, multiple choice): units
-  whose fed ids are equal (the choices of one prompt that are one token long) share one forward pass;
-  rows of one length are batched together, so no padding ever enters a batch; the log-softmax of the
+  that share their head (a question's choices share its prompt) run the head once, heads of one
+  length batched together, and their scored tokens on its key-value cache; the log-softmax of the
   scored positions is taken in float64, and only the asked-for ids are read from it (no
-  vocabulary-sized vector is kept).
+  vocabulary-sized vector is kept). A model whose cache cannot be reordered runs each sequence whole.
 * Generation (:meth:`TransformersEngine.generate`): prompts grouped by their answer budget and
   length, left padding, KV cache on; seeded sampling per row (see :mod:`pytest_ftmodel.generation`).
 """
@@ -200,8 +200,113 @@ def _mc_batch_tokens(device: str) -> int:
 
 
 def _token_logprobs(model: Any, units: Sequence[Unit], *, batch_size: int | None = None) -> list[list[float]]:
+    """Per unit, the log-probabilities of its last ``m`` ids. Units that share their head (the ids
+    before the scored ones: the prompt of a question's choices) run the head once and the scored
+    tokens on its key-value cache (:func:`_shared_heads`); where the model's cache cannot be
+    reordered, each distinct sequence runs whole (:func:`_whole_rows`)."""
     import torch
 
+    try:
+        return _shared_heads(model, units, batch_size, torch)
+    except _NoSharing:
+        return _whole_rows(model, units, batch_size, torch)
+
+
+class _NoSharing(Exception):
+    """The model's key-value cache cannot be reordered per row."""
+
+
+_PARAMETERS: dict[type, frozenset[str]] = {}
+
+
+def _takes(net: Any, name: str) -> bool:
+    kind = type(net)
+    if kind not in _PARAMETERS:
+        import inspect
+
+        try:
+            _PARAMETERS[kind] = frozenset(inspect.signature(net.forward).parameters)
+        except (TypeError, ValueError):
+            _PARAMETERS[kind] = frozenset()
+    return name in _PARAMETERS[kind]
+
+
+def _cache_argument(net: Any) -> str | None:
+    """The keyword a model's forward takes a key-value cache under (``cache`` in current transformers,
+    ``past_key_values`` before), or None."""
+    return next((name for name in ("cache", "past_key_values") if _takes(net, name)), None)
+
+
+def _shared_heads(model: Any, units: Sequence[Unit], batch_size: int | None, torch: Any) -> list[list[float]]:
+    heads: dict[tuple[int, ...], dict[tuple[int, ...], None]] = {}  # head -> its distinct scored tails
+    for ids, m in units:
+        heads.setdefault(tuple(ids[: len(ids) - m]), {})[tuple(ids[len(ids) - m :])] = None
+    if any(not head for head in heads):
+        raise _NoSharing  # nothing to condition the first token on
+    groups: dict[int, list[tuple[int, ...]]] = {}
+    for head in heads:
+        groups.setdefault(len(head), []).append(head)
+    got: dict[tuple[tuple[int, ...], tuple[int, ...]], list[float]] = {}
+    bar = progress("scoring choices", sum(len(t) for t in heads.values()))
+    budget = _mc_batch_tokens(model.device)
+    for length in sorted(groups):
+        members = groups[length]
+        # heads of one length together (no padding in the pass that reads them)
+        size = batch_size or max(1, budget // max(length, 1))
+        for s in range(0, len(members), size):
+            batch = members[s : s + size]
+            got.update(_score_on_heads(model, batch, [list(heads[h]) for h in batch], torch))
+            bar.advance(sum(len(heads[h]) for h in batch))
+    bar.close()
+    return [got[tuple(ids[: len(ids) - m]), tuple(ids[len(ids) - m :])] for ids, m in units]
+
+
+def _score_on_heads(model: Any, heads: list[tuple[int, ...]], tails: list[list[tuple[int, ...]]], torch: Any) -> dict[Any, list[float]]:
+    """Run same-length heads once (keeping their cache), then every tail on its head's cache: the
+    first tail token is read from the head's last position, the others from the tail pass (tails
+    right-padded: padding follows every position a tail reads). Float64 log-softmax, asked-for ids only."""
+    device = model.device
+    net = model.model
+    cache_arg = _cache_argument(net)
+    with torch.inference_mode():
+        ids = torch.tensor(heads, dtype=torch.long, device=device)
+        # only the last position's logits are needed from the heads' pass
+        keep = {"logits_to_keep": 1} if _takes(net, "logits_to_keep") else {}
+        out = net(input_ids=ids, use_cache=True, **keep)
+        # current transformers name it `cache` (reading `past_key_values` logs a deprecation)
+        cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+        if cache_arg is None or cache is None or not hasattr(cache, "batch_select_indices"):
+            raise _NoSharing
+        first = torch.log_softmax(out.logits[:, -1].double(), dim=-1)
+        rows = [(k, t) for k, ts in enumerate(tails) for t in ts]
+        values: dict[Any, list[float]] = {}
+        firsts = first[torch.tensor([k for k, _ in rows], device=first.device), torch.tensor([t[0] for _, t in rows], device=first.device)].cpu().tolist()
+        width = max(len(t) for _, t in rows) - 1
+        rest: list[list[float]] = [[] for _ in rows]
+        if width > 0:
+            cache.batch_select_indices(torch.tensor([k for k, _ in rows], device=device))
+            length = len(heads[0])
+            feed = torch.zeros((len(rows), width), dtype=torch.long)
+            mask = torch.zeros((len(rows), length + width), dtype=torch.long)
+            mask[:, :length] = 1
+            for r, (_, t) in enumerate(rows):
+                feed[r, : len(t) - 1] = torch.tensor(t[:-1], dtype=torch.long)
+                mask[r, length : length + len(t) - 1] = 1
+            logits = net(input_ids=feed.to(device), attention_mask=mask.to(device), use_cache=False, **{cache_arg: cache}).logits
+            picks = [(r, p, t[p + 1]) for r, (_, t) in enumerate(rows) for p in range(len(t) - 1)]
+            if picks:
+                at_r = torch.tensor([r for r, _, _ in picks], device=logits.device)
+                at_p = torch.tensor([p for _, p, _ in picks], device=logits.device)
+                logp = torch.log_softmax(logits[at_r, at_p].double(), dim=-1)
+                picked = logp[torch.arange(len(picks), device=logp.device), torch.tensor([t for _, _, t in picks], device=logp.device)]
+                for (r, _, _), v in zip(picks, picked.cpu().tolist()):
+                    rest[r].append(v)
+    for r, (k, t) in enumerate(rows):
+        values[heads[k], t] = [firsts[r], *rest[r]]
+    return values
+
+
+def _whole_rows(model: Any, units: Sequence[Unit], batch_size: int | None, torch: Any) -> list[list[float]]:
     # the positions of each distinct fed sequence that are scored, and the ids asked for at each
     wanted: dict[tuple[int, ...], dict[int, set[int]]] = {}
     for ids, m in units:

@@ -29,9 +29,8 @@ Normalisations (``normalize=``, all four are always computed and reported):
   are not);
 * ``"token"``: divided by its number of tokens (the mean per-token log-likelihood).
 
-Numbers: choices that feed the same ids (one-token answers to one prompt) share a forward pass; the
-rest are batched by length (sequences of one length together, so that no padding ever enters a
-batch); only the continuation positions get logits, and only the asked-for ids are read from their float64
+Numbers: a question's prompt runs once and its choices run on the prompt's key-value cache (prompts
+of one length batched together, no padding); only the continuation positions get logits, and only the asked-for ids are read from their float64
 log-softmax. A choice scored alone, in any batch or order gives the same log-likelihood within float32
 noise of the forward pass (tests/test_mc.py checks 1e-5 nats against a per-token reference).
 """
@@ -215,9 +214,8 @@ def score_continuations(
     model: Any, units: Sequence[tuple[list[int], int]], *, batch_size: int | None = None
 ) -> list[float]:
     """Summed log-likelihood (nats) of the last ``m`` ids of each ``(ids, m)`` unit, from the model's
-    engine (:meth:`~pytest_ftmodel.engines.Engine.token_logprobs`: in-process, choices that feed the
-    same ids share a forward pass, rows of one length are batched without padding, float64
-    log-softmax on the scored positions)."""
+    engine (:meth:`~pytest_ftmodel.engines.Engine.token_logprobs`: in-process, the choices of a
+    prompt run on its key-value cache, float64 log-softmax on the scored positions)."""
     from pytest_ftmodel.engines import engine_of
 
     if not units:
