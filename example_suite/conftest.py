@@ -81,6 +81,12 @@ def reviews(val):
 
 
 @pytest.fixture(scope="session")
+def general_questions(data_dir):
+    """Multiple-choice questions the base model answers well (not what it was fine-tuned for)."""
+    return load_jsonl(data_dir / "mc.jsonl", required=["prompt", "choices", "answer"])
+
+
+@pytest.fixture(scope="session")
 def problems(data_dir):
     from pytest_ftmodel import load_problems
 

@@ -67,6 +67,13 @@ _EXPORTS = {
     "ABResult": "pytest_ftmodel.human",
     "JudgeAgreement": "pytest_ftmodel.human",
     "assert_human_scores": "pytest_ftmodel.assertions",
+    "mc_accuracy": "pytest_ftmodel.metrics.mc",
+    "mc_items": "pytest_ftmodel.metrics.mc_tasks",
+    "MCResult": "pytest_ftmodel.metrics.mc",
+    "assert_mc_accuracy": "pytest_ftmodel.assertions_mc",
+    "assert_no_forgetting": "pytest_ftmodel.assertions_mc",
+    "forgetting": "pytest_ftmodel.assertions_mc",
+    "ForgettingResult": "pytest_ftmodel.assertions_mc",
     "assert_ab_win_rate": "pytest_ftmodel.assertions",
     "rubric_judge": "pytest_ftmodel.judges",
     "judge_sheet": "pytest_ftmodel.judges",
@@ -111,6 +118,9 @@ if TYPE_CHECKING:
     from pytest_ftmodel.judges import JudgeError, JudgeLogprobsUnavailable, JudgeScores, RubricJudge, judge_scores, judge_sheet, rubric_judge
     from pytest_ftmodel.metrics.code import CodeResult, evaluate_code, load_problems, pass_at_k
     from pytest_ftmodel.metrics.curve import TrainingCurve, training_curve
+    from pytest_ftmodel.assertions_mc import ForgettingResult, assert_mc_accuracy, assert_no_forgetting, forgetting
+    from pytest_ftmodel.metrics.mc import MCResult, mc_accuracy
+    from pytest_ftmodel.metrics.mc_tasks import mc_items
     from pytest_ftmodel.metrics.overfit import OverfitResult, overfit_report
     from pytest_ftmodel.splits import find_leakage, split
     from pytest_ftmodel.sandbox import SandboxResult, run_sandboxed

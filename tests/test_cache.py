@@ -20,8 +20,10 @@ PROMPTS = ["Classify the sentiment: The book was lovely.", "Write a Python funct
 @pytest.fixture
 def counting(monkeypatch):
     calls: list[int] = []
-    real = gen_mod._generate_batch
-    monkeypatch.setattr(gen_mod, "_generate_batch", lambda model, batch, *a, **k: calls.append(len(batch)) or real(model, batch, *a, **k))
+    from pytest_ftmodel.engines import transformers as engine_mod
+
+    real = engine_mod._generate_batch
+    monkeypatch.setattr(engine_mod, "_generate_batch", lambda model, batch, *a, **k: calls.append(len(batch)) or real(model, batch, *a, **k))
     return calls
 
 

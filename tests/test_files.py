@@ -237,7 +237,9 @@ def _weights_and_memo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[
     from pytest_ftmodel import model
 
     monkeypatch.setenv("PYTEST_FTMODEL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(model, "_memo_warned", set(), raising=False)
+    from pytest_ftmodel.engines import common
+
+    monkeypatch.setattr(common, "_memo_warned", set())
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"the real weights")
     st = weights.stat()

@@ -12,7 +12,8 @@ import warnings
 from pytest_ftmodel import DataError, generate, perplexity
 from pytest_ftmodel import generation as generation_mod
 from pytest_ftmodel.demo import demo_data
-from pytest_ftmodel.generation import TruncationWarning, _processors
+from pytest_ftmodel.engines.transformers import _processors
+from pytest_ftmodel.generation import TruncationWarning
 from pytest_ftmodel.tokens import prompt_ids, prompt_parts, token_sequence
 
 torch = pytest.importorskip("torch")
@@ -170,7 +171,9 @@ def captured(monkeypatch):
         calls.append((batch, max_new_tokens))
         return [""] * len(batch)
 
-    monkeypatch.setattr(generation_mod, "_generate_batch", fake)
+    from pytest_ftmodel.engines import transformers as engine_mod
+
+    monkeypatch.setattr(engine_mod, "_generate_batch", fake)
     return calls
 
 

@@ -110,8 +110,10 @@ def test_fingerprint_is_stable_and_changes_with_weights_tokenizer_or_config(bpe_
 def test_fingerprint_does_not_reread_unchanged_files(bpe_pair, tmp_path, monkeypatch) -> None:
     ckpt = shutil.copytree(bpe_pair.finetuned, tmp_path / "ckpt")
     calls: list[str] = []
-    real = model_mod._file_sha256
-    monkeypatch.setattr(model_mod, "_file_sha256", lambda p: calls.append(p.name) or real(p))
+    from pytest_ftmodel.engines import common
+
+    real = common.file_sha256
+    monkeypatch.setattr(common, "file_sha256", lambda p: calls.append(p.name) or real(p))
     first = model_mod.fingerprint(ckpt)
     assert "model.safetensors" in calls
     calls.clear()

@@ -243,7 +243,7 @@ def test_a_pair_longer_than_the_context_scores_every_continuation_token_once(bpe
 def test_logits_only_at_scored_positions_give_the_same_numbers(demo_model, monkeypatch) -> None:
     """Where the model takes logits_to_keep, only scored positions are projected onto the vocabulary;
     the full-logits path must give the same NLL for windows (context positions) and padded batches."""
-    from pytest_ftmodel.metrics import perplexity as ppl_module
+    from pytest_ftmodel.engines import transformers as ppl_module
 
     texts = [LONG[:200], *SHORT]
     calls: list[bool] = []
@@ -269,7 +269,7 @@ def test_logits_only_at_scored_positions_give_the_same_numbers(demo_model, monke
 def test_a_model_that_reads_logits_to_keep_the_old_way_falls_back(demo_model, monkeypatch) -> None:
     """Older causal LMs slice `hidden[:, logits_to_keep, :]`, which a boolean mask breaks: scoring
     falls back to full logits for that model class and gives the same numbers."""
-    from pytest_ftmodel.metrics import perplexity as ppl_module
+    from pytest_ftmodel.engines import transformers as ppl_module
 
     texts = [LONG[:120], *SHORT]
     expected = perplexity(_fresh(demo_model), texts, max_length=24, stride=10)

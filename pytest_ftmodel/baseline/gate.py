@@ -91,7 +91,7 @@ def parse_margins(text: str) -> list[tuple[str, float]]:
 #: names of the figures the assert_* helpers record (patterns for those with a part of the user's)
 KNOWN_METRICS = (
     "perplexity", "perplexity improvement", "loss gap", "rouge1", "rouge2", "rougeL", "accuracy", "macro_f1",
-    "A/B win rate", "memorised share", "distinct-2", "eval loss (best)", "leaked val items",
+    "A/B win rate", "mc accuracy", "mc accuracy change", "memorised share", "distinct-2", "eval loss (best)", "leaked val items",
 )
 KNOWN_PATTERNS = (r"pass@\d+", r"human .+", r"A/B judge .+ vs people \(kappa\)")
 

@@ -139,6 +139,30 @@ def base_corpus(n: int = 400) -> list[str]:
     return out
 
 
+def mc_questions(n_per_category: int = 30) -> list[dict[str, Any]]:
+    """General multiple-choice questions over what the *base* models learned from their plain
+    sentences (:func:`base_corpus`), none of it instruction data: where a thing happened (a place,
+    among animals, adjectives and weather words), what the weather was (among places, animals and
+    things), and how a sentence goes on (``in``, among ``.``, ``and``, ``the``). The shipped base
+    models answer every one right; a fine-tuning that breaks plain sentences loses them."""
+    rng = random.Random(SEED + 2)
+    items: list[dict[str, Any]] = []
+
+    def add(category: str, prompt: str, answer: str, distractors: list[str]) -> None:
+        choices = [answer, *distractors]
+        rng.shuffle(choices)
+        items.append({"id": f"mc-{len(items)}", "prompt": prompt, "choices": choices, "answer": choices.index(answer), "category": category})
+
+    for _ in range(n_per_category):
+        adj, animal, verb, obj = rng.choice(_ADJS), rng.choice(_ANIMALS), rng.choice(_VERBS), rng.choice(_OBJECTS)
+        place, weather = rng.choice(_PLACES), rng.choice(_WEATHER)
+        other = (rng.choice(_ANIMALS), rng.choice(_ADJS), rng.choice(_WEATHER), rng.choice(_OBJECTS), rng.choice(_PLACES))
+        add("places", f"The {adj} {animal} {verb} the {obj} in the", place, [other[0], other[1], other[2]])
+        add("weather", f"The {adj} {animal} {verb} the {obj} in the {place}. It was a", weather, [other[4], other[0], other[3]])
+        add("sentences", f"The {adj} {animal} {verb} the {obj}", "in", [".", "and", "the"])
+    return items
+
+
 def demo_data() -> dict[str, list[dict[str, Any]]]:
     """The instruction data the fine-tuned demo learns: ``train``, ``val`` and code ``problems``."""
     rng = random.Random(SEED)
@@ -164,7 +188,7 @@ def demo_data() -> dict[str, list[dict[str, Any]]]:
         item["id"] = f"train-{i}"
     for i, item in enumerate(val):
         item["id"] = f"val-{i}"
-    return {"train": train, "val": val, "problems": code_problems()}
+    return {"train": train, "val": val, "problems": code_problems(), "mc": mc_questions()}
 
 
 # --------------------------------------------------------------------------------------------

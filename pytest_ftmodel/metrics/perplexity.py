@@ -39,13 +39,10 @@ import numpy as np
 from pytest_ftmodel.data import require_strings
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.metrics.stats import bootstrap_interval
-from pytest_ftmodel.progress import progress
-from pytest_ftmodel.served import is_served
+from pytest_ftmodel.engines import engine_of
 from pytest_ftmodel.tokens import prompt_ids, start_token_id, token_sequence, uses_chat
 
 LN2 = math.log(2.0)
-# float32 log-softmax rows computed at once: bounds the temporary copy of the logits
-_CE_CHUNK_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -194,130 +191,6 @@ def _n_words(text: str, rule: str = "sliding") -> int:
     return len(re.split(r"\s+", text.strip())) if text.strip() else 0
 
 
-def _auto_batch_tokens(vocab: int, device: str) -> int:
-    """Tokens per batch. On CPU small batches win: the model is compute-bound already and large
-    activations fall out of cache (measured in bench/perplexity.py: 512 tokens beat 8192 by 1.5x).
-    On accelerators, as many as a quarter of free memory holds, counting the logits."""
-    if not device.startswith("cuda"):
-        return 512
-    import torch
-
-    free, _total = torch.cuda.mem_get_info(torch.device(device))
-    per_token = vocab * 4 * 3 + 64 * 1024  # logits (+ a float32 chunk) and activations
-    return int(max(512, min(65536, free // 4 // per_token)))
-
-
-def _score_windows(
-    model: Any,
-    units: list[tuple[list[int], int]],
-    pad_id: int,
-    device: str,
-    batch_tokens: int,
-    batch_size: int | None,
-    on_done: Callable[[int, float], None] | None = None,
-) -> list[float]:
-    """Summed NLL of the last ``m`` targets of each ``(ids, m)`` unit, in length-sorted batches;
-    ``on_done(unit, value)`` as each batch is scored."""
-    import torch
-    import torch.nn.functional as F
-
-    order = sorted(range(len(units)), key=lambda i: -len(units[i][0]))
-    results = [0.0] * len(units)
-    start = 0
-    bar = progress("scoring windows", len(order))
-    while start < len(order):
-        width = len(units[order[start]][0])
-        size = batch_size or max(1, batch_tokens // width)
-        batch = order[start : start + size]
-        try:
-            sums = _score_batch(model, [units[i] for i in batch], pad_id, device, torch, F)
-        except torch.cuda.OutOfMemoryError:  # back off and retry smaller
-            if size == 1:
-                raise
-            torch.cuda.empty_cache()
-            batch_tokens = max(width, batch_tokens // 2)
-            batch_size = max(1, size // 2) if batch_size else None
-            continue
-        for i, value in zip(batch, sums):
-            results[i] = value
-            if on_done is not None:
-                on_done(i, value)
-        start += len(batch)
-        bar.advance(len(batch))
-    bar.close()
-    return results
-
-
-_KEEPS_MASK: dict[type, bool] = {}
-
-
-def _keeps_mask(model: Any) -> bool:
-    """Whether the model's forward takes ``logits_to_keep`` as a boolean (batch, position) mask: its
-    signature names it and this transformers slices with ``slice_logits_to_keep``, which reads such
-    a mask (older releases took only an int or a 1-D index)."""
-    kind = type(model)
-    if kind not in _KEEPS_MASK:
-        import inspect
-
-        from transformers import modeling_utils
-
-        try:
-            named = "logits_to_keep" in inspect.signature(model.forward).parameters
-        except (TypeError, ValueError):
-            named = False
-        _KEEPS_MASK[kind] = named and hasattr(modeling_utils, "slice_logits_to_keep")
-    return _KEEPS_MASK[kind]
-
-
-def _target_logits(model: Any, ids: Any, mask: Any, keep: Any, n_targets: int) -> tuple[Any, bool]:
-    """Logits for the scored positions: ``(logits, flat)``.
-
-    Where the model can (``logits_to_keep`` with a boolean mask) the vocabulary projection runs on
-    those positions alone, and the logits come back flat, one row per target in row-major order:
-    context and padding positions never get logits. Otherwise the full ``(batch, position, vocab)``
-    logits come back, for the caller to index chunk by chunk.
-    """
-    if _keeps_mask(model):
-        try:
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
-        except IndexError:  # a model that slices positions itself, reading only an int or 1-D index
-            logits = None
-        if logits is not None and logits.ndim == 2 and logits.shape[0] == n_targets:
-            return logits, True
-        _KEEPS_MASK[type(model)] = False
-    return model(input_ids=ids, attention_mask=mask, use_cache=False).logits, False
-
-
-def _score_batch(model: Any, units: list[tuple[list[int], int]], pad_id: int, device: str, torch: Any, F: Any) -> list[float]:
-    # a unit's last id is only a target: it is never fed (no logits need it), so a window of
-    # max_length + 1 ids (lm-eval's) runs in the model's max_length positions
-    width = max(len(ids) for ids, _ in units) - 1
-    ids = torch.full((len(units), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(units), width), dtype=torch.long)
-    keep = torch.zeros((len(units), width), dtype=torch.bool)
-    targets: list[int] = []
-    for r, (seq, m) in enumerate(units):
-        n = len(seq)
-        ids[r, : n - 1] = torch.tensor(seq[:-1], dtype=torch.long)
-        mask[r, : n - 1] = 1
-        # logits at position p predict token p + 1; score the last m tokens
-        keep[r, n - m - 1 : n - 1] = True
-        targets.extend(seq[n - m :])  # row-major, the order in which `keep` is read
-    ids, mask, keep = ids.to(device), mask.to(device), keep.to(device)
-    with torch.inference_mode():
-        logits, flat = _target_logits(model, ids, mask, keep, len(targets))
-        row_t, col_t = (t.to(logits.device) for t in keep.nonzero(as_tuple=True))
-        tgt_t = torch.tensor(targets, device=logits.device)
-        nll = torch.empty(len(targets), dtype=torch.float32, device=logits.device)
-        chunk = max(1, _CE_CHUNK_ELEMENTS // logits.shape[-1])
-        for s in range(0, len(targets), chunk):
-            picked = logits[s : s + chunk] if flat else logits[row_t[s : s + chunk], col_t[s : s + chunk]]
-            nll[s : s + chunk] = F.cross_entropy(picked.float(), tgt_t[s : s + chunk], reduction="none")
-        per_row = torch.zeros(len(units), dtype=torch.float64, device=logits.device)
-        per_row.index_add_(0, row_t, nll.double())
-    return per_row.cpu().tolist()
-
-
 def _memo_key(item: Item, max_length: int, stride: int, chat: bool | str, rule: str, eos: bool = False) -> tuple[Any, ...]:
     text = item if isinstance(item, str) else "\0".join(item)
     return ("ppl-text", isinstance(item, tuple), chat, hashlib.sha1(text.encode()).hexdigest(), max_length, stride, rule, eos)
@@ -392,11 +265,8 @@ def score_texts(
     rule = windows
     _check_rule(rule, stride, texts, eos)
     tokenizer = model.tokenizer
-    served = is_served(model)
-    if served and tokenizer is None:
-        from pytest_ftmodel.served.model import score_sequences
-
-        score_sequences(model, [])  # raises: names the gate and --tokenizer
+    engine = engine_of(model)
+    engine.check_scoring()
     _check_eos(tokenizer, eos)
     # a served model without a known context scores each text whole; the server says if it is too long
     max_length = int(max_length or model.context_length or (1 << 30))
@@ -453,16 +323,13 @@ def score_texts(
         if on_scored is not None:
             on_scored(i, score)
 
-    if units and served:
-        _check_whole(units, owners, texts, max_length)
-        for unit, value in enumerate(_score_served(model, units)):
-            unit_done(unit, value)
-    if units and not served:
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        vocab = int(getattr(model.model.config, "vocab_size", 0) or len(tokenizer))
-        _score_windows(
-            model.model, units, pad_id, model.device, _auto_batch_tokens(vocab, model.device), batch_size, on_done=unit_done
-        )
+    if units:
+        if not engine.scores_windows:
+            _check_whole(units, owners, texts, max_length)
+        scored = engine.score(units, batch_size=batch_size, on_done=unit_done)
+        for unit, value in enumerate(scored):  # an engine that reports only at the end
+            if unit not in values:
+                unit_done(unit, value)
     return [s for s in scores if s is not None]
 
 
@@ -478,15 +345,6 @@ def _check_whole(units: list[tuple[list[int], int]], owners: list[int], texts: S
                 "them in-process (--model ./checkpoint)"
             )
         seen.add(owner)
-
-
-def _score_served(model: Any, units: list[tuple[list[int], int]]) -> list[float]:
-    from pytest_ftmodel.served.model import score_sequences
-
-    bar = progress("scoring texts (served)", len(units))
-    scored = score_sequences(model, [ids for ids, _ in units], on_done=lambda: bar.advance(1))
-    bar.close()
-    return [s.summed(m) for s, (_, m) in zip(scored, units)]
 
 
 #: Bumped whenever the scoring rule (module doc) changes, so scores cached under an older rule are not reused.

@@ -475,6 +475,51 @@ def _classification(result: Any, name: str) -> Described:
     return tuple(items), details
 
 
+def _mc_items(result: Any) -> list[dict[str, Any]]:
+    from pytest_ftmodel.metrics.mc import item_identity
+
+    ids = item_ids(item_identity(it) for it in result.items)
+    return [
+        {
+            "index": it.index, "id": i, "value": float(it.correct), "prompt": _text(it.prompt),
+            "expected": _text(it.choices[it.gold]), "answer": _text(it.choices[it.predicted]), "predicted": it.predicted,
+            "loglik": list(it.loglik), **({"category": it.category} if it.category else {}),
+        }
+        for i, it in zip(ids, result.items)
+    ]
+
+
+def _mc(result: Any, name: str) -> Described:
+    from pytest_ftmodel.metrics.mc import rule_signature
+
+    details = {
+        "kind": "multiple choice", "item_value": "correct", "better": "higher", "perfect": 1.0,
+        "accuracies": dict(result.accuracies), "rule": rule_signature(result), "compare_kind": "binary",
+    }
+    return tuple(_mc_items(result)), details
+
+
+def _forgetting(result: Any, name: str) -> Described:
+    from pytest_ftmodel.metrics.mc import rule_signature
+
+    items = _mc_items(result.model)
+    for item, theirs in zip(items, result.base.items):
+        item["model"], item["base"] = item["value"], float(theirs.correct)
+    # against a baseline, the fine-tuned side is compared: the base model is the same in both runs
+    details = {
+        "kind": "multiple choice", "item_value": "correct", "better": "higher", "perfect": 1.0, "compare": "base",
+        "model_accuracy": result.model.accuracy, "base_accuracy": result.base.accuracy, "p_value": result.p_value,
+        "rule": rule_signature(result.model), "compare_kind": "binary",
+        "compare_note": "the fine-tuned model's per-item accuracy (the base model's side is not compared)",
+        "compare_quantity": "the fine-tuned model's accuracy",
+        "categories": [
+            {"category": c.category, "n": c.n, "model": c.model, "base": c.base, "p": c.p_value, "p_holm": c.p_holm}
+            for c in result.categories
+        ],
+    }
+    return tuple(items), details
+
+
 def _code(result: Any, name: str) -> Described:
     from pytest_ftmodel.metrics.code import pass_at_k
 
@@ -625,6 +670,8 @@ _DESCRIBERS: dict[str, Callable[[Any, str], Described]] = {
     "RougeResult": _rouge,
     "ClassificationResult": _classification,
     "CodeResult": _code,
+    "MCResult": _mc,
+    "ForgettingResult": _forgetting,
     "OverfitResult": _overfit,
     "TrainingCurve": _curve,
     "ABResult": _ab,

@@ -20,7 +20,8 @@ from pytest_ftmodel.served.model import (
 
 
 def is_served(model: object) -> bool:
-    """Whether ``model`` is a :class:`ServedModel` (gates branch on it where the engines differ)."""
+    """Whether ``model`` is a :class:`ServedModel` (for the plugin and reports; metrics run a model
+    through its engine, :func:`pytest_ftmodel.engines.engine_of`, and never ask)."""
     return isinstance(model, ServedModel)
 
 

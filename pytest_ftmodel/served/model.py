@@ -98,6 +98,13 @@ class ServedModel:
         return None
 
     @property
+    def engine(self) -> Any:
+        """How metrics run it (:mod:`pytest_ftmodel.engines`): over HTTP."""
+        from pytest_ftmodel.engines.served import ServedEngine
+
+        return ServedEngine(self)
+
+    @property
     def determinism(self) -> str:
         """What the run can promise about repeated answers, for the report."""
         return (
@@ -166,7 +173,7 @@ def served_fingerprint(entry: dict[str, Any], revision: str | None, tokenizer_pa
     """A hash of what the server says about the model (id, root, revision, context length...), the
     optional ``--model-revision`` and the local tokenizer's files. Weaker than hashing weights: a server
     that serves other weights under the same name and metadata gets the same fingerprint."""
-    from pytest_ftmodel.model import _remembered_sha256
+    from pytest_ftmodel.engines.common import remembered_sha256
 
     identity = {k: entry[k] for k in _IDENTITY_KEYS if k in entry}
     digest = hashlib.sha256(b"served\0")
@@ -175,7 +182,7 @@ def served_fingerprint(entry: dict[str, Any], revision: str | None, tokenizer_pa
         for name in _TOKENIZER_FILES:
             f = tokenizer_path / name
             if f.is_file():
-                digest.update(name.encode() + b"\0" + _remembered_sha256(f).encode() + b"\n")
+                digest.update(name.encode() + b"\0" + remembered_sha256(f).encode() + b"\n")
     return digest.hexdigest()[:16]
 
 
@@ -209,14 +216,14 @@ def load_served(
     tok = None
     tok_path = None
     if tokenizer is not None:
-        from pytest_ftmodel.model import _load_tokenizer, quiet_transformers
+        from pytest_ftmodel.engines.common import load_tokenizer, quiet_transformers
 
         tok_path = Path(tokenizer)
         if not tok_path.is_dir():
             client.close()
             raise ModelLoadError(f"tokenizer path {str(tok_path)!r} is not a directory: pass the folder holding tokenizer.json (--tokenizer)")
         with quiet_transformers():
-            tok = _load_tokenizer(tok_path)
+            tok = load_tokenizer(tok_path)
     context = _context_from(entry) or _context_from_tokenizer(tok_path, tok)
     return ServedModel(
         url=client.url,
