@@ -12,6 +12,11 @@ from pytest_ftmodel.judges.gate import answer_digest
 
 pytest_plugins = "pytester"
 
+# The run under test goes in a process of its own: the pytester fixture forgets, when a test ends, the
+# modules imported during it, and numpy's extension modules (which the plots import) cannot be imported
+# twice in a process, so an in-process run here broke every later model load in the worker.
+pytest.importorskip("matplotlib")
+
 
 def judged_sheet(path, n=24, people=22, offsets=(0.2, -0.2, 0.1)):
     """A sheet that a judge "robo" scored with repeats (item i's level L = 1 + i % 5, repeats L + offsets)
@@ -33,7 +38,6 @@ def judged_sheet(path, n=24, people=22, offsets=(0.2, -0.2, 0.1)):
 
 
 def test_the_reports_carry_the_judge_its_calibration_stability_and_plot(pytester: pytest.Pytester) -> None:
-    pytest.importorskip("matplotlib")
     judged_sheet(pytester.path / "sheet.json")
     pytester.makepyfile(
         """
@@ -43,7 +47,7 @@ def test_the_reports_carry_the_judge_its_calibration_stability_and_plot(pytester
             assert_judge_scores("sheet.json", judge="robo", min_mean={"accuracy": 2.5})
         """
     )
-    result = pytester.runpytest("-p", "no:randomly", "--ftmodel-json", "r.json", "--ftmodel-html", "r.html")
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--ftmodel-json", "r.json", "--ftmodel-html", "r.html")
     result.assert_outcomes(passed=1)
     records = {r["name"]: r for r in json.loads((pytester.path / "r.json").read_text())["records"]}
     mean = records["judge robo accuracy"]
