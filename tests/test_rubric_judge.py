@@ -184,6 +184,14 @@ def test_garbage_served_logprobs_are_one_line_errors(serve, value) -> None:
     assert "\n" not in str(exc.value)
 
 
+def test_a_served_score_token_too_unlikely_to_count_weighs_nothing(serve) -> None:
+    # -1e308 is a finite log-probability <= 0: p = exp(-1e308) underflows to 0, so the score is the
+    # other level's, never a crash on log(0)
+    stub = serve(respond=lambda body: {"choices": [{"text": " 4", "logprobs": {"top_logprobs": [{" 3": -1e308, " 4": -0.1}]}}]})
+    judge = rubric_judge(load_model(stub.url), criteria=["accuracy"], cache=None)
+    assert judge("q", "a").scores["accuracy"] == pytest.approx(4.0)
+
+
 # ---- the cache ---------------------------------------------------------------------------------
 
 
