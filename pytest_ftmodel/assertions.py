@@ -740,6 +740,8 @@ def assert_judge_scores(
     from pytest_ftmodel.escaping import visible
     from pytest_ftmodel.judges.gate import judge_scores
 
+    if not min_mean:
+        raise ValueError('no threshold given: pass min_mean={"accuracy": 4.0, ...} with at least one criterion (a gate on nothing would pass)')
     result = judge_scores(sheet, judge=judge)
     name = _cut(result.judge, 40)
     if result.unjudged or not result.n_judged:

@@ -179,3 +179,11 @@ def test_names_and_ids_from_the_sheet_are_shown_escaped(tmp_path, judge) -> None
     with pytest.raises(AssertionError) as exc:
         assert_judge_scores(path, judge=judge, min_mean={"accuracy": 1.0})
     assert "\x1b" not in str(exc.value) and "\u202e" not in str(exc.value) and "people: \\x1b[31mana" in str(exc.value)
+
+
+def test_a_gate_on_no_criterion_is_an_error_not_a_pass(tmp_path, judge) -> None:
+    path = _sheet(tmp_path, LEVELS, [{"ana": [lv, 4]} for lv in LEVELS])
+    judge_sheet(path, judge)
+    with pytest.raises(ValueError, match="min_mean") as exc:
+        assert_judge_scores(path, judge=judge, min_mean={})
+    assert "\n" not in str(exc.value)
