@@ -187,3 +187,20 @@ def test_a_gate_on_no_criterion_is_an_error_not_a_pass(tmp_path, judge) -> None:
     with pytest.raises(ValueError, match="min_mean") as exc:
         assert_judge_scores(path, judge=judge, min_mean={})
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "field, bad",
+    [("weighted", {"accuracy": 9}), ("weighted", {"accuracy": "five"}), ("weighted", {"accuracy": float("nan")}),
+     ("weighted", "oops"), ("repeats", {"accuracy": [1, None, "z"]}), ("repeats", "nope"), ("repeats", {"accuracy": 7})],
+)
+def test_a_judge_review_edited_by_hand_with_bad_values_is_a_one_line_error(tmp_path, judge, field, bad) -> None:
+    path = _sheet(tmp_path, LEVELS, [{"ana": [lv, 4]} for lv in LEVELS])
+    judge_sheet(path, judge)
+    data = json.loads(path.read_text())
+    data["items"][3]["reviews"]["robo"][field] = bad
+    path.write_text(json.dumps(data))
+    before = path.read_bytes()
+    with pytest.raises(DataError, match=r"item 'i3' \(judge 'robo'\).*judge_sheet") as exc:
+        assert_judge_scores(path, judge=judge, min_mean={"accuracy": 1.0})
+    assert "\n" not in str(exc.value) and path.read_bytes() == before
