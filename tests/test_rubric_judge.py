@@ -156,6 +156,18 @@ def test_a_served_judge_reads_the_score_after_its_reasoning(serve) -> None:
     # (the stub ignores stop strings; the client cuts the reasoning at the first, as some servers return it)
 
 
+@pytest.mark.parametrize("slot, cue", [("Final Score: 5", CUE), ("Score: 5", "\nScore:")])
+def test_a_score_the_judge_writes_in_its_reasoning_in_any_case_is_cut_before_the_cue(serve, slot, cue) -> None:
+    # judges write "Final Score:" in title case as often as not; the reasoning stops there (and at a
+    # cue of the user's own), so the score is read after the cue alone, not after a score already written
+    top = {" 2": math.log(0.5), " 3": math.log(0.5)}
+    stub = serve(**_scripted(f"Two facts are right.\n{slot}\nThat is all.", top))
+    judge = rubric_judge(load_model(stub.url), criteria=["accuracy"], cue=cue, cache=None)
+    assert judge("Name three facts.", "Two facts.").scores["accuracy"] == pytest.approx(2.5)
+    [ask] = [r for r in stub.behaviour.requests if r.get("logprobs") is not None]
+    assert ask["prompt"].endswith("Reasoning:Two facts are right." + cue)
+
+
 def test_a_served_judge_scoring_text_takes_the_last_slot(serve) -> None:
     stub = serve(**_scripted("I'd say 5.\nFinal score: 2\nOn reflection, it is better.\nFinal score: 4\n", None))
     judge = rubric_judge(load_model(stub.url), criteria=["accuracy"], scoring="text", cache=None)

@@ -145,7 +145,9 @@ class RubricJudge:
                 found[j] = hit
         todo = [j for j in range(len(jobs)) if j not in found]
         if todo:
-            stop = ["Final score", "final score", "FINAL SCORE"] if self.scoring == "logprobs" else []
+            # the reasoning stops where the judge starts writing its score, in any usual case or at the cue itself
+            slots = ["Final score", "Final Score", "final score", "FINAL SCORE", self.cue.strip()]
+            stop = list(dict.fromkeys(slots)) if self.scoring == "logprobs" else []
             texts = reasoning_texts(
                 self.model, [jobs[j][2] for j in todo], samples=self.repeats, temperature=self.temperature,
                 top_p=self.top_p, seed=self.seed, max_new_tokens=self.max_new_tokens, stop=stop, chat=self.chat,
