@@ -124,6 +124,24 @@ def test_bad_settings_are_one_line_errors(bpe_model) -> None:
     assert "1: dull\n5: witty" in judge.prompt_for("humour", "p", "a")
 
 
+@pytest.mark.parametrize(
+    "kw, what",
+    [
+        ({"criteria": "accuracy"}, "criteria="), ({"criteria": [1]}, "criteria="), ({"temperature": "hot"}, "temperature="),
+        ({"temperature": -1.0}, "temperature="), ({"top_p": 2.0}, "top_p="), ({"top_p": 0}, "top_p="), ({"seed": "x"}, "seed="),
+        ({"max_new_tokens": 0}, "max_new_tokens="), ({"rubric": {"accuracy": {1: "a", "5": "b"}}}, "rubric="),
+        ({"rubric": {"accuracy": {0: "a", 9: "b"}}}, "rubric="), ({"rubric": {"accuracy": 5}}, "rubric="),
+        ({"prompt": "{answer} {rubric} {oops}"}, "prompt="), ({"cue": 5}, "cue="),
+    ],
+)
+def test_bad_argument_types_and_values_are_one_line_errors_before_any_judge_call(serve, kw, what) -> None:
+    stub = serve(**_scripted("Fine.", {" 3": 0.0}))
+    with pytest.raises((DataError, JudgeError), match=what) as exc:
+        rubric_judge(load_model(stub.url), cache=None, **{"criteria": ["accuracy"], **kw})
+    assert "\n" not in str(exc.value)
+    assert not stub.behaviour.requests
+
+
 # ---- a scripted served judge ------------------------------------------------------------------
 
 
