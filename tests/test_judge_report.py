@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from xml.etree import ElementTree
 
 import pytest
 
@@ -80,8 +81,11 @@ def test_the_plot_shows_a_judge_name_from_the_sheet_escaped(pytester: pytest.Pyt
             assert_judge_scores("sheet.json", judge={name!r}, min_mean={{"accuracy": 2.5}})
         """
     )
-    result = pytester.runpytest_subprocess("-p", "no:randomly", "--ftmodel-html", "r.html")
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--ftmodel-html", "r.html", "--junitxml", "r.xml")
     result.assert_outcomes(passed=1)
     page = (pytester.path / "r.html").read_text()
     assert "\x1b" not in page and "\u202e" not in page
     assert "<svg" in page
+    # JUnit XML stays well-formed: the name is escaped in the property names too
+    names = [p.get("name") for p in ElementTree.parse(pytester.path / "r.xml").iter("property")]
+    assert "ftmodel.judge robo\\x1b[31m\\u202e$\\nocommand{x}$ accuracy" in names
