@@ -24,7 +24,7 @@ def judged_sheet(path, n=24, people=22, offsets=(0.2, -0.2, 0.1)):
         answer = f"answer {i}" + (" <b>bold</b>" if i == 0 else "")
         reps = [min(5.0, max(1.0, level + o)) for o in offsets]
         reviews = {"robo": {
-            "kind": "auto", "judge": "fp1", "answer": answer_digest(answer), "notes": "",
+            "kind": "auto", "judge": "fp1", "answer": answer_digest({"prompt": f"question {i}", "expected": None, "generated": answer}), "notes": "",
             "scores": {"accuracy": level}, "weighted": {"accuracy": sum(reps) / len(reps)}, "repeats": {"accuracy": reps},
         }}
         if i < people:

@@ -204,3 +204,18 @@ def test_a_judge_review_edited_by_hand_with_bad_values_is_a_one_line_error(tmp_p
     with pytest.raises(DataError, match=r"item 'i3' \(judge 'robo'\).*judge_sheet") as exc:
         assert_judge_scores(path, judge=judge, min_mean={"accuracy": 1.0})
     assert "\n" not in str(exc.value) and path.read_bytes() == before
+
+
+def test_a_request_or_reference_edited_after_judging_is_judged_again(tmp_path, judge) -> None:
+    # the judge read the request and the reference as well as the answer: its score of an item whose
+    # reference (or request) was edited since is stale, as for an edited answer
+    path = _sheet(tmp_path, LEVELS, [{"ana": [lv, 4]} for lv in LEVELS])
+    judge_sheet(path, judge)
+    sheet = json.loads(path.read_text())
+    sheet["items"][1]["expected"] = "a reference written later"
+    sheet["items"][2]["prompt"] = "question 2, reworded"
+    path.write_text(json.dumps(sheet))
+    with pytest.raises(AssertionError, match=r"2 of 25 items are not scored by the judge 'robo' .*: i1, i2; run judge_sheet"):
+        assert_judge_scores(path, judge=judge, min_mean={"accuracy": 1.0})
+    assert judge_sheet(path, judge) == 2
+    assert_judge_scores(path, judge=judge, min_mean={"accuracy": 1.0})
