@@ -219,3 +219,12 @@ def test_a_request_or_reference_edited_after_judging_is_judged_again(tmp_path, j
         assert_judge_scores(path, judge=judge, min_mean={"accuracy": 1.0})
     assert judge_sheet(path, judge) == 2
     assert_judge_scores(path, judge=judge, min_mean={"accuracy": 1.0})
+
+
+@pytest.mark.parametrize("bad", [5, None, ["robo"]])
+def test_a_judge_that_is_neither_a_name_nor_a_rubric_judge_is_a_one_line_error(tmp_path, bad) -> None:
+    path = _sheet(tmp_path, LEVELS)
+    for call in (lambda: judge_scores(path, judge=bad), lambda: judge_sheet(path, bad)):
+        with pytest.raises(DataError, match="rubric_judge") as exc:
+            call()
+        assert "\n" not in str(exc.value)

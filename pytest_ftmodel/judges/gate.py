@@ -63,12 +63,21 @@ def _check_auto_review(path: Path, item_id: Any, name: str, review: dict[str, An
         )
 
 
+def _check_judge(judge: Any, *, name_ok: bool) -> None:
+    if name_ok and isinstance(judge, str):
+        return
+    if not all(hasattr(judge, a) for a in ("name", "fingerprint", "criteria", "score")):
+        what = "the judge's name on the sheet or " if name_ok else ""
+        raise DataError(f"judge={judge!r:.40}: pass {what}a judge made by rubric_judge(judge_model, ...)")
+
+
 def judge_sheet(sheet: str | os.PathLike[str], judge: Any, *, name: str | None = None) -> int:
     """Score every item of the evaluation sheet that ``judge`` (a :func:`rubric_judge`) has not scored
     yet, or scored for another answer or under other settings, as the reviewer ``name`` (the judge's
     name by default) of kind "auto"; merged into the sheet as it is on disk when judging ends.
     Returns how many items were judged."""
     p = Path(sheet)
+    _check_judge(judge, name_ok=False)
     name = check_name(name if name is not None else judge.name, "judge")
     data = read_sheet(p, EVAL_FORMAT)
     unknown = [c for c in judge.criteria if c not in data["criteria"]]
@@ -165,6 +174,7 @@ def judge_scores(sheet: str | os.PathLike[str], *, judge: Any) -> JudgeScores:
     from pytest_ftmodel.metrics.stats import bounded_mean_interval
 
     p = Path(sheet)
+    _check_judge(judge, name_ok=True)
     name = judge if isinstance(judge, str) else judge.name
     fp = None if isinstance(judge, str) else judge.fingerprint
     data = read_sheet(p, EVAL_FORMAT)
