@@ -512,3 +512,23 @@ def test_the_page_shows_the_judge_only_after_the_item_is_scored(serve, page, tmp
     assert page.inner_text("#progress-text").startswith("item 2 of 3") and page.inner_text("#judges") == ""
     page.keyboard.press("b")
     assert page.inner_text("#judges") == "judge robo: accuracy 3.8, relevance 3.8, fluency 3.8, format 3.8"
+
+
+def test_the_page_of_another_reviewer_never_shows_the_judge_of_an_item_they_have_not_scored(serve, page, tmp_path) -> None:
+    # the browser remembers "ana" (she reviewed here before) and she scored item 1; the page is opened for
+    # bo (--judge bo): the judge's score of item 1 must not reach bo's page before bo has scored it
+    sheet = _with_judge(eval_sheet(tmp_path / "s.json", 3))
+    data = json.loads(sheet.read_text())
+    data["items"][0]["reviews"]["ana"] = {"scores": {c: 2 for c in data["criteria"]}, "notes": ""}
+    sheet.write_text(json.dumps(data))
+    s = serve(sheet, "review", "--judge", "bo")
+    page.add_init_script("localStorage.setItem('ftmodel-reviewer', 'ana')")
+    page.goto(s.url)
+    page.wait_for_selector("text=item 1 of 3")
+    assert page.input_value("#reviewer") == "bo"
+    page.wait_for_timeout(300)
+    assert page.inner_text("#judges") == ""
+    page.keyboard.type("3333")  # bo scores item 1: now bo may see the judge's score
+    _saved(page)
+    page.keyboard.press("b")
+    assert page.inner_text("#judges").startswith("judge robo:")
