@@ -228,3 +228,16 @@ def test_a_judge_that_is_neither_a_name_nor_a_rubric_judge_is_a_one_line_error(t
         with pytest.raises(DataError, match="rubric_judge") as exc:
             call()
         assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("bar", [0.8, 0, 6, 80])
+def test_a_bar_off_the_1_to_5_scale_is_a_one_line_error_before_the_sheet_is_read(tmp_path, bar) -> None:
+    # 0.8 (a share meant) or 0 would pass every judge, 6 would fail every one
+    from pytest_ftmodel.errors import BarError
+
+    missing = tmp_path / "not-built-yet.json"
+    for gate in (assert_judge_scores, assert_human_scores):
+        kw = {"judge": "robo"} if gate is assert_judge_scores else {}
+        with pytest.raises(BarError, match=r"min_mean\['accuracy'\]=.* it must be between 1 and 5") as exc:
+            gate(missing, min_mean={"accuracy": bar}, **kw)
+        assert "\n" not in str(exc.value)
