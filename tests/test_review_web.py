@@ -532,3 +532,15 @@ def test_the_page_of_another_reviewer_never_shows_the_judge_of_an_item_they_have
     _saved(page)
     page.keyboard.press("b")
     assert page.inner_text("#judges").startswith("judge robo:")
+
+
+def test_a_judge_review_broken_by_hand_is_a_one_line_conflict_on_the_page(serve, tmp_path) -> None:
+    sheet = _with_judge(eval_sheet(tmp_path / "s.json", 2))
+    data = json.loads(sheet.read_text())
+    data["items"][0]["reviews"]["ana"] = {"scores": {c: 2 for c in data["criteria"]}, "notes": ""}
+    sheet.write_text(json.dumps(data))
+    s = serve(sheet, "review", "--judge", "ana")
+    data["items"][0]["reviews"]["robo"]["weighted"] = "oops"  # edited by hand while the page is served
+    sheet.write_text(json.dumps(data))
+    status, answer = _request(f"{s.base}/api/sheet?reviewer=ana", headers={"X-Review-Token": s.token})
+    assert status == 409 and "item 'val-0' (judge 'robo') has weighted 'oops'" in answer["error"] and "\n" not in answer["error"]

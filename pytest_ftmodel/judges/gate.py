@@ -36,33 +36,6 @@ def _is_current(review: dict[str, Any] | None, item: dict[str, Any], fingerprint
     )
 
 
-def _is_score(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 1 <= value <= 5
-
-
-def _check_auto_review(path: Path, item_id: Any, name: str, review: dict[str, Any]) -> None:
-    """A judge's review as judge_sheet writes it (a hand edit may have broken it): per criterion a
-    score in [1, 5] or null ("weighted"), and a list of such scores ("repeats")."""
-    weighted, repeats = review.get("weighted", {}), review.get("repeats", {})
-    bad = None
-    if not isinstance(weighted, dict):
-        bad = f"weighted {weighted!r:.40}"
-    elif not isinstance(repeats, dict):
-        bad = f"repeats {repeats!r:.40}"
-    else:
-        bad = next((f"weighted {c} = {v!r:.40}" for c, v in weighted.items() if v is not None and not _is_score(v)), None)
-        bad = bad or next(
-            (f"repeats {c} = {v!r:.40}" for c, v in repeats.items()
-             if not isinstance(v, list) or any(x is not None and not _is_score(x) for x in v)),
-            None,
-        )
-    if bad is not None:
-        raise DataError(
-            f"{path}: item {item_id!r} (judge {name!r}) has {bad}; a judge's scores are numbers 1-5 or null: "
-            "delete that review and run judge_sheet(sheet, judge) again"
-        )
-
-
 def _check_judge(judge: Any, *, name_ok: bool) -> None:
     if name_ok and isinstance(judge, str):
         return
@@ -189,7 +162,6 @@ def judge_scores(sheet: str | os.PathLike[str], *, judge: Any) -> JudgeScores:
             unjudged.append(str(item["id"]))
             continue
         assert review is not None
-        _check_auto_review(p, item["id"], name, review)
         people = complete_reviews(item, criteria)
         items.append({
             "id": item["id"], "prompt": item.get("prompt"), "generated": item.get("generated"), "position": position,
