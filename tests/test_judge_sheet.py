@@ -241,3 +241,18 @@ def test_a_bar_off_the_1_to_5_scale_is_a_one_line_error_before_the_sheet_is_read
         with pytest.raises(BarError, match=r"min_mean\['accuracy'\]=.* it must be between 1 and 5") as exc:
             gate(missing, min_mean={"accuracy": bar}, **kw)
         assert "\n" not in str(exc.value)
+
+
+def test_the_terminal_review_refuses_the_judges_name_and_shows_none_of_its_scores(tmp_path, judge) -> None:
+    import subprocess
+    import sys
+
+    path = _sheet(tmp_path, LEVELS[:3])
+    judge_sheet(path, judge)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest_ftmodel", "review", str(path), "--judge", "robo"],
+        input="3\n3\n\n", capture_output=True, text=True, timeout=60,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "automated judge" in out and "review under your own name" in out
+    assert "your scores so far" not in out and "nothing left" not in out
