@@ -472,10 +472,12 @@ def test_the_browser_is_opened_on_the_address_unless_told_not_to(tmp_path) -> No
 
 def _with_judge(path: Path) -> Path:
     """The sheet with an automated judge's review (as judge_sheet writes it) on every item."""
+    from pytest_ftmodel.judges.gate import answer_digest
+
     data = json.loads(path.read_text())
     for it in data["items"]:
         it["reviews"]["robo"] = {
-            "kind": "auto", "judge": "f" * 16, "answer": "0" * 16, "notes": "",
+            "kind": "auto", "judge": "f" * 16, "answer": answer_digest(it), "notes": "",
             "scores": {c: 4 for c in data["criteria"]}, "weighted": {c: 3.75 for c in data["criteria"]},
         }
     path.write_text(json.dumps(data))
@@ -544,3 +546,15 @@ def test_a_judge_review_broken_by_hand_is_a_one_line_conflict_on_the_page(serve,
     sheet.write_text(json.dumps(data))
     status, answer = _request(f"{s.base}/api/sheet?reviewer=ana", headers={"X-Review-Token": s.token})
     assert status == 409 and "item 'val-0' (judge 'robo') has weighted 'oops'" in answer["error"] and "\n" not in answer["error"]
+
+
+def test_the_page_never_shows_a_judges_score_of_an_answer_edited_since_it_judged(serve, tmp_path) -> None:
+    sheet = _with_judge(eval_sheet(tmp_path / "s.json", 2))
+    data = json.loads(sheet.read_text())
+    for it in data["items"]:
+        it["reviews"]["ana"] = {"scores": {c: 2 for c in data["criteria"]}, "notes": ""}
+    data["items"][1]["generated"] = "an answer edited after the judge scored the old one"
+    sheet.write_text(json.dumps(data))
+    s = serve(sheet, "review", "--judge", "ana")
+    status, answer = _request(f"{s.base}/api/sheet?reviewer=ana", headers={"X-Review-Token": s.token})
+    assert status == 200 and [bool(it["judges"]) for it in answer["items"]] == [True, False]
