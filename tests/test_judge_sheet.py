@@ -256,3 +256,23 @@ def test_the_terminal_review_refuses_the_judges_name_and_shows_none_of_its_score
     out = run.stdout + run.stderr
     assert run.returncode != 0 and "automated judge" in out and "review under your own name" in out
     assert "your scores so far" not in out and "nothing left" not in out
+
+
+def test_items_the_judge_gave_no_score_fail_the_gate_rather_than_leaving_the_mean(serve, tmp_path) -> None:
+    # a judge that puts no probability on 1-5 for the worst answers would otherwise raise the mean by
+    # leaving them out: those items are named, as unjudged ones are, never silently dropped
+    def respond(body):
+        if body.get("logprobs") is None:
+            return {"choices": [{"index": 0, "text": "Hm.", "logprobs": None}]}
+        level = _level_of(body["prompt"])
+        top = {" The": -0.01} if level == 1 else {f" {level}": -0.01}
+        return {"choices": [{"index": 0, "text": " x", "logprobs": {"top_logprobs": [top]}}]}
+
+    stub = serve(respond=respond)
+    judge = rubric_judge(load_model(stub.url), criteria=CRITERIA, cache=None, name="robo")
+    path = _sheet(tmp_path, LEVELS, [{"ana": [lv, 4]} for lv in LEVELS])
+    judge_sheet(path, judge)
+    assert judge_scores(path, judge=judge).n_scored["accuracy"] == 20
+    with pytest.raises(AssertionError, match=r"5 of 25 items got no score from the judge 'robo' on accuracy.*: i0, i5, i10, i15, i20") as exc:
+        assert_judge_scores(path, judge=judge, min_mean={"accuracy": 1.0}, min_human_agreement=-1)
+    assert "\n" not in str(exc.value)
