@@ -128,6 +128,9 @@ def _review(args: argparse.Namespace) -> int:
         return _web(args, "review")
     reviewer = _reviewer(args)
     sheet = read_sheet(args.sheet, EVAL_FORMAT)
+    if any(it["reviews"].get(reviewer, {}).get("kind") == "auto" for it in sheet["items"]):
+        # its scores are not a person's to see or change (as on the review page)
+        raise SystemExit(f"error: '{shown(reviewer)}' is an automated judge of this sheet; review under your own name (--judge NAME)")
     criteria, n = sheet["criteria"], len(sheet["items"])
     ids = [it["id"] for it in sheet["items"]]
     mine: dict[Any, dict[str, Any]] = {

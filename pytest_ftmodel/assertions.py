@@ -740,6 +740,8 @@ def assert_judge_scores(
     from pytest_ftmodel.escaping import visible
     from pytest_ftmodel.judges.gate import judge_scores
 
+    if not min_mean:
+        raise ValueError('no threshold given: pass min_mean={"accuracy": 4.0, ...} with at least one criterion (a gate on nothing would pass)')
     result = judge_scores(sheet, judge=judge)
     name = _cut(result.judge, 40)
     if result.unjudged or not result.n_judged:
@@ -751,6 +753,15 @@ def assert_judge_scores(
     unknown = [c for c in min_mean if c not in result.means]
     if unknown:
         raise ValueError(f"the judge {name!r} gave no score on {unknown}: it scored {sorted(result.means)}")
+    for c in min_mean:  # leaving out the items the judge could not score would move the mean (often up)
+        unscored = [str(it["id"]) for it in result.items if c not in it["judge"]]
+        if unscored:
+            shown = ", ".join(visible(_cut(i, 20)) for i in unscored[:5]) + (" ..." if len(unscored) > 5 else "")
+            raise AssertionError(
+                f"{len(unscored)} of {result.n_items} items got no score from the judge {name!r} on {c} (no final score 1-5 "
+                f"written, or no probability on 1-5 after its cue): {shown}; they are never left out of the mean: "
+                "improve the judge's prompt or rubric, or give it more max_new_tokens"
+            )
     untrusted = []
     for c in min_mean:
         cal = result.calibration[c]

@@ -97,7 +97,10 @@ class Rule:
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise BarTypeError(f"{where} must be {self.what}, got the key {_given(key)}")
-                self._number(f"{where}[{key!r}]", item, low=0.0 if self.kind == "margin" else None, high=None)
+                if self.kind == "margin":
+                    self._number(f"{where}[{key!r}]", item, low=0.0, high=None)
+                else:  # a mean score on the sheet's scale: 0.8 or 0 would pass every model, 6 fail every one
+                    self._number(f"{where}[{key!r}]", item, low=1.0, high=5.0)
                 if self.kind == "margin":
                     _check_margin_name(where, key)
             return

@@ -116,6 +116,33 @@ def _check_score_values(path: Path, item_id: Any, who: str, scores: Any) -> None
             raise DataError(f"{path}: item {item_id!r}{who} scores {criterion} = {value!r}; use a whole number 1-5, or null for not yet scored")
 
 
+def _is_score(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 1 <= value <= 5
+
+
+def _check_auto_review(path: Path, item_id: Any, name: str, review: dict[str, Any]) -> None:
+    """A judge's review as judge_sheet writes it (a hand edit may have broken it): per criterion a
+    score in [1, 5] or null ("weighted"), and a list of such scores ("repeats")."""
+    weighted, repeats = review.get("weighted", {}), review.get("repeats", {})
+    bad = None
+    if not isinstance(weighted, dict):
+        bad = f"weighted {weighted!r:.40}"
+    elif not isinstance(repeats, dict):
+        bad = f"repeats {repeats!r:.40}"
+    else:
+        bad = next((f"weighted {c} = {v!r:.40}" for c, v in weighted.items() if v is not None and not _is_score(v)), None)
+        bad = bad or next(
+            (f"repeats {c} = {v!r:.40}" for c, v in repeats.items()
+             if not isinstance(v, list) or any(x is not None and not _is_score(x) for x in v)),
+            None,
+        )
+    if bad is not None:
+        raise DataError(
+            f"{path}: item {item_id!r} (judge {name!r}) has {bad}; a judge's scores are numbers 1-5 or null: "
+            "delete that review and run judge_sheet(sheet, judge) again"
+        )
+
+
 def _check_reviews(path: Path, item: dict[str, Any]) -> None:
     """Check an evaluation item and bring a version-1 item to the version-2 shape, in place."""
     if "reviews" not in item:  # version 1: one set of scores, one reviewer (maybe none)
@@ -140,6 +167,8 @@ def _check_reviews(path: Path, item: dict[str, Any]) -> None:
         _check_score_values(path, item["id"], f" (reviewer {name!r})", review.get("scores"))
         if review.get("kind", "human") not in JUDGE_KINDS:
             raise DataError(f"{path}: item {item['id']!r} (reviewer {name!r}) has kind {review.get('kind')!r:.30}; use human or auto")
+        if review.get("kind") == "auto":
+            _check_auto_review(path, item["id"], name, review)
         review["scores"] = {k: (None if v is None else int(v)) for k, v in review["scores"].items()}
         if not isinstance(review.setdefault("notes", ""), str):
             raise DataError(f"{path}: item {item['id']!r} (reviewer {name!r}) has notes {review['notes']!r:.60}; notes are text")

@@ -150,11 +150,14 @@ class _Handler(BaseHTTPRequestHandler):
 def judges_shown(item: dict[str, Any], criteria: list[str], reviewer: str) -> dict[str, Any]:
     """The automated judges' scores of an item, for ``reviewer`` only once that person has scored it
     on every criterion (never before: a score seen first anchors the person's own)."""
+    from pytest_ftmodel.judges.gate import answer_digest
+
     if not reviewer or not is_scored(item, criteria, reviewer):
         return {}
+    read = answer_digest(item)  # a judge's score of an answer (or request, reference) edited since is not shown
     return {
         name: {"scores": {c: v for c, v in (r.get("weighted") or r["scores"]).items() if v is not None}}
-        for name, r in item["reviews"].items() if r.get("kind") == "auto"
+        for name, r in item["reviews"].items() if r.get("kind") == "auto" and r.get("answer") == read
     }
 
 

@@ -42,9 +42,21 @@ def sample_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def check_sampling(samples: Any, temperature: Any, where: str = "samples") -> int:
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value  # not NaN
+
+
+def check_sampling(samples: Any, temperature: Any, where: str = "samples", *, top_p: Any = 1.0, seed: Any = 0) -> int:
     """``samples`` as an int >= 1; one line (a :class:`~pytest_ftmodel.errors.BarError`) for a wrong
-    value or for greedy decoding with several samples."""
+    value (of ``samples``, ``temperature``, ``top_p`` or ``seed``) or for greedy decoding with several samples."""
+    if not _real(temperature) or temperature < 0:
+        error = BarError if _real(temperature) else BarTypeError
+        raise error(f"temperature={temperature!r:.40}: pass a number >= 0 (0 is greedy)")
+    if not _real(top_p) or not 0 < top_p <= 1:
+        error = BarError if _real(top_p) else BarTypeError
+        raise error(f"top_p={top_p!r:.40}: pass a number in (0, 1], the nucleus's share of probability")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise BarTypeError(f"seed={seed!r:.40}: pass a whole number")
     if isinstance(samples, bool) or not isinstance(samples, numbers.Integral):
         raise BarTypeError(f"{where}={samples!r}: pass a whole number of answers per item, at least 1")
     count = int(samples)
@@ -72,7 +84,7 @@ def sampled_answers(
     seed :func:`sample_seed` ``(seed, j)`` and cached on its own."""
     from pytest_ftmodel.generation import generate
 
-    samples = check_sampling(samples, temperature)
+    samples = check_sampling(samples, temperature, top_p=top_p, seed=seed)
     if "n" in generate_kwargs:
         raise DataError("n= is pass@k's number of samples: the generation gates take samples= (with temperature > 0)")
     per_sample = [

@@ -3,7 +3,9 @@ overlap), its stability under repeats, and the HTML plot of judge against people
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from xml.etree import ElementTree
 
 import pytest
 
@@ -27,7 +29,7 @@ def judged_sheet(path, n=24, people=22, offsets=(0.2, -0.2, 0.1)):
         answer = f"answer {i}" + (" <b>bold</b>" if i == 0 else "")
         reps = [min(5.0, max(1.0, level + o)) for o in offsets]
         reviews = {"robo": {
-            "kind": "auto", "judge": "fp1", "answer": answer_digest(answer), "notes": "",
+            "kind": "auto", "judge": "fp1", "answer": answer_digest({"prompt": f"question {i}", "expected": None, "generated": answer}), "notes": "",
             "scores": {"accuracy": level}, "weighted": {"accuracy": sum(reps) / len(reps)}, "repeats": {"accuracy": reps},
         }}
         if i < people:
@@ -62,3 +64,32 @@ def test_the_reports_carry_the_judge_its_calibration_stability_and_plot(pytester
     page = (pytester.path / "r.html").read_text()
     assert "people&#x27;s mean accuracy" in page or "people's mean accuracy" in page
     assert "<b>bold</b>" not in page
+
+
+def test_the_plot_shows_a_judge_name_from_the_sheet_escaped(pytester: pytest.Pytester) -> None:
+    # the name is read from the sheet: control characters, a bidi override and matplotlib's mathematics
+    # markup are drawn as text (escaped), never raw in the page, and never break the report
+    if importlib.util.find_spec("matplotlib") is None:  # not importorskip: an inline run above may have unloaded numpy
+        pytest.skip("needs matplotlib")
+    name = "robo\x1b[31m\u202e$\\nocommand{x}$"
+    path = judged_sheet(pytester.path / "sheet.json")
+    data = json.loads(path.read_text())
+    for item in data["items"]:
+        item["reviews"][name] = item["reviews"].pop("robo")
+    path.write_text(json.dumps(data))
+    pytester.makepyfile(
+        f"""
+        from pytest_ftmodel import assert_judge_scores
+
+        def test_judge():
+            assert_judge_scores("sheet.json", judge={name!r}, min_mean={{"accuracy": 2.5}})
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--ftmodel-html", "r.html", "--junitxml", "r.xml")
+    result.assert_outcomes(passed=1)
+    page = (pytester.path / "r.html").read_text()
+    assert "\x1b" not in page and "\u202e" not in page
+    assert "<svg" in page
+    # JUnit XML stays well-formed: the name is escaped in the property names too
+    names = [p.get("name") for p in ElementTree.parse(pytester.path / "r.xml").iter("property")]
+    assert "ftmodel.judge robo\\x1b[31m\\u202e$\\nocommand{x}$ accuracy" in names

@@ -179,3 +179,100 @@ def test_names_and_ids_from_the_sheet_are_shown_escaped(tmp_path, judge) -> None
     with pytest.raises(AssertionError) as exc:
         assert_judge_scores(path, judge=judge, min_mean={"accuracy": 1.0})
     assert "\x1b" not in str(exc.value) and "\u202e" not in str(exc.value) and "people: \\x1b[31mana" in str(exc.value)
+
+
+def test_a_gate_on_no_criterion_is_an_error_not_a_pass(tmp_path, judge) -> None:
+    path = _sheet(tmp_path, LEVELS, [{"ana": [lv, 4]} for lv in LEVELS])
+    judge_sheet(path, judge)
+    with pytest.raises(ValueError, match="min_mean") as exc:
+        assert_judge_scores(path, judge=judge, min_mean={})
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "field, bad",
+    [("weighted", {"accuracy": 9}), ("weighted", {"accuracy": "five"}), ("weighted", {"accuracy": float("nan")}),
+     ("weighted", "oops"), ("repeats", {"accuracy": [1, None, "z"]}), ("repeats", "nope"), ("repeats", {"accuracy": 7})],
+)
+def test_a_judge_review_edited_by_hand_with_bad_values_is_a_one_line_error(tmp_path, judge, field, bad) -> None:
+    path = _sheet(tmp_path, LEVELS, [{"ana": [lv, 4]} for lv in LEVELS])
+    judge_sheet(path, judge)
+    data = json.loads(path.read_text())
+    data["items"][3]["reviews"]["robo"][field] = bad
+    path.write_text(json.dumps(data))
+    before = path.read_bytes()
+    with pytest.raises(DataError, match=r"item 'i3' \(judge 'robo'\).*judge_sheet") as exc:
+        assert_judge_scores(path, judge=judge, min_mean={"accuracy": 1.0})
+    assert "\n" not in str(exc.value) and path.read_bytes() == before
+
+
+def test_a_request_or_reference_edited_after_judging_is_judged_again(tmp_path, judge) -> None:
+    # the judge read the request and the reference as well as the answer: its score of an item whose
+    # reference (or request) was edited since is stale, as for an edited answer
+    path = _sheet(tmp_path, LEVELS, [{"ana": [lv, 4]} for lv in LEVELS])
+    judge_sheet(path, judge)
+    sheet = json.loads(path.read_text())
+    sheet["items"][1]["expected"] = "a reference written later"
+    sheet["items"][2]["prompt"] = "question 2, reworded"
+    path.write_text(json.dumps(sheet))
+    with pytest.raises(AssertionError, match=r"2 of 25 items are not scored by the judge 'robo' .*: i1, i2; run judge_sheet"):
+        assert_judge_scores(path, judge=judge, min_mean={"accuracy": 1.0})
+    assert judge_sheet(path, judge) == 2
+    assert_judge_scores(path, judge=judge, min_mean={"accuracy": 1.0})
+
+
+@pytest.mark.parametrize("bad", [5, None, ["robo"]])
+def test_a_judge_that_is_neither_a_name_nor_a_rubric_judge_is_a_one_line_error(tmp_path, bad) -> None:
+    path = _sheet(tmp_path, LEVELS)
+    for call in (lambda: judge_scores(path, judge=bad), lambda: judge_sheet(path, bad)):
+        with pytest.raises(DataError, match="rubric_judge") as exc:
+            call()
+        assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("bar", [0.8, 0, 6, 80])
+def test_a_bar_off_the_1_to_5_scale_is_a_one_line_error_before_the_sheet_is_read(tmp_path, bar) -> None:
+    # 0.8 (a share meant) or 0 would pass every judge, 6 would fail every one
+    from pytest_ftmodel.errors import BarError
+
+    missing = tmp_path / "not-built-yet.json"
+    for gate in (assert_judge_scores, assert_human_scores):
+        kw = {"judge": "robo"} if gate is assert_judge_scores else {}
+        with pytest.raises(BarError, match=r"min_mean\['accuracy'\]=.* it must be between 1 and 5") as exc:
+            gate(missing, min_mean={"accuracy": bar}, **kw)
+        assert "\n" not in str(exc.value)
+
+
+def test_the_terminal_review_refuses_the_judges_name_and_shows_none_of_its_scores(tmp_path, judge) -> None:
+    import subprocess
+    import sys
+
+    path = _sheet(tmp_path, LEVELS[:3])
+    judge_sheet(path, judge)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest_ftmodel", "review", str(path), "--judge", "robo"],
+        input="3\n3\n\n", capture_output=True, text=True, timeout=60,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "automated judge" in out and "review under your own name" in out
+    assert "your scores so far" not in out and "nothing left" not in out
+
+
+def test_items_the_judge_gave_no_score_fail_the_gate_rather_than_leaving_the_mean(serve, tmp_path) -> None:
+    # a judge that puts no probability on 1-5 for the worst answers would otherwise raise the mean by
+    # leaving them out: those items are named, as unjudged ones are, never silently dropped
+    def respond(body):
+        if body.get("logprobs") is None:
+            return {"choices": [{"index": 0, "text": "Hm.", "logprobs": None}]}
+        level = _level_of(body["prompt"])
+        top = {" The": -0.01} if level == 1 else {f" {level}": -0.01}
+        return {"choices": [{"index": 0, "text": " x", "logprobs": {"top_logprobs": [top]}}]}
+
+    stub = serve(respond=respond)
+    judge = rubric_judge(load_model(stub.url), criteria=CRITERIA, cache=None, name="robo")
+    path = _sheet(tmp_path, LEVELS, [{"ana": [lv, 4]} for lv in LEVELS])
+    judge_sheet(path, judge)
+    assert judge_scores(path, judge=judge).n_scored["accuracy"] == 20
+    with pytest.raises(AssertionError, match=r"5 of 25 items got no score from the judge 'robo' on accuracy.*: i0, i5, i10, i15, i20") as exc:
+        assert_judge_scores(path, judge=judge, min_mean={"accuracy": 1.0}, min_human_agreement=-1)
+    assert "\n" not in str(exc.value)

@@ -472,10 +472,12 @@ def test_the_browser_is_opened_on_the_address_unless_told_not_to(tmp_path) -> No
 
 def _with_judge(path: Path) -> Path:
     """The sheet with an automated judge's review (as judge_sheet writes it) on every item."""
+    from pytest_ftmodel.judges.gate import answer_digest
+
     data = json.loads(path.read_text())
     for it in data["items"]:
         it["reviews"]["robo"] = {
-            "kind": "auto", "judge": "f" * 16, "answer": "0" * 16, "notes": "",
+            "kind": "auto", "judge": "f" * 16, "answer": answer_digest(it), "notes": "",
             "scores": {c: 4 for c in data["criteria"]}, "weighted": {c: 3.75 for c in data["criteria"]},
         }
     path.write_text(json.dumps(data))
@@ -512,3 +514,47 @@ def test_the_page_shows_the_judge_only_after_the_item_is_scored(serve, page, tmp
     assert page.inner_text("#progress-text").startswith("item 2 of 3") and page.inner_text("#judges") == ""
     page.keyboard.press("b")
     assert page.inner_text("#judges") == "judge robo: accuracy 3.8, relevance 3.8, fluency 3.8, format 3.8"
+
+
+def test_the_page_of_another_reviewer_never_shows_the_judge_of_an_item_they_have_not_scored(serve, page, tmp_path) -> None:
+    # the browser remembers "ana" (she reviewed here before) and she scored item 1; the page is opened for
+    # bo (--judge bo): the judge's score of item 1 must not reach bo's page before bo has scored it
+    sheet = _with_judge(eval_sheet(tmp_path / "s.json", 3))
+    data = json.loads(sheet.read_text())
+    data["items"][0]["reviews"]["ana"] = {"scores": {c: 2 for c in data["criteria"]}, "notes": ""}
+    sheet.write_text(json.dumps(data))
+    s = serve(sheet, "review", "--judge", "bo")
+    page.add_init_script("localStorage.setItem('ftmodel-reviewer', 'ana')")
+    page.goto(s.url)
+    page.wait_for_selector("text=item 1 of 3")
+    assert page.input_value("#reviewer") == "bo"
+    page.wait_for_timeout(300)
+    assert page.inner_text("#judges") == ""
+    page.keyboard.type("3333")  # bo scores item 1: now bo may see the judge's score
+    _saved(page)
+    page.keyboard.press("b")
+    assert page.inner_text("#judges").startswith("judge robo:")
+
+
+def test_a_judge_review_broken_by_hand_is_a_one_line_conflict_on_the_page(serve, tmp_path) -> None:
+    sheet = _with_judge(eval_sheet(tmp_path / "s.json", 2))
+    data = json.loads(sheet.read_text())
+    data["items"][0]["reviews"]["ana"] = {"scores": {c: 2 for c in data["criteria"]}, "notes": ""}
+    sheet.write_text(json.dumps(data))
+    s = serve(sheet, "review", "--judge", "ana")
+    data["items"][0]["reviews"]["robo"]["weighted"] = "oops"  # edited by hand while the page is served
+    sheet.write_text(json.dumps(data))
+    status, answer = _request(f"{s.base}/api/sheet?reviewer=ana", headers={"X-Review-Token": s.token})
+    assert status == 409 and "item 'val-0' (judge 'robo') has weighted 'oops'" in answer["error"] and "\n" not in answer["error"]
+
+
+def test_the_page_never_shows_a_judges_score_of_an_answer_edited_since_it_judged(serve, tmp_path) -> None:
+    sheet = _with_judge(eval_sheet(tmp_path / "s.json", 2))
+    data = json.loads(sheet.read_text())
+    for it in data["items"]:
+        it["reviews"]["ana"] = {"scores": {c: 2 for c in data["criteria"]}, "notes": ""}
+    data["items"][1]["generated"] = "an answer edited after the judge scored the old one"
+    sheet.write_text(json.dumps(data))
+    s = serve(sheet, "review", "--judge", "ana")
+    status, answer = _request(f"{s.base}/api/sheet?reviewer=ana", headers={"X-Review-Token": s.token})
+    assert status == 200 and [bool(it["judges"]) for it in answer["items"]] == [True, False]

@@ -124,6 +124,24 @@ def test_bad_settings_are_one_line_errors(bpe_model) -> None:
     assert "1: dull\n5: witty" in judge.prompt_for("humour", "p", "a")
 
 
+@pytest.mark.parametrize(
+    "kw, what",
+    [
+        ({"criteria": "accuracy"}, "criteria="), ({"criteria": [1]}, "criteria="), ({"temperature": "hot"}, "temperature="),
+        ({"temperature": -1.0}, "temperature="), ({"top_p": 2.0}, "top_p="), ({"top_p": 0}, "top_p="), ({"seed": "x"}, "seed="),
+        ({"max_new_tokens": 0}, "max_new_tokens="), ({"rubric": {"accuracy": {1: "a", "5": "b"}}}, "rubric="),
+        ({"rubric": {"accuracy": {0: "a", 9: "b"}}}, "rubric="), ({"rubric": {"accuracy": 5}}, "rubric="),
+        ({"prompt": "{answer} {rubric} {oops}"}, "prompt="), ({"cue": 5}, "cue="),
+    ],
+)
+def test_bad_argument_types_and_values_are_one_line_errors_before_any_judge_call(serve, kw, what) -> None:
+    stub = serve(**_scripted("Fine.", {" 3": 0.0}))
+    with pytest.raises((DataError, JudgeError), match=what) as exc:
+        rubric_judge(load_model(stub.url), cache=None, **{"criteria": ["accuracy"], **kw})
+    assert "\n" not in str(exc.value)
+    assert not stub.behaviour.requests
+
+
 # ---- a scripted served judge ------------------------------------------------------------------
 
 
@@ -156,6 +174,18 @@ def test_a_served_judge_reads_the_score_after_its_reasoning(serve) -> None:
     # (the stub ignores stop strings; the client cuts the reasoning at the first, as some servers return it)
 
 
+@pytest.mark.parametrize("slot, cue", [("Final Score: 5", CUE), ("Score: 5", "\nScore:")])
+def test_a_score_the_judge_writes_in_its_reasoning_in_any_case_is_cut_before_the_cue(serve, slot, cue) -> None:
+    # judges write "Final Score:" in title case as often as not; the reasoning stops there (and at a
+    # cue of the user's own), so the score is read after the cue alone, not after a score already written
+    top = {" 2": math.log(0.5), " 3": math.log(0.5)}
+    stub = serve(**_scripted(f"Two facts are right.\n{slot}\nThat is all.", top))
+    judge = rubric_judge(load_model(stub.url), criteria=["accuracy"], cue=cue, cache=None)
+    assert judge("Name three facts.", "Two facts.").scores["accuracy"] == pytest.approx(2.5)
+    [ask] = [r for r in stub.behaviour.requests if r.get("logprobs") is not None]
+    assert ask["prompt"].endswith("Reasoning:Two facts are right." + cue)
+
+
 def test_a_served_judge_scoring_text_takes_the_last_slot(serve) -> None:
     stub = serve(**_scripted("I'd say 5.\nFinal score: 2\nOn reflection, it is better.\nFinal score: 4\n", None))
     judge = rubric_judge(load_model(stub.url), criteria=["accuracy"], scoring="text", cache=None)
@@ -182,6 +212,14 @@ def test_garbage_served_logprobs_are_one_line_errors(serve, value) -> None:
     with pytest.raises(JudgeError, match="broken") as exc:
         judge("q", "a")
     assert "\n" not in str(exc.value)
+
+
+def test_a_served_score_token_too_unlikely_to_count_weighs_nothing(serve) -> None:
+    # -1e308 is a finite log-probability <= 0: p = exp(-1e308) underflows to 0, so the score is the
+    # other level's, never a crash on log(0)
+    stub = serve(respond=lambda body: {"choices": [{"text": " 4", "logprobs": {"top_logprobs": [{" 3": -1e308, " 4": -0.1}]}}]})
+    judge = rubric_judge(load_model(stub.url), criteria=["accuracy"], cache=None)
+    assert judge("q", "a").scores["accuracy"] == pytest.approx(4.0)
 
 
 # ---- the cache ---------------------------------------------------------------------------------

@@ -115,3 +115,23 @@ def test_a_served_model_gets_one_seeded_request_per_item_and_sample(serve, bpe_p
     assert sampled_answers(served, ["a", "b"], samples=3, cache=cache, **kwargs) == rows
     assert stub.behaviour.requests == []  # a warm run asks nothing
     assert [row[0] for row in rows] == generate(served, ["a", "b"], cache=None, **kwargs)  # sample 0 is the single answer
+
+
+@pytest.mark.parametrize(
+    "bad", [{"temperature": "hot"}, {"temperature": None}, {"seed": "x"}, {"seed": 1.5}, {"top_p": "a"}, {"top_p": 0}, {"top_p": 1.5}],
+)
+def test_the_compute_twins_refuse_bad_sampling_settings_in_one_line_before_any_model_call(serve, bad) -> None:
+    from pytest_ftmodel import classify, load_model, overfit_report, rouge
+
+    stub = serve(answer=lambda body: "positive")
+    served = load_model(stub.url)
+    data = [{"instruction": "Classify: good.", "output": "positive", "expected_label": "positive"}]
+    kw = {"samples": 2, "temperature": 1.0, **bad}
+    for call in (
+        lambda: rouge(served, data, **kw), lambda: classify(served, data, ["positive"], **kw),
+        lambda: overfit_report(served, data, data, answers=True, **kw),
+    ):
+        with pytest.raises(BarError, match=next(iter(bad))) as exc:
+            call()
+        assert "\n" not in str(exc.value)
+    assert not stub.behaviour.requests

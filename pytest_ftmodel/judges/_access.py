@@ -82,7 +82,8 @@ def _served(model: Any, text: str) -> dict[int, float]:
         level = str(token).strip()
         if level in {str(k) for k in LEVELS}:
             found.setdefault(int(level), []).append(min(float(value), 0.0))
-    return {k: math.log(sum(math.exp(v) for v in vs)) for k, vs in found.items()}
+    total = {k: sum(math.exp(v) for v in vs) for k, vs in found.items()}
+    return {k: math.log(p) for k, p in total.items() if p > 0.0}  # exp(-1e308) is 0: that level weighs nothing
 
 
 def reasoning_texts(

@@ -8,6 +8,7 @@ agreement is shown."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +22,26 @@ from pytest_ftmodel.judges.calibration import Calibration, calibrate, self_agree
 REASONING_CHARS = 2000
 
 
-def answer_digest(text: Any) -> str:
-    """What the judge's review remembers of the answer it scored: an edited answer is judged again."""
-    return hashlib.sha256(str(text or "").encode()).hexdigest()[:16]
+def answer_digest(item: dict[str, Any]) -> str:
+    """What the judge's review remembers of what it read (the request, the reference and the answer):
+    an item with any of them edited is judged again."""
+    read = [str(item.get("prompt") or ""), item.get("expected"), str(item.get("generated") or "")]
+    return hashlib.sha256(json.dumps(read, default=str, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def _is_current(review: dict[str, Any] | None, item: dict[str, Any], fingerprint: str | None) -> bool:
     return (
-        review is not None and review.get("kind") == "auto" and review.get("answer") == answer_digest(item.get("generated"))
+        review is not None and review.get("kind") == "auto" and review.get("answer") == answer_digest(item)
         and (fingerprint is None or review.get("judge") == fingerprint)
     )
+
+
+def _check_judge(judge: Any, *, name_ok: bool) -> None:
+    if name_ok and isinstance(judge, str):
+        return
+    if not all(hasattr(judge, a) for a in ("name", "fingerprint", "criteria", "score")):
+        what = "the judge's name on the sheet or " if name_ok else ""
+        raise DataError(f"judge={judge!r:.40}: pass {what}a judge made by rubric_judge(judge_model, ...)")
 
 
 def judge_sheet(sheet: str | os.PathLike[str], judge: Any, *, name: str | None = None) -> int:
@@ -39,6 +50,7 @@ def judge_sheet(sheet: str | os.PathLike[str], judge: Any, *, name: str | None =
     name by default) of kind "auto"; merged into the sheet as it is on disk when judging ends.
     Returns how many items were judged."""
     p = Path(sheet)
+    _check_judge(judge, name_ok=False)
     name = check_name(name if name is not None else judge.name, "judge")
     data = read_sheet(p, EVAL_FORMAT)
     unknown = [c for c in judge.criteria if c not in data["criteria"]]
@@ -58,7 +70,7 @@ def judge_sheet(sheet: str | os.PathLike[str], judge: Any, *, name: str | None =
     reviews = {}
     for item, got in zip(todo, judged):
         reviews[item["id"]] = {
-            "kind": "auto", "judge": fp, "answer": answer_digest(item.get("generated")),
+            "kind": "auto", "judge": fp, "answer": answer_digest(item),
             "scores": {c: (None if got.scores.get(c) is None else to_level(got.scores[c])) for c in data["criteria"]},  # type: ignore[arg-type]
             "weighted": {c: got.scores.get(c) for c in judge.criteria},
             "repeats": {c: list(got.repeats[c]) for c in judge.criteria},
@@ -70,7 +82,7 @@ def judge_sheet(sheet: str | os.PathLike[str], judge: Any, *, name: str | None =
         added = 0
         for item in current["items"]:
             review = reviews.get(item["id"])
-            if review is None or review["answer"] != answer_digest(item.get("generated")):
+            if review is None or review["answer"] != answer_digest(item):
                 continue  # the answer changed while the judge worked: judged next time
             mine = item["reviews"].get(name)
             if mine is not None and mine.get("kind", "human") != "auto":
@@ -135,6 +147,7 @@ def judge_scores(sheet: str | os.PathLike[str], *, judge: Any) -> JudgeScores:
     from pytest_ftmodel.metrics.stats import bounded_mean_interval
 
     p = Path(sheet)
+    _check_judge(judge, name_ok=True)
     name = judge if isinstance(judge, str) else judge.name
     fp = None if isinstance(judge, str) else judge.fingerprint
     data = read_sheet(p, EVAL_FORMAT)

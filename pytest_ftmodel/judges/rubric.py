@@ -145,7 +145,9 @@ class RubricJudge:
                 found[j] = hit
         todo = [j for j in range(len(jobs)) if j not in found]
         if todo:
-            stop = ["Final score", "final score", "FINAL SCORE"] if self.scoring == "logprobs" else []
+            # the reasoning stops where the judge starts writing its score, in any usual case or at the cue itself
+            slots = ["Final score", "Final Score", "final score", "FINAL SCORE", self.cue.strip()]
+            stop = list(dict.fromkeys(slots)) if self.scoring == "logprobs" else []
             texts = reasoning_texts(
                 self.model, [jobs[j][2] for j in todo], samples=self.repeats, temperature=self.temperature,
                 top_p=self.top_p, seed=self.seed, max_new_tokens=self.max_new_tokens, stop=stop, chat=self.chat,
@@ -180,6 +182,48 @@ class RubricJudge:
         return self.score([{"prompt": prompt, "answer": answer, "reference": reference}])[0]
 
 
+def _is_number(value: Any) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_arguments(
+    criteria: Any, rubric: Any, temperature: Any, top_p: Any, seed: Any, max_new_tokens: Any, cue: Any, prompt: Any,
+) -> None:
+    """One line for an argument of the wrong type or value, before the judge model is asked anything."""
+    if criteria is not None and (isinstance(criteria, str) or not all(isinstance(c, str) and c for c in criteria)):
+        raise DataError(f"criteria={criteria!r:.60}: pass a list of criterion names, e.g. criteria=['accuracy']")
+    if temperature is not None and not (_is_number(temperature) and temperature >= 0):
+        raise DataError(f"temperature={temperature!r:.40}: pass a number >= 0 (0 is greedy)")
+    if not (_is_number(top_p) and 0 < top_p <= 1):
+        raise DataError(f"top_p={top_p!r:.40}: pass a number in (0, 1]")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DataError(f"seed={seed!r:.40}: pass a whole number")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise DataError(f"max_new_tokens={max_new_tokens!r:.40}: pass a whole number >= 1 (the reasoning's length)")
+    for c, levels in dict(rubric or {}).items():
+        ok = isinstance(levels, str) or (
+            isinstance(levels, Mapping) and bool(levels)
+            and all(type(k) is int and 1 <= k <= 5 and isinstance(v, str) for k, v in levels.items())
+        )
+        if not ok:
+            raise DataError(f"rubric={{{c!r}: {levels!r:.60}}}: give a text, or {{1: '...', 5: '...'}} with levels 1-5 as whole numbers")
+    if not isinstance(cue, str) or not cue.strip():
+        raise DataError(f"cue={cue!r:.40}: the judge needs a final-score cue such as '\\nFinal score:'")
+    try:
+        ok = isinstance(prompt, str) and "{answer}" in prompt and "{rubric}" in prompt
+        if ok:
+            prompt.format(criterion="", rubric="", prompt="", reference="", answer="")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise DataError(
+            f"prompt= has the placeholder {exc}: it may use {{criterion}}, {{rubric}}, {{prompt}}, {{reference}} and "
+            "{answer} (write literal braces as {{ and }})"
+        ) from None
+    if not ok:
+        raise JudgeError("prompt= must contain {answer} and {rubric} (and may use {criterion}, {prompt}, {reference})")
+
+
 def rubric_judge(
     judge_model: Any,
     *,
@@ -208,6 +252,7 @@ def rubric_judge(
     """
     from pytest_ftmodel.served import is_served
 
+    _check_arguments(criteria, rubric, temperature, top_p, seed, max_new_tokens, cue, prompt)
     if scoring not in SCORINGS:
         raise DataError(f"scoring={scoring!r}: use 'logprobs' (probability-weighted) or 'text' (the score the judge wrote)")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
@@ -231,8 +276,6 @@ def rubric_judge(
     unused = sorted(set(given) - set(chosen))
     if unused:
         raise DataError(f"rubric names criteria {unused} that are not judged (criteria: {', '.join(chosen)})")
-    if not cue.strip():
-        raise DataError("cue='' : the judge needs a final-score cue such as '\\nFinal score:'")
     if scoring == "logprobs" and is_served(judge_model):
         chat = False
     model_name = getattr(judge_model, "name", None) or str(getattr(judge_model, "path", "judge")).rstrip("/").rsplit("/", 1)[-1]
@@ -240,6 +283,4 @@ def rubric_judge(
         judge_model, chosen, texts, scoring, repeats, float(temperature), float(top_p), int(seed), int(max_new_tokens),
         cue, chat, prompt, name or f"judge-{model_name}", cache,
     )
-    if "{answer}" not in prompt or "{rubric}" not in prompt:
-        raise JudgeError("prompt= must contain {answer} and {rubric} (and may use {criterion}, {prompt}, {reference})")
     return judge

@@ -199,7 +199,7 @@ def overfit_report(
     item, each checked (see :mod:`pytest_ftmodel.sampling`)."""
     from pytest_ftmodel.sampling import check_sampling
 
-    check_sampling(samples, generate_kwargs.get("temperature", 0.0))
+    check_sampling(samples, generate_kwargs.get("temperature", 0.0), top_p=generate_kwargs.get("top_p", 1.0), seed=generate_kwargs.get("seed", 0))
     from pytest_ftmodel.metrics.perplexity import perplexity
 
     _check_copy_rule(ngram, min_words, common)

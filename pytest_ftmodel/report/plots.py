@@ -188,8 +188,8 @@ def judge_vs_human(record: MetricRecord, prefix: str) -> str | None:
     ax.set_ylim(0.8, 5.2)
     alpha = d.get("alpha")
     shown = "undefined" if alpha is None else f"{alpha:.2f}"
-    ax.set_xlabel(f"people's mean {d.get('criterion', '')} (alpha {shown} on {len(pairs)} items)", fontsize=7)
-    ax.set_ylabel(f"judge {d.get('judge', '')}", fontsize=7)
+    ax.set_xlabel(f"people's mean {_shown_text(d.get('criterion', ''))} (alpha {shown} on {len(pairs)} items)", fontsize=7)
+    ax.set_ylabel(f"judge {_shown_text(d.get('judge', ''))}", fontsize=7)
     return _svg(fig, prefix)
 
 
@@ -286,6 +286,14 @@ def baseline_points(records: list[MetricRecord]) -> list[tuple[MetricRecord, flo
         ends = [turn * float(b[k]) for k in ("low", "high") if isinstance(b.get(k), (int, float))]
         points.append((r, turn * float(b["delta"]), (min(ends), max(ends)) if len(ends) == 2 else None))
     return points
+
+
+def _shown_text(text: Any, limit: int = 60) -> str:
+    """Text read from a sheet (a judge's name, a criterion) as a plot shows it: escaped, cut, no mathematics."""
+    from pytest_ftmodel.report.terminal import cut_middle
+    from pytest_ftmodel.report.versus import visible
+
+    return cut_middle(visible(str(text)), limit).replace("$", r"\$")
 
 
 def _row_label(record: MetricRecord, limit: int = 42) -> str:

@@ -204,7 +204,7 @@ def junit_properties(record: MetricRecord) -> list[tuple[str, str]]:
     ``.baseline_verdict``, ``.p_value`` and ``.margin``."""
     from pytest_ftmodel.report import versus
 
-    key = f"ftmodel.{record.name}"
+    key = f"ftmodel.{versus.visible(record.name)}"  # a name may hold a judge's name from a sheet: no raw control characters in XML
     props = [(key, fmt(record.value))]
     if record.threshold is not None:
         props += [(f"{key}.bar", fmt(record.threshold)), (f"{key}.direction", record.op)]

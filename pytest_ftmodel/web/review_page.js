@@ -346,10 +346,23 @@ function renderKeys() {
   $("keys").replaceChildren(...keys.map(([k, what]) => el("span", {}, el("kbd", { text: k }), " " + what)));
 }
 
+// The judges' scores of the items the current reviewer has scored, asked anew (another name was typed,
+// or the page's reviewer is not the one the server was started for).
+function refreshJudges() {
+  const asked = state.reviewer;
+  api("GET", "/api/sheet?reviewer=" + encodeURIComponent(asked)).then((fresh) => {
+    if (asked !== state.reviewer) return;
+    const byId = new Map(fresh.items.map((x) => [String(x.id), x.judges || {}]));
+    for (const it of items()) it.judges = byId.get(String(it.id)) || {};
+    renderJudges(item());
+  }).catch(() => {});
+}
+
 async function load() {
   try {
-    const asking = (localStorage.getItem("ftmodel-reviewer") || "").trim();
-    state.data = await api("GET", "/api/sheet" + (asking ? "?reviewer=" + encodeURIComponent(asking) : ""));
+    // no name asked: the server answers for the reviewer it was started for (--judge), never for a name
+    // this browser remembers, which may not be the person reviewing now
+    state.data = await api("GET", "/api/sheet");
   } catch (err) {
     setStatus("cannot load the sheet: " + err.message, "error");
     return;
@@ -366,17 +379,12 @@ async function load() {
     state.reviewer = who.value.trim();
     localStorage.setItem("ftmodel-reviewer", state.reviewer);
     for (const it of items()) it.judges = {};  // another person: the judges of the items they scored, asked anew
-    const asked = state.reviewer;
-    api("GET", "/api/sheet?reviewer=" + encodeURIComponent(asked)).then((fresh) => {
-      if (asked !== state.reviewer) return;
-      const byId = new Map(fresh.items.map((x) => [String(x.id), x.judges || {}]));
-      for (const it of items()) it.judges = byId.get(String(it.id)) || {};
-      renderJudges(item());
-    }).catch(() => {});
+    refreshJudges();
     const next = nextTodo(-1);
     go(next === null ? 0 : next);
   });
   who.addEventListener("keydown", (e) => { if (e.key === "Enter") who.blur(); });
+  if (state.reviewer && state.reviewer !== (state.data.reviewer || "").trim()) refreshJudges();
   renderKeys();
   const first = state.reviewer ? nextTodo(-1) : 0;
   go(first === null ? 0 : first);
