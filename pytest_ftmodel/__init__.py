@@ -68,6 +68,8 @@ _EXPORTS = {
     "JudgeAgreement": "pytest_ftmodel.human",
     "assert_human_scores": "pytest_ftmodel.assertions",
     "assert_ab_win_rate": "pytest_ftmodel.assertions",
+    "format_check": "pytest_ftmodel.metrics.form",
+    "FormatResult": "pytest_ftmodel.metrics.form",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -101,6 +103,7 @@ if TYPE_CHECKING:
     )
     from pytest_ftmodel.metrics.code import CodeResult, evaluate_code, load_problems, pass_at_k
     from pytest_ftmodel.metrics.curve import TrainingCurve, training_curve
+    from pytest_ftmodel.metrics.form import FormatResult, format_check
     from pytest_ftmodel.metrics.overfit import OverfitResult, overfit_report
     from pytest_ftmodel.splits import find_leakage, split
     from pytest_ftmodel.sandbox import SandboxResult, run_sandboxed

@@ -1,0 +1,399 @@
+"""The form of an answer: JSON against a schema, patterns, required and forbidden strings, length.
+
+How JSON is found in an answer, the same way every time (``extract="auto"``):
+
+1. the whole answer, stripped, if it parses;
+2. else the first Markdown code fence (```` ```json ```` or a plain ```` ``` ````) whose content parses;
+3. else the first ``{`` or ``[`` from which one JSON value parses (``json.JSONDecoder().raw_decode``:
+   prose before and after the value is allowed, the value itself must be whole).
+
+``extract="whole"`` takes step 1 only. Parsing is strict JSON: ``NaN``/``Infinity`` are refused (not
+JSON, though Python's ``json`` accepts them), so are duplicate keys (which a reader resolves one way
+or another), single quotes and trailing commas. The value found is validated by ``jsonschema`` (the
+validator the schema's ``$schema`` names, Draft 2020-12 when it names none); the reason of a failing
+item is the most relevant error (``jsonschema.exceptions.best_match``) with its JSON path.
+
+An answer whose re-encoded length reaches ``max_new_tokens`` was cut by the generation limit: it is
+failed with the reason "truncated at max_new_tokens" before anything else is checked (for answers
+given as strings, only when ``max_new_tokens`` is given with a tokenizer).
+
+Speed: the validator is built once per schema; an answer's parse is remembered by its hash for the
+process; the verdicts of a call are remembered in the session's metric cache (one entry per call), so
+a warm run imports neither jsonschema nor parses anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Pattern, Sequence
+
+from pytest_ftmodel.errors import DataError
+from pytest_ftmodel.metrics.stats import proportion_interval
+
+EXTRACT = ("auto", "whole")
+NO_JSON = "no JSON found"
+TRUNCATED = "truncated at max_new_tokens"
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.S)
+
+
+class _Refused(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Refused(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_no_duplicates)
+
+
+def _loads(text: str) -> Any:
+    """Strict JSON: the whole of ``text``; raises ValueError."""
+    value, end = _DECODER.raw_decode(text)
+    if text[end:].strip():
+        raise ValueError("extra data after the JSON value")
+    return value
+
+
+#: the last problem seen while looking for JSON, for the reason of an answer with none
+@dataclass(frozen=True)
+class Found:
+    ok: bool
+    value: Any = None
+    why: str = ""
+
+
+def _whole(answer: str) -> Found:
+    text = answer.strip()
+    if not text:
+        return Found(False, why=NO_JSON + " (empty answer)")
+    try:
+        return Found(True, _loads(text))
+    except _Refused as exc:
+        return Found(False, why=f"invalid JSON: {exc}")
+    except ValueError as exc:
+        return Found(False, why=f"invalid JSON: {_short(exc)}")
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).split(": line")[0]
+
+
+def extract_json(answer: str, extract: str = "auto") -> Found:
+    """The JSON value of ``answer`` found by the rule of the module doc, or why there is none."""
+    first = _whole(answer)
+    if first.ok or extract == "whole":
+        return first
+    why = ""
+    for match in _FENCE.finditer(answer):
+        found = _whole(match.group(2))
+        if found.ok:
+            return found
+        why = why or f"{found.why} (in a code fence)"
+    for match in re.finditer(r"[{\[]", answer):
+        try:
+            value, _end = _DECODER.raw_decode(answer, match.start())
+        except _Refused as exc:
+            why = why or f"invalid JSON: {exc}"
+            continue
+        except ValueError as exc:
+            why = why or f"invalid JSON from character {match.start()}: {_short(exc)}"
+            continue
+        return Found(True, value)
+    if why:
+        return Found(False, why=why)
+    return Found(False, why=NO_JSON)
+
+
+_parsed: dict[tuple[str, str], Found] = {}
+
+
+def _extract_cached(answer: str, extract: str) -> Found:
+    key = (hashlib.blake2b(answer.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest(), extract)
+    found = _parsed.get(key)
+    if found is None:
+        found = _parsed[key] = extract_json(answer, extract)
+    return found
+
+
+_validators: dict[str, Any] = {}
+
+
+def _schema_key(schema: Any) -> str:
+    if not isinstance(schema, (Mapping, bool)):
+        raise DataError(f"json_schema must be a JSON Schema (a dict), got {type(schema).__name__}: pass e.g. {{'type': 'object'}}")
+    try:
+        return json.dumps(schema, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"json_schema is not JSON data ({exc}): pass a schema made of dicts, lists, strings and numbers") from None
+
+
+def check_schema(schema: Any) -> None:
+    """Raise DataError in one line unless ``schema`` is a valid JSON Schema; a schema found valid is
+    remembered in the session's metric cache (a warm run does not import jsonschema to know it)."""
+    from pytest_ftmodel.cache import MetricCache, active_metric_cache
+
+    key = _schema_key(schema)
+    if key in _validators:
+        return
+    store = active_metric_cache()
+    cache_key = MetricCache.key("json-schema-valid", "jsonschema", {"schema": key}) if store is not None else ""
+    if store is not None and store.get(cache_key, lambda v: v.get("valid") is True) is not None:
+        return
+    schema_validator(schema)
+    if store is not None:
+        store.put(cache_key, {"valid": True})
+
+
+def schema_validator(schema: Mapping[str, Any] | bool) -> Any:
+    """The jsonschema validator of ``schema`` (its ``$schema``'s draft, else 2020-12), built once per
+    schema; a schema that is not one raises DataError in one line (before any model work)."""
+    key = _schema_key(schema)
+    validator = _validators.get(key)
+    if validator is None:
+        import jsonschema
+        from jsonschema.validators import validator_for
+
+        cls = validator_for(schema, default=jsonschema.Draft202012Validator)
+        try:
+            cls.check_schema(schema)
+        except jsonschema.exceptions.SchemaError as exc:
+            where = exc.json_path if hasattr(exc, "json_path") else "$"
+            raise DataError(f"json_schema is not a valid {cls.__name__[:-9]} schema: {exc.message} (at {where}): fix the schema") from None
+        validator = _validators[key] = cls(schema)
+    return validator
+
+
+def schema_reason(validator: Any, value: Any) -> str:
+    """Empty when ``value`` is valid; else the most relevant error and its JSON path."""
+    if validator.is_valid(value):
+        return ""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(validator.iter_errors(value))
+    if error is None:
+        return ""
+    return f"schema: {error.message} at {error.json_path}"
+
+
+@dataclass(frozen=True)
+class FormatItem:
+    index: int
+    prompt: str
+    answer: str
+    passed: bool
+    reason: str  # empty when the answer passed
+    n_words: int
+    n_tokens: int | None
+
+
+@dataclass(frozen=True)
+class FormatResult:
+    """The share of answers whose form passes every check, with its exact (Clopper-Pearson) interval."""
+
+    share: float
+    interval: tuple[float, float]
+    items: tuple[FormatItem, ...]
+    checks: tuple[str, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.items)
+
+    @property
+    def n_passed(self) -> int:
+        return sum(item.passed for item in self.items)
+
+    def failing(self) -> list[FormatItem]:
+        return [item for item in self.items if not item.passed]
+
+
+def _patterns(regex: str | Pattern[str] | Sequence[str | Pattern[str]] | None) -> list[Pattern[str]]:
+    if regex is None:
+        return []
+    given = [regex] if isinstance(regex, (str, re.Pattern)) else list(regex)
+    out = []
+    for i, pattern in enumerate(given):
+        if isinstance(pattern, re.Pattern):
+            out.append(pattern)
+            continue
+        if not isinstance(pattern, str):
+            raise DataError(f"regex {i} is {type(pattern).__name__}: pass a pattern string or re.compile(...)")
+        try:
+            out.append(re.compile(pattern))
+        except re.error as exc:
+            raise DataError(f"regex {pattern!r} does not compile ({exc}): fix the pattern") from None
+    return out
+
+
+def _strings(name: str, value: str | Sequence[str]) -> list[str]:
+    given = [value] if isinstance(value, str) else list(value)
+    for s in given:
+        if not isinstance(s, str) or not s:
+            raise DataError(f"{name} holds {s!r}: pass non-empty strings")
+    return given
+
+
+def _describe(schema: Any, patterns: list[Pattern[str]], contains: list[str], not_contains: list[str], max_words: int | None) -> tuple[str, ...]:
+    checks = []
+    if schema is not None:
+        checks.append("JSON schema")
+    checks += [f"matches {p.pattern!r}" for p in patterns]
+    checks += [f"contains {s!r}" for s in contains]
+    checks += [f"does not contain {s!r}" for s in not_contains]
+    if max_words is not None:
+        checks.append(f"at most {max_words} words")
+    return tuple(checks)
+
+
+def _verdict(
+    answer: str, n_tokens: int | None, limit: int | None, validator: Any, extract: str,
+    patterns: list[Pattern[str]], contains: list[str], not_contains: list[str], max_words: int | None,
+) -> str:
+    if limit is not None and n_tokens is not None and n_tokens >= limit:
+        return TRUNCATED
+    if validator is not None:
+        found = _extract_cached(answer, extract)
+        if not found.ok:
+            return found.why
+        reason = schema_reason(validator, found.value)
+        if reason:
+            return reason
+    for pattern in patterns:
+        if pattern.search(answer) is None:
+            return f"does not match {pattern.pattern!r}"
+    for s in contains:
+        if s not in answer:
+            return f"does not contain {s!r}"
+    for s in not_contains:
+        if s in answer:
+            return f"contains {s!r}"
+    if max_words is not None:
+        words = len(answer.split())
+        if words > max_words:
+            return f"{words} words (at most {max_words})"
+    return ""
+
+
+def answer_tokens(tokenizer: Any, answers: Sequence[str]) -> list[int] | None:
+    """Each answer's length in tokens as the tokenizer re-encodes it (no special tokens); None
+    without a tokenizer."""
+    if tokenizer is None:
+        return None
+    try:
+        return [len(tokenizer(a, add_special_tokens=False).input_ids) for a in answers]
+    except Exception:  # noqa: BLE001 - a tokenizer that cannot count leaves token lengths out
+        return None
+
+
+def _is_format(value: dict[str, Any]) -> bool:
+    reasons = value.get("reasons")
+    return isinstance(reasons, list) and all(isinstance(r, str) for r in reasons)
+
+
+def format_check(
+    answers_or_model: Any,
+    data: Sequence[Any] | None = None,
+    *,
+    json_schema: Mapping[str, Any] | bool | None = None,
+    regex: str | Pattern[str] | Sequence[str | Pattern[str]] | None = None,
+    contains: str | Sequence[str] = (),
+    not_contains: str | Sequence[str] = (),
+    max_words: int | None = None,
+    extract: str = "auto",
+    prompt_key: str = "instruction",
+    max_new_tokens: int | None = None,
+    tokenizer: Any = None,
+    **generate_kwargs: Any,
+) -> FormatResult:
+    """Check the form of each answer: JSON against ``json_schema`` (found as the module doc says),
+    every ``regex`` (``re.search``), every string of ``contains``, none of ``not_contains``, at most
+    ``max_words`` words. The first check an answer fails is its reason.
+
+    ``answers_or_model``: a model (``data`` holds the prompts under ``prompt_key``; answers are
+    generated, greedy and cached, with ``max_new_tokens`` (default 128) and ``generate_kwargs``) or a
+    list of answers already generated (``data`` optional: their prompts, for the reports). An answer
+    that reached ``max_new_tokens`` tokens is failed as truncated (for given answers, only when
+    ``max_new_tokens`` and ``tokenizer`` are given)."""
+    if extract not in EXTRACT:
+        raise DataError(f"extract={extract!r} is not known: use one of {', '.join(map(repr, EXTRACT))}")
+    if json_schema is not None:
+        check_schema(json_schema)
+    patterns = _patterns(regex)
+    contains_, not_contains_ = _strings("contains", contains), _strings("not_contains", not_contains)
+    if max_words is not None and (not isinstance(max_words, int) or isinstance(max_words, bool) or max_words < 0):
+        raise DataError(f"max_words={max_words!r}: pass a whole number >= 0")
+    checks = _describe(json_schema, patterns, contains_, not_contains_, max_words)
+    if not checks:
+        raise DataError("no check given: pass json_schema=, regex=, contains=, not_contains= or max_words= (a gate on nothing would pass)")
+    given = isinstance(answers_or_model, (list, tuple)) and all(isinstance(a, str) for a in answers_or_model)
+    if given:
+        answers = list(answers_or_model)
+        prompts = [str(item.get(prompt_key, "")) if isinstance(item, Mapping) else str(item) for item in data] if data is not None else [""] * len(answers)
+        if len(prompts) != len(answers):
+            raise DataError(f"{len(answers)} answers for {len(prompts)} data items: pass one answer per item")
+        limit = max_new_tokens if tokenizer is not None else None
+    else:
+        from pytest_ftmodel.data import require_keys
+        from pytest_ftmodel.generation import generate
+
+        if data is None:
+            raise DataError("format_check(model, data): pass the data items whose prompts the model answers")
+        items = require_keys(data, [prompt_key])
+        prompts = [str(item[prompt_key]) for item in items]
+        limit = 128 if max_new_tokens is None else max_new_tokens
+        answers = generate(answers_or_model, prompts, max_new_tokens=limit, **generate_kwargs)
+        tokenizer = tokenizer if tokenizer is not None else getattr(answers_or_model, "tokenizer", None)
+    if not answers:
+        raise DataError("no answers to check: pass at least one item (a gate on nothing would pass)")
+    n_tokens = answer_tokens(tokenizer, answers)
+    reasons = _cached_reasons(answers, n_tokens, limit, json_schema, extract, patterns, contains_, not_contains_, max_words)
+    rows = tuple(
+        FormatItem(i, p, a, not r, r, len(a.split()), None if n_tokens is None else n_tokens[i])
+        for i, (p, a, r) in enumerate(zip(prompts, answers, reasons))
+    )
+    passed = sum(item.passed for item in rows)
+    return FormatResult(passed / len(rows), proportion_interval(passed, len(rows)), rows, checks)
+
+
+def _cached_reasons(
+    answers: list[str], n_tokens: list[int] | None, limit: int | None, schema: Any, extract: str,
+    patterns: list[Pattern[str]], contains: list[str], not_contains: list[str], max_words: int | None,
+) -> list[str]:
+    """Every answer's reason ("" when it passed), remembered in the session's metric cache as one
+    entry per call (keyed by the answers, their lengths and every check), so that a warm run neither
+    imports jsonschema nor parses an answer."""
+    from pytest_ftmodel.cache import MetricCache, active_metric_cache
+
+    store = active_metric_cache()
+    key = ""
+    if store is not None:
+        digest = hashlib.sha256("\x00".join(answers).encode("utf-8", "surrogatepass")).hexdigest()
+        key = MetricCache.key("format", "jsonschema" if schema is not None else "python", {
+            "answers": digest, "n": len(answers), "tokens": n_tokens, "limit": limit, "schema": schema, "extract": extract,
+            "regex": [[p.pattern, p.flags] for p in patterns], "contains": contains, "not_contains": not_contains, "max_words": max_words,
+        })
+        found = store.get(key, _is_format)
+        if found is not None and len(found["reasons"]) == len(answers):
+            return list(found["reasons"])
+    validator = schema_validator(schema) if schema is not None else None
+    reasons = [
+        _verdict(a, None if n_tokens is None else n_tokens[i], limit, validator, extract, patterns, contains, not_contains, max_words)
+        for i, a in enumerate(answers)
+    ]
+    if store is not None:
+        store.put(key, {"reasons": reasons})
+    return reasons
