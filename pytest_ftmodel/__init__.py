@@ -70,6 +70,11 @@ _EXPORTS = {
     "assert_ab_win_rate": "pytest_ftmodel.assertions",
     "format_check": "pytest_ftmodel.metrics.form",
     "FormatResult": "pytest_ftmodel.metrics.form",
+    "exact_match": "pytest_ftmodel.metrics.reference",
+    "f1": "pytest_ftmodel.metrics.reference",
+    "bleu": "pytest_ftmodel.metrics.reference",
+    "chrf": "pytest_ftmodel.metrics.reference",
+    "ReferenceResult": "pytest_ftmodel.metrics.reference",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -104,6 +109,7 @@ if TYPE_CHECKING:
     from pytest_ftmodel.metrics.code import CodeResult, evaluate_code, load_problems, pass_at_k
     from pytest_ftmodel.metrics.curve import TrainingCurve, training_curve
     from pytest_ftmodel.metrics.form import FormatResult, format_check
+    from pytest_ftmodel.metrics.reference import ReferenceResult, bleu, chrf, exact_match, f1
     from pytest_ftmodel.metrics.overfit import OverfitResult, overfit_report
     from pytest_ftmodel.splits import find_leakage, split
     from pytest_ftmodel.sandbox import SandboxResult, run_sandboxed
