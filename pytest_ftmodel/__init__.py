@@ -75,6 +75,14 @@ _EXPORTS = {
     "bleu": "pytest_ftmodel.metrics.reference",
     "chrf": "pytest_ftmodel.metrics.reference",
     "ReferenceResult": "pytest_ftmodel.metrics.reference",
+    "length_ratio": "pytest_ftmodel.metrics.form",
+    "LengthResult": "pytest_ftmodel.metrics.form",
+    "assert_format": "pytest_ftmodel.assertions_answers",
+    "assert_exact_match": "pytest_ftmodel.assertions_answers",
+    "assert_f1": "pytest_ftmodel.assertions_answers",
+    "assert_bleu": "pytest_ftmodel.assertions_answers",
+    "assert_chrf": "pytest_ftmodel.assertions_answers",
+    "assert_length": "pytest_ftmodel.assertions_answers",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -108,7 +116,15 @@ if TYPE_CHECKING:
     )
     from pytest_ftmodel.metrics.code import CodeResult, evaluate_code, load_problems, pass_at_k
     from pytest_ftmodel.metrics.curve import TrainingCurve, training_curve
-    from pytest_ftmodel.metrics.form import FormatResult, format_check
+    from pytest_ftmodel.assertions_answers import (
+        assert_bleu,
+        assert_chrf,
+        assert_exact_match,
+        assert_f1,
+        assert_format,
+        assert_length,
+    )
+    from pytest_ftmodel.metrics.form import FormatResult, LengthResult, format_check, length_ratio
     from pytest_ftmodel.metrics.reference import ReferenceResult, bleu, chrf, exact_match, f1
     from pytest_ftmodel.metrics.overfit import OverfitResult, overfit_report
     from pytest_ftmodel.splits import find_leakage, split

@@ -89,7 +89,9 @@ def _whole(answer: str) -> Found:
 
 
 def _short(exc: Exception) -> str:
-    return str(exc).split(": line")[0]
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg.removesuffix(' at')} at character {exc.pos}"
+    return str(exc)
 
 
 def extract_json(answer: str, extract: str = "auto") -> Found:
@@ -110,7 +112,7 @@ def extract_json(answer: str, extract: str = "auto") -> Found:
             why = why or f"invalid JSON: {exc}"
             continue
         except ValueError as exc:
-            why = why or f"invalid JSON from character {match.start()}: {_short(exc)}"
+            why = why or f"invalid JSON: {_short(exc)}"
             continue
         return Found(True, value)
     if why:
@@ -187,6 +189,14 @@ def schema_reason(validator: Any, value: Any) -> str:
     if error is None:
         return ""
     return f"schema: {error.message} at {error.json_path}"
+
+
+def reason_kind(reason: str) -> str:
+    """A failing reason's kind, for counts by kind ("schema", "invalid JSON", "truncated", ...)."""
+    for prefix in ("schema", "invalid JSON", "no JSON found", "truncated", "does not match", "does not contain", "contains"):
+        if reason.startswith(prefix):
+            return prefix
+    return "too long" if reason.endswith(")") and " words (at most " in reason else reason
 
 
 @dataclass(frozen=True)
@@ -337,8 +347,6 @@ def format_check(
     if max_words is not None and (not isinstance(max_words, int) or isinstance(max_words, bool) or max_words < 0):
         raise DataError(f"max_words={max_words!r}: pass a whole number >= 0")
     checks = _describe(json_schema, patterns, contains_, not_contains_, max_words)
-    if not checks:
-        raise DataError("no check given: pass json_schema=, regex=, contains=, not_contains= or max_words= (a gate on nothing would pass)")
     given = isinstance(answers_or_model, (list, tuple)) and all(isinstance(a, str) for a in answers_or_model)
     if given:
         answers = list(answers_or_model)
@@ -346,6 +354,7 @@ def format_check(
         if len(prompts) != len(answers):
             raise DataError(f"{len(answers)} answers for {len(prompts)} data items: pass one answer per item")
         limit = max_new_tokens if tokenizer is not None else None
+        _require_checks(checks)
     else:
         from pytest_ftmodel.data import require_keys
         from pytest_ftmodel.generation import generate
@@ -354,6 +363,7 @@ def format_check(
             raise DataError("format_check(model, data): pass the data items whose prompts the model answers")
         items = require_keys(data, [prompt_key])
         prompts = [str(item[prompt_key]) for item in items]
+        _require_checks(checks)
         limit = 128 if max_new_tokens is None else max_new_tokens
         answers = generate(answers_or_model, prompts, max_new_tokens=limit, **generate_kwargs)
         tokenizer = tokenizer if tokenizer is not None else getattr(answers_or_model, "tokenizer", None)
@@ -367,6 +377,11 @@ def format_check(
     )
     passed = sum(item.passed for item in rows)
     return FormatResult(passed / len(rows), proportion_interval(passed, len(rows)), rows, checks)
+
+
+def _require_checks(checks: tuple[str, ...]) -> None:
+    if not checks:
+        raise DataError("no check given: pass json_schema=, regex=, contains=, not_contains= or max_words= (a gate on nothing would pass)")
 
 
 def _cached_reasons(
@@ -397,3 +412,129 @@ def _cached_reasons(
     if store is not None:
         store.put(key, {"reasons": reasons})
     return reasons
+
+
+# ---- answer length against the base model or the baseline ----------------------------------------
+
+UNITS = ("tokens", "words")
+
+
+@dataclass(frozen=True)
+class LengthItem:
+    index: int
+    prompt: str
+    answer: str
+    length: int  # in the result's unit
+    n_words: int
+    n_tokens: int | None
+    base_length: int | None  # the base model's (or the baseline's) answer, in the same unit; None: unpaired
+    base_answer: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """(length + 1) / (base length + 1): defined for empty answers, 1 for equal lengths."""
+        return None if self.base_length is None else (self.length + 1) / (self.base_length + 1)
+
+
+@dataclass(frozen=True)
+class LengthResult:
+    """Answer lengths of a model and the paired ratio to a base (model or baseline file).
+
+    ``ratio``: the geometric mean over paired items of ``(length + 1) / (base length + 1)``; its
+    interval the t-interval of the mean log ratio, exponentiated (the log ratios of a paired design
+    are close to symmetric where the ratios are not, and the geometric mean is the ratio of typical
+    lengths, not dragged by one runaway answer as a ratio of means is)."""
+
+    ratio: float
+    interval: tuple[float, float]
+    unit: str
+    items: tuple[LengthItem, ...]
+    against: str  # "base model" or "baseline"
+
+    @property
+    def n(self) -> int:
+        return sum(item.base_length is not None for item in self.items)
+
+    @property
+    def mean_length(self) -> float:
+        return sum(item.length for item in self.items) / len(self.items)
+
+    @property
+    def mean_base_length(self) -> float:
+        paired = [item.base_length for item in self.items if item.base_length is not None]
+        return sum(paired) / len(paired) if paired else float("nan")
+
+    def extremes(self, k: int = 3, *, longest: bool = True) -> list[LengthItem]:
+        paired = [item for item in self.items if item.ratio is not None]
+        return sorted(paired, key=lambda item: (-(item.ratio or 0.0) if longest else (item.ratio or 0.0), item.index))[:k]
+
+
+def geometric_ratio(ratios: Sequence[float], level: float = 0.95) -> tuple[float, tuple[float, float]]:
+    """Geometric mean of ``ratios`` and the t-interval of their mean log, exponentiated."""
+    import math
+
+    logs = [math.log(r) for r in ratios]
+    n = len(logs)
+    mean = sum(logs) / n
+    if n < 2:
+        return math.exp(mean), (0.0, float("inf"))
+    from scipy.special import stdtrit
+
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1))
+    half = float(stdtrit(n - 1, 1 - (1 - level) / 2)) * sd / math.sqrt(n)
+    return math.exp(mean), (math.exp(mean - half), math.exp(mean + half))
+
+
+def _lengths(answers: Sequence[str], tokenizer: Any, unit: str) -> tuple[list[int], list[int], list[int] | None]:
+    words = [len(a.split()) for a in answers]
+    tokens = answer_tokens(tokenizer, answers)
+    if unit == "tokens" and tokens is None:
+        raise DataError("unit='tokens' needs the model's tokenizer: pass unit='words' for a model without one")
+    return (tokens if unit == "tokens" and tokens is not None else words), words, tokens
+
+
+def length_ratio(
+    model: Any,
+    data: Sequence[Any],
+    base: Any = None,
+    *,
+    base_lengths: Sequence[int | None] | None = None,
+    unit: str = "tokens",
+    prompt_key: str = "instruction",
+    max_new_tokens: int = 128,
+    **generate_kwargs: Any,
+) -> LengthResult:
+    """Each answer's length (``unit``: "tokens" as the fine-tuned model's tokenizer counts them, for
+    both models, or "words") and the paired ratio to ``base``'s answers to the same prompts, or to
+    ``base_lengths`` (one per item, None where the item has none: e.g. a baseline file's)."""
+    from pytest_ftmodel.data import require_keys
+    from pytest_ftmodel.generation import generate
+
+    if unit not in UNITS:
+        raise DataError(f"unit={unit!r} is not known: use one of {', '.join(map(repr, UNITS))}")
+    if (base is None) == (base_lengths is None):
+        raise DataError("length_ratio needs exactly one of base= (a model) or base_lengths= (one per item)")
+    items = require_keys(data, [prompt_key])
+    if not items:
+        raise DataError("data is empty: pass at least one item (a gate on nothing would pass)")
+    prompts = [str(item[prompt_key]) for item in items]
+    tokenizer = getattr(model, "tokenizer", None)
+    answers = generate(model, prompts, max_new_tokens=max_new_tokens, **generate_kwargs)
+    lengths, words, tokens = _lengths(answers, tokenizer, unit)
+    base_answers = [""] * len(prompts)
+    if base is not None:
+        base_answers = generate(base, prompts, max_new_tokens=max_new_tokens, **generate_kwargs)
+        paired: list[int | None] = list(_lengths(base_answers, tokenizer, unit)[0])
+    else:
+        paired = list(base_lengths or [])
+        if len(paired) != len(prompts):
+            raise DataError(f"{len(paired)} base lengths for {len(prompts)} items: pass one per item (None where unknown)")
+    rows = tuple(
+        LengthItem(i, p, a, lengths[i], words[i], None if tokens is None else tokens[i], paired[i], base_answers[i])
+        for i, (p, a) in enumerate(zip(prompts, answers))
+    )
+    ratios = [r for r in (row.ratio for row in rows) if r is not None]
+    if not ratios:
+        raise DataError("no item has a base length to compare with: the baseline holds none of these items (re-record it)")
+    ratio, interval = geometric_ratio(ratios)
+    return LengthResult(ratio, interval, unit, rows, "base model" if base is not None else "baseline")
