@@ -99,7 +99,8 @@ def extract_json(answer: str, extract: str = "auto") -> Found:
     first = _whole(answer)
     if first.ok or extract == "whole":
         return first
-    why = ""
+    # an answer that starts as JSON is judged as JSON; prose is judged by what follows
+    why = first.why if answer.strip()[:1] in ("{", "[") else ""
     for match in _FENCE.finditer(answer):
         found = _whole(match.group(2))
         if found.ok:
@@ -112,7 +113,7 @@ def extract_json(answer: str, extract: str = "auto") -> Found:
             why = why or f"invalid JSON: {exc}"
             continue
         except ValueError as exc:
-            why = why or f"invalid JSON: {_short(exc)}"
+            why = why or f"{NO_JSON}: the {match.group()!r} at character {match.start()} starts no JSON value ({_short(exc)})"
             continue
         return Found(True, value)
     if why:

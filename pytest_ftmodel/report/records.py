@@ -211,6 +211,8 @@ def junit_properties(record: MetricRecord) -> list[tuple[str, str]]:
     if record.interval is not None:
         props.append((f"{key}.interval", f"[{fmt(record.low)}, {fmt(record.high)}]"))
     props += [(f"{key}.n", f"{record.n} {record.unit}"), (f"{key}.verdict", versus.result_text(record).rstrip("*").lower())]
+    if (record.details or {}).get("signature"):  # how a sacrebleu score was computed
+        props.append((f"{key}.signature", str(record.details["signature"])))
     if record.test_outcome:  # the verdict is the test's outcome; the gate's own beside it
         props.append((f"{key}.gate_verdict", versus.gate_verdict(record)))
     b = record.baseline
