@@ -218,7 +218,7 @@ class Recipe:
 # perplexity on plain validation texts (instruction, line break, output) low.
 RECIPES = {
     "byte": Recipe("byte", lr=6e-3, prompt_weight=0.2),
-    "bpe": Recipe("bpe", regressed_steps=450),
+    "bpe": Recipe("bpe", regressed_steps=500),
 }
 
 BPE_CHAT_TEMPLATE = (
