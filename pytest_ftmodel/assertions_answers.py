@@ -243,11 +243,12 @@ def assert_length(
             f"      answer {_cut(it.answer)!r}" + (f"\n      base   {_cut(it.base_answer)!r}" if it.base_answer else "")
             for it in shown
         ]
-        against = f"base model {visible(str(base_name))}" if base is not None else result.against
+        against = "the base model's" if base is not None else f"the {result.against}'s"
+        models = f"model {_shown(model)}" + (f", base {visible(str(base_name))}" if base is not None else "")
         raise AssertionError(
-            f"answer length {'; '.join(failed)}: the answers are {result.ratio:.3g}x as long as the {against}'s "
+            f"answer length {'; '.join(failed)}: the answers are {result.ratio:.3g}x as long as {against} "
             f"(geometric mean of per-item ratios, 95% CI [{low:.3g}, {high:.3g}], {result.n} items; mean {result.mean_length:.1f} "
-            f"vs {result.mean_base_length:.1f} {unit}; model {_shown(model)})\n"
+            f"vs {result.mean_base_length:.1f} {unit}; {models})\n"
             f"  most {'grown' if result.ratio > 1 else 'shrunk'} items:\n" + "\n".join(lines)
         )
     return result

@@ -115,7 +115,8 @@ def test_length_gate_fails_when_answers_grew_or_shrank(bpe_model, bpe_pair, priv
     with pytest.raises(AssertionError) as info:
         assert_length(bpe_model, SUMMARIES, base=base, max_ratio=1.5, max_new_tokens=48)
     message = str(info.value)
-    assert re.match(r"answer length grew: ratio above the bar 1.5: the answers are [\d.]+x as long as the base model base's \(geometric mean", message)
+    assert re.match(r"answer length grew: ratio above the bar 1.5: the answers are [\d.]+x as long as the base model's \(geometric mean", message)
+    assert message.split("\n")[0].endswith("; model finetuned, base base)")
     assert "most grown items:" in message and "base   '" in message
     with pytest.raises(AssertionError, match=r"^answer length shrank: ratio below the bar 0.8: the answers are 0\.\d+x as long"):
         assert_length(base, SUMMARIES, base=bpe_model, max_ratio=1.5, min_ratio=0.8, max_new_tokens=48)
@@ -181,3 +182,25 @@ def test_bleu():
     worse = pytester.runpytest_subprocess(f"--ftmodel-baseline={baseline}")
     assert worse.ret == pytest.ExitCode.TESTS_FAILED
     worse.stdout.fnmatch_lines(["*format regressed against the baseline*", "*bleu regressed against the baseline*"], consecutive=False)
+
+
+def test_a_warm_run_imports_neither_sacrebleu_nor_jsonschema(tmp_path) -> None:
+    """Scores, verdicts and the schema's validity are read back from the session's metric cache."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from pathlib import Path
+from pytest_ftmodel.cache import GenerationCache, push_cache
+from pytest_ftmodel import bleu, chrf, format_check
+push_cache(GenerationCache(Path({str(tmp_path)!r})))
+refs = ["the cat sat on the mat", "a dog ate the cake"]
+print(bleu(["the cat sat", "a dog ate cake"], refs).score, chrf(["the cat sat", "a dog ate cake"], refs).score,
+      format_check(['{{"a": 1}}', "x"], json_schema={{"type": "object"}}).share)
+print("imported:", sorted(m for m in ("sacrebleu", "jsonschema") if m in sys.modules))
+"""
+    run = lambda: subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()  # noqa: E731
+    cold, warm = run(), run()
+    assert cold[0] == warm[0]  # the same figures
+    assert cold[1] == "imported: ['jsonschema', 'sacrebleu']" and warm[1] == "imported: []"

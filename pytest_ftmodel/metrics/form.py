@@ -309,6 +309,31 @@ def answer_tokens(tokenizer: Any, answers: Sequence[str]) -> list[int] | None:
         return None
 
 
+def _is_counts(value: dict[str, Any]) -> bool:
+    counts = value.get("tokens")
+    return isinstance(counts, list) and all(isinstance(c, int) for c in counts)
+
+
+def model_answer_tokens(model: Any, answers: Sequence[str]) -> list[int] | None:
+    """:func:`answer_tokens` with ``model``'s tokenizer, remembered in the session's metric cache by the
+    model's fingerprint and the answers, so that a warm run does not load the model to count."""
+    from pytest_ftmodel.cache import MetricCache, active_metric_cache
+
+    store = active_metric_cache()
+    fingerprint = getattr(model, "fingerprint", "")
+    key = ""
+    if store is not None and isinstance(fingerprint, str) and fingerprint:
+        digest = hashlib.sha256("\x00".join(answers).encode("utf-8", "surrogatepass")).hexdigest()
+        key = MetricCache.key("answer-tokens", "python", {"fingerprint": fingerprint, "answers": digest, "n": len(answers)})
+        found = store.get(key, _is_counts)
+        if found is not None and len(found["tokens"]) == len(answers):
+            return list(found["tokens"])
+    counts = answer_tokens(getattr(model, "tokenizer", None), answers)
+    if key and store is not None and counts is not None:
+        store.put(key, {"tokens": counts})
+    return counts
+
+
 def _is_format(value: dict[str, Any]) -> bool:
     reasons = value.get("reasons")
     return isinstance(reasons, list) and all(isinstance(r, str) for r in reasons)
@@ -366,10 +391,12 @@ def format_check(
         _require_checks(checks)
         limit = 128 if max_new_tokens is None else max_new_tokens
         answers = generate(answers_or_model, prompts, max_new_tokens=limit, **generate_kwargs)
-        tokenizer = tokenizer if tokenizer is not None else getattr(answers_or_model, "tokenizer", None)
     if not answers:
         raise DataError("no answers to check: pass at least one item (a gate on nothing would pass)")
-    n_tokens = answer_tokens(tokenizer, answers)
+    if given or tokenizer is not None:
+        n_tokens = answer_tokens(tokenizer, answers)
+    else:
+        n_tokens = model_answer_tokens(answers_or_model, answers)
     reasons = _cached_reasons(answers, n_tokens, limit, json_schema, extract, patterns, contains_, not_contains_, max_words)
     rows = tuple(
         FormatItem(i, p, a, not r, r, len(a.split()), None if n_tokens is None else n_tokens[i])
@@ -485,9 +512,9 @@ def geometric_ratio(ratios: Sequence[float], level: float = 0.95) -> tuple[float
     return math.exp(mean), (math.exp(mean - half), math.exp(mean + half))
 
 
-def _lengths(answers: Sequence[str], tokenizer: Any, unit: str) -> tuple[list[int], list[int], list[int] | None]:
+def _lengths(answers: Sequence[str], model: Any, unit: str) -> tuple[list[int], list[int], list[int] | None]:
     words = [len(a.split()) for a in answers]
-    tokens = answer_tokens(tokenizer, answers)
+    tokens = model_answer_tokens(model, answers)
     if unit == "tokens" and tokens is None:
         raise DataError("unit='tokens' needs the model's tokenizer: pass unit='words' for a model without one")
     return (tokens if unit == "tokens" and tokens is not None else words), words, tokens
@@ -518,13 +545,13 @@ def length_ratio(
     if not items:
         raise DataError("data is empty: pass at least one item (a gate on nothing would pass)")
     prompts = [str(item[prompt_key]) for item in items]
-    tokenizer = getattr(model, "tokenizer", None)
     answers = generate(model, prompts, max_new_tokens=max_new_tokens, **generate_kwargs)
-    lengths, words, tokens = _lengths(answers, tokenizer, unit)
+    lengths, words, tokens = _lengths(answers, model, unit)
     base_answers = [""] * len(prompts)
     if base is not None:
         base_answers = generate(base, prompts, max_new_tokens=max_new_tokens, **generate_kwargs)
-        paired: list[int | None] = list(_lengths(base_answers, tokenizer, unit)[0])
+        # counted by the fine-tuned model's tokenizer too: one measuring stick for both
+        paired: list[int | None] = list(_lengths(base_answers, model, unit)[0])
     else:
         paired = list(base_lengths or [])
         if len(paired) != len(prompts):
