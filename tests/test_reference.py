@@ -100,7 +100,7 @@ def test_bleu_and_chrf_are_sacrebleus_corpus_scores_to_the_digit(metric, scorer)
     sentence = getattr(metrics, scorer)(**({"effective_order": True} if scorer == "BLEU" else {}))
     assert [it.value for it in result.items] == [sentence.sentence_score(h, [r]).score for h, r in zip(HYPS, REFS)]
     low, high = result.interval
-    assert low < result.score < high and result.interval_method == "percentile bootstrap over items"
+    assert low < result.score < high and result.interval_method == "expanded percentile bootstrap over items"
 
 
 def test_the_bootstrap_recomputes_sacrebleus_corpus_score_per_resample() -> None:
