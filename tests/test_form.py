@@ -137,9 +137,13 @@ _values = st.recursive(
 )
 
 
+#: objects the schema accepts (about half the values drawn), so that both verdicts are exercised
+_valid = st.fixed_dictionaries({"animal": st.sampled_from(["cat", "dog"])}, optional={"n": st.integers(0, 9)})
+
+
 @st.composite
 def _outputs(draw: st.DrawFn) -> str:
-    value = draw(_values)
+    value = draw(st.one_of(_valid, _values))
     text = json.dumps(value, indent=draw(st.sampled_from([None, 2])))
     broken = draw(
         st.sampled_from(["none", "single quotes", "trailing comma", "nan", "duplicate", "truncate", "infinity"])
@@ -209,6 +213,22 @@ def _dedupe(items):
     if len(keys) != len(set(keys)):
         raise ValueError("duplicate")
     return dict(items)
+
+
+def test_the_generated_outputs_cover_every_verdict() -> None:
+    """The fuzz below is worth something only if its outputs pass and fail for every reason."""
+    from hypothesis import HealthCheck
+
+    seen: set[str] = set()
+
+    @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
+    @given(_outputs())
+    def collect(answer: str) -> None:
+        item = format_check([answer], json_schema=SCHEMA).items[0]
+        seen.add("pass" if item.passed else item.reason.split(":")[0].split(" (")[0])
+
+    collect()
+    assert {"pass", "schema", "invalid JSON", "no JSON found"} <= seen, seen
 
 
 @settings(max_examples=1000, deadline=None, derandomize=True)
