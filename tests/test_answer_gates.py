@@ -128,6 +128,30 @@ def test_length_gate_without_a_base_needs_a_baseline_entry() -> None:
         assert_length(["a"], [{"instruction": "x"}])
 
 
+def test_length_gate_compares_with_the_baseline_entry_of_its_test(bpe_model, bpe_pair, private_record, tmp_path) -> None:
+    """In process: lengths recorded on the fine-tuned model (its own base while recording), then the
+    base model's one-word answers compared with them item by item."""
+    from pytest_ftmodel import load_model
+    from pytest_ftmodel.baseline import store
+    from pytest_ftmodel.baseline.gate import BaselineSession
+
+    path = tmp_path / "ftmodel-baseline.json"
+    private_record.gate = BaselineSession(path, update=True)
+    recorded = assert_length(bpe_model, SUMMARIES, max_ratio=1.5, max_new_tokens=48)
+    assert recorded.ratio == 1.0 and recorded.against == "itself (recording the baseline)"
+    keys = store.entry_keys(private_record.records)
+    store.write(path, {k: store.entry_of(r, version="test") for k, r in zip(keys, private_record.records)})
+    private_record.gate = BaselineSession(path, update=False)
+    again = assert_length(bpe_model, SUMMARIES, max_ratio=1.5, min_ratio=0.8, max_new_tokens=48)
+    assert again.ratio == 1.0 and again.against == "baseline" and again.n == len(SUMMARIES)
+    assert private_record.records[-1].baseline is None  # compared by the helper, not by the gate
+    with pytest.raises(AssertionError, match=r"^answer length shrank: .* as long as the baseline's \(geometric mean"):
+        assert_length(load_model(bpe_pair.base, device="cpu"), SUMMARIES, max_ratio=1.5, min_ratio=0.8, max_new_tokens=48)
+    with pytest.raises(DataError, match="the baseline counted lengths in tokens, this test in words"):
+        assert_length(bpe_model, SUMMARIES, max_ratio=1.5, unit="words", max_new_tokens=48)
+
+
+@pytest.mark.slow  # the in-process test above covers the comparison; this one the option's whole path
 def test_length_gate_compares_with_the_lengths_the_baseline_recorded(pytester: pytest.Pytester, bpe_pair) -> None:
     """Recorded on the fine-tuned model, then the base model's answers (a word each) are gated against it."""
     pytester.makepyfile(

@@ -33,6 +33,8 @@ from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.metrics.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, bounded_mean_interval, expanded_levels, proportion_interval
 
 METRICS = ("exact_match", "f1", "bleu", "chrf")
+#: how the BLEU/chrF interval is computed, in the cache key: a cached result of another rule is not read
+INTERVAL_RULE = "expanded-percentile-bootstrap/1"
 #: the scale of each metric's figure (and of its bar)
 SCALE = {"exact_match": 1.0, "f1": 1.0, "bleu": 100.0, "chrf": 100.0}
 
@@ -199,7 +201,7 @@ def sacre_scores(metric: str, answers: Sequence[str], refs: Sequence[Sequence[st
     key = ""
     if store is not None:
         digest = hashlib.sha256(json.dumps([list(answers), [list(r) for r in refs]], ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
-        key = MetricCache.key(metric, "sacrebleu", {"texts": digest, "n": len(answers), "samples": BOOTSTRAP_SAMPLES, "seed": BOOTSTRAP_SEED})
+        key = MetricCache.key(metric, "sacrebleu", {"texts": digest, "n": len(answers), "samples": BOOTSTRAP_SAMPLES, "seed": BOOTSTRAP_SEED, "interval": INTERVAL_RULE})
         found = store.get(key, _is_sacre)
         if found is not None and len(found["sentence"]) == len(answers):
             return found
