@@ -5,7 +5,11 @@ brace; strict JSON (no NaN, no duplicate keys) validated by jsonschema. An answe
 max_new_tokens fails as truncated.
 """
 
+import pytest
+
 from pytest_ftmodel import assert_format
+
+pytest.importorskip("jsonschema", reason='the JSON Schema gate needs jsonschema: pip install "pytest-ftmodel[format]"')
 
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

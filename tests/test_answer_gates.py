@@ -6,6 +6,9 @@ import re
 
 import pytest
 
+pytest.importorskip("jsonschema")
+pytest.importorskip("sacrebleu")
+
 from pytest_ftmodel import (
     DataError,
     assert_bleu,

@@ -8,6 +8,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+pytest.importorskip("jsonschema")
+pytest.importorskip("sacrebleu")
+
 
 def test_new_figures_reach_every_report_with_their_plots(pytester: pytest.Pytester, bpe_pair) -> None:
     pytest.importorskip("matplotlib")

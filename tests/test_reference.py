@@ -7,6 +7,8 @@ import string
 from collections import Counter
 
 import pytest
+
+pytest.importorskip("sacrebleu")
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -167,8 +167,11 @@ def schema_validator(schema: Mapping[str, Any] | bool) -> Any:
     key = _schema_key(schema)
     validator = _validators.get(key)
     if validator is None:
-        import jsonschema
-        from jsonschema.validators import validator_for
+        try:
+            import jsonschema
+            from jsonschema.validators import validator_for
+        except ImportError:
+            raise DataError('json_schema= needs jsonschema: pip install "pytest-ftmodel[format]"') from None
 
         cls = validator_for(schema, default=jsonschema.Draft202012Validator)
         try:

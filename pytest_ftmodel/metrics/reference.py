@@ -182,7 +182,10 @@ def _is_sacre(value: dict[str, Any]) -> bool:
 
 
 def _metric(metric: str, sentence: bool = False) -> Any:
-    from sacrebleu.metrics import BLEU, CHRF
+    try:
+        from sacrebleu.metrics import BLEU, CHRF
+    except ImportError:
+        raise DataError(f'{metric} needs sacrebleu: pip install "pytest-ftmodel[reference]"') from None
 
     if metric == "bleu":
         return BLEU(effective_order=True) if sentence else BLEU()
