@@ -57,6 +57,7 @@ def test_length(ftmodel, base_model):
     assert page.count("<figure") >= 6  # format, exact_match, f1, bleu, chrf, length
     assert "failing answers by reason" not in page or "<svg" in page
     assert "\x1b" not in page and "no json \\x1b[2J" in page  # the answer shown escaped
+    assert "<th>why it failed</th>" in page and "no JSON found: the &#x27;[&#x27; at character 9" in page
     props = {p.get("name"): p.get("value") for p in ET.parse(pytester.path / "j.xml").iter("property")}
     assert props["ftmodel.format"] == "0.6667" and props["ftmodel.bleu.signature"].startswith("nrefs:1")
     assert props["ftmodel.length ratio.bar"] == "5" and props["ftmodel.length ratio.direction"] == "<="

@@ -248,7 +248,7 @@ def _plots(records: list[MetricRecord]) -> str:
 
 
 _COLUMNS = (("prompt / text", ("prompt", "text"), "text"), ("expected", ("expected",), "text"),
-            ("answer", ("answer",), "text"), ("stderr", ("stderr",), "text mono"))
+            ("answer", ("answer",), "text"), ("why it failed", ("reason",), "text"), ("stderr", ("stderr",), "text mono"))
 
 
 def _worst(records: list[MetricRecord]) -> str:
