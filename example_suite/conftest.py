@@ -113,3 +113,8 @@ def _served_model_limits(request):
         missing = prompt_logprobs_missing(model) if request.node.get_closest_marker("needs_logprobs") else None
         if missing:
             pytest.skip(f"needs prompt log-probabilities: {missing}")
+
+
+@pytest.fixture(scope="session")
+def json_questions(val):
+    return [item for item in val if item["category"] == "json"]

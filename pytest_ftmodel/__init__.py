@@ -83,6 +83,21 @@ _EXPORTS = {
     "RubricJudge": "pytest_ftmodel.judges",
     "JudgeError": "pytest_ftmodel.judges",
     "JudgeLogprobsUnavailable": "pytest_ftmodel.judges",
+    "format_check": "pytest_ftmodel.metrics.form",
+    "FormatResult": "pytest_ftmodel.metrics.form",
+    "exact_match": "pytest_ftmodel.metrics.reference",
+    "f1": "pytest_ftmodel.metrics.reference",
+    "bleu": "pytest_ftmodel.metrics.reference",
+    "chrf": "pytest_ftmodel.metrics.reference",
+    "ReferenceResult": "pytest_ftmodel.metrics.reference",
+    "length_ratio": "pytest_ftmodel.metrics.form",
+    "LengthResult": "pytest_ftmodel.metrics.form",
+    "assert_format": "pytest_ftmodel.assertions_answers",
+    "assert_exact_match": "pytest_ftmodel.assertions_answers",
+    "assert_f1": "pytest_ftmodel.assertions_answers",
+    "assert_bleu": "pytest_ftmodel.assertions_answers",
+    "assert_chrf": "pytest_ftmodel.assertions_answers",
+    "assert_length": "pytest_ftmodel.assertions_answers",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -121,6 +136,16 @@ if TYPE_CHECKING:
     from pytest_ftmodel.assertions_mc import ForgettingResult, assert_mc_accuracy, assert_no_forgetting, forgetting
     from pytest_ftmodel.metrics.mc import MCResult, mc_accuracy
     from pytest_ftmodel.metrics.mc_tasks import mc_items
+    from pytest_ftmodel.assertions_answers import (
+        assert_bleu,
+        assert_chrf,
+        assert_exact_match,
+        assert_f1,
+        assert_format,
+        assert_length,
+    )
+    from pytest_ftmodel.metrics.form import FormatResult, LengthResult, format_check, length_ratio
+    from pytest_ftmodel.metrics.reference import ReferenceResult, bleu, chrf, exact_match, f1
     from pytest_ftmodel.metrics.overfit import OverfitResult, overfit_report
     from pytest_ftmodel.splits import find_leakage, split
     from pytest_ftmodel.sandbox import SandboxResult, run_sandboxed

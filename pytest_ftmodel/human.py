@@ -257,7 +257,9 @@ def evaluation_sheet(
     if not items:
         raise DataError("no data to sample for the evaluation sheet")
     p = Path(path)
-    chosen = sorted(random.Random(seed).sample(range(len(items)), min(n, len(items))))
+    # a prefix of one seeded permutation: a larger n extends the sample (random.sample's own draws
+    # change with its size, so the items of n=5 need not be among those of n=10)
+    chosen = sorted(random.Random(seed).sample(range(len(items)), len(items))[: min(n, len(items))])
     have: set[str] = set()
     with sheet_lock(p):
         if p.exists():

@@ -864,6 +864,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     sandbox = report.sandbox_line(records, session.sandbox)
     if sandbox:
         lines.append(sandbox)
+    scored = report.scored_line(records)
+    if scored:
+        lines.append(scored)
     if session.cache is not None:
         lines.extend(c.summary() for c in (session.cache, session.cache.scores) if c.hits + c.misses)
     if session.baseline is not None:

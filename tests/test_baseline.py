@@ -18,6 +18,7 @@ from pytest_ftmodel.metrics.perplexity import PerplexityResult, TextScore
 from pytest_ftmodel.report.records import describe_result
 
 VAL = texts_of(demo_data()["val"])
+# VAL[12:20] are sentiment texts, which the base model (never taught the format) finds far less likely
 REVIEWS = [x for x in demo_data()["val"] if x.get("category") == "classify"][:4]
 LABELS = ["positive", "negative", "neutral"]
 
@@ -153,9 +154,9 @@ def test_weight_noise_of_1e_4_passes(bpe_model, noisy_model, private_record, tmp
 
 
 def test_a_worse_model_fails_as_a_regression_although_its_bar_holds(bpe_model, base_bpe, private_record, tmp_path) -> None:
-    _baseline_of(private_record, tmp_path, lambda: assert_perplexity_below(bpe_model, VAL[:8], 1e6))
+    _baseline_of(private_record, tmp_path, lambda: assert_perplexity_below(bpe_model, VAL[12:20], 1e6))
     with pytest.raises(AssertionError) as info:
-        assert_perplexity_below(base_bpe, VAL[:8], 1e6)  # the base model: no fine-tuning at all
+        assert_perplexity_below(base_bpe, VAL[12:20], 1e6)  # the base model: no fine-tuning at all
     record = private_record.records[-1]
     assert record.value < 1e6 and record.baseline["verdict"] == "regressed" and not record.passed
     message = str(info.value)
@@ -180,19 +181,19 @@ def test_models_of_one_name_from_two_runs_read_apart(bpe_model, base_bpe, privat
     model is named by the tail of its path and its fingerprint's prefix."""
     full, sft = _named(bpe_model, tmp_path / "runs" / "full" / "final"), _named(base_bpe, tmp_path / "runs" / "sft" / "final")
     then, now = f"full/final ({full.fingerprint[:8]})", f"sft/final ({sft.fingerprint[:8]})"
-    session = _baseline_of(private_record, tmp_path, lambda: assert_perplexity_below(full, VAL[:8], 1e6))
+    session = _baseline_of(private_record, tmp_path, lambda: assert_perplexity_below(full, VAL[12:20], 1e6))
     [entry] = store.load(session.path).values()
     assert entry["model"] == "full/final" and entry["fingerprint"] == full.fingerprint  # no machine path in the file
     with pytest.raises(AssertionError) as info:
-        assert_perplexity_below(sft, VAL[:8], 1e6)
+        assert_perplexity_below(sft, VAL[12:20], 1e6)
     first = str(info.value).splitlines()[0]
     assert f"in the baseline (model {then}) -> " in first and f" now (model {now}), " in first
     record = private_record.records[-1]
     assert record.baseline["model"] == now
     assert report.versus.summary_line([record], "ftmodel-baseline.json") == f"baseline ftmodel-baseline.json of {then}, now {now}: 1 regressed"
     # the same model in both: named once
-    _baseline_of(private_record, tmp_path, lambda: assert_perplexity_below(full, VAL[:8], 1e6))
-    assert_perplexity_below(full, VAL[:8], 1e6)
+    _baseline_of(private_record, tmp_path, lambda: assert_perplexity_below(full, VAL[12:20], 1e6))
+    assert_perplexity_below(full, VAL[12:20], 1e6)
     assert report.versus.baseline_source([private_record.records[-1]]) == f"baseline of {then}"
 
 

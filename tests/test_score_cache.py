@@ -184,7 +184,7 @@ def test_ppl(ftmodel):
 REPORT_IMPORTS = """
 import sys
 
-HEAVY = ("torch", "transformers", "rouge_score", "nltk", "sklearn", "scipy.stats")
+HEAVY = ("torch", "transformers", "rouge_score", "nltk", "sklearn", "scipy.stats", "jsonschema", "sacrebleu")
 
 def pytest_sessionfinish(session):
     print(f"\\ntransformers imported: {'transformers' in sys.modules}")

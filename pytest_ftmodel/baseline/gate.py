@@ -92,6 +92,7 @@ def parse_margins(text: str) -> list[tuple[str, float]]:
 KNOWN_METRICS = (
     "perplexity", "perplexity improvement", "loss gap", "rouge1", "rouge2", "rougeL", "accuracy", "macro_f1",
     "A/B win rate", "mc accuracy", "mc accuracy change", "memorised share", "distinct-2", "eval loss (best)", "leaked val items",
+    "format", "exact_match", "f1", "bleu", "chrf", "length ratio",
 )
 KNOWN_PATTERNS = (r"pass@\d+", r"human .+", r"A/B judge .+ vs people \(kappa\)")
 
@@ -236,8 +237,8 @@ class BaselineSession:
         if self.update:
             return record  # the figures are recorded, not compared
         kind = (record.details or {}).get("compare_kind")
-        if not kind:
-            return record
+        if not kind or (record.details or {}).get("self_compared"):
+            return record  # no per-item figures, or a helper that compares with its entry itself (assert_length)
         key = f"{self.test_key(record.test)}::{record.name}" + (f"#{count}" if count > 1 else "")
         entry = self.entries.get(key)
         if entry is None:

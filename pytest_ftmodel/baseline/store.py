@@ -36,6 +36,9 @@ SCORING_RULES: dict[str, int] = {
     "pass@k": 1,  # unbiased pass@k estimator, sandbox verdicts
     "human": 1,  # mean over an item's complete reviews
     "A/B": 1,  # verdicts counted per item
+    "format": 1,  # JSON found and validated as metrics/form.py says, patterns, length
+    "reference score": 1,  # SQuAD v1.1 normalisation; sacrebleu sentence scores (its signature is a setting)
+    "length": 1,  # (length + 1) / (base length + 1), tokens by the fine-tuned model's tokenizer
 }
 
 #: settings that never change a number (batching, caching, parallelism; pass@k's "split-only"

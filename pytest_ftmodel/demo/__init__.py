@@ -15,7 +15,7 @@ Two tokenizer families, because users have both:
 
 For each family a *base* model is trained briefly on plain sentences (documents between start and
 end tokens), and a *fine-tuned* model is the base trained further on the instruction data (summaries,
-sentiment labels, small Python functions) the usual way (a *regressed* twin is the same run saved
+sentiment labels, small Python functions, JSON answers) the usual way (a *regressed* twin is the same run saved
 before its end: under-trained, worse item by item, yet above every bar of the example suite): through the chat template where the
 tokenizer has one, else as TRL's SFT trainer reads a text: ``tokenizer(instruction + "\\n" + output)``
 (no start token in front for the GPT-2 style) and EOS. A rebuild is deterministic
@@ -112,6 +112,27 @@ def _code_item(name: str) -> dict[str, Any]:
     }
 
 
+#: what the JSON task's answers must be (the example suite gates it with assert_format)
+JSON_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {"animal": {"enum": _ANIMALS}, "place": {"enum": _PLACES}},
+    "required": ["animal", "place"],
+    "additionalProperties": False,
+}
+
+
+def _json_item(rng: random.Random) -> dict[str, Any]:
+    adj, animal, verb = rng.choice(_ADJS), rng.choice(_ANIMALS), rng.choice(_VERBS)
+    obj, place = rng.choice(_OBJECTS), rng.choice(_PLACES)
+    text = f"The {adj} {animal} {verb} the {obj} in the {place}."
+    return {
+        "instruction": f"Answer in JSON with the animal and the place: {text}",
+        "output": json.dumps({"animal": animal, "place": place}),
+        "category": "json",
+    }
+
+
 def code_problems() -> list[dict[str, Any]]:
     """Toy code problems in the short style (``prompt`` + ``test_code``)."""
     problems = []
@@ -177,6 +198,9 @@ def demo_data() -> dict[str, list[dict[str, Any]]]:
 
     val = [fresh(_summary_item) for _ in range(12)] + [fresh(_classify_item) for _ in range(12)]
     train = [fresh(_summary_item) for _ in range(120)]
+    # a JSON-answer task the base model never saw: the example suite checks its answers' form
+    val += [fresh(_json_item) for _ in range(12)]
+    train += [fresh(_json_item) for _ in range(72)]
     # every sentiment word in every phrasing, three times (with different things)
     words = [w for label in LABELS for w in _SENTIMENT_WORDS[label]]
     train += [fresh(lambda r: _classify_item(r, w, t)) for w in words for t in _REVIEWS for _ in range(3)]
@@ -202,7 +226,7 @@ class Recipe:
     heads: int = 4
     context: int = 512
     base_steps: int = 60
-    finetune_steps: int = 500
+    finetune_steps: int = 600
     batch_size: int = 8
     lr: float = 5e-3
     eval_every: int = 50
@@ -218,7 +242,7 @@ class Recipe:
 # perplexity on plain validation texts (instruction, line break, output) low.
 RECIPES = {
     "byte": Recipe("byte", lr=6e-3, prompt_weight=0.2),
-    "bpe": Recipe("bpe"),
+    "bpe": Recipe("bpe", regressed_steps=500),
 }
 
 BPE_CHAT_TEMPLATE = (

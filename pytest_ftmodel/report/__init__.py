@@ -23,7 +23,7 @@ from pytest_ftmodel.report.records import (
     record_metric,
     recorder,
 )
-from pytest_ftmodel.report.terminal import format_table, sandbox_line, summary_lines
+from pytest_ftmodel.report.terminal import format_table, sandbox_line, scored_line, summary_lines
 from pytest_ftmodel.report.versus import INTERRUPTED_NOTE
 
 _fmt = fmt
@@ -113,6 +113,7 @@ __all__ = [
     "record_metric",
     "recorder",
     "sandbox_line",
+    "scored_line",
     "summary_lines",
     "write_reports",
 ]

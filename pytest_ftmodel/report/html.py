@@ -226,7 +226,7 @@ def _against_baseline(records: list[MetricRecord], session: dict[str, Any]) -> s
 def _plots(records: list[MetricRecord]) -> str:
     from pytest_ftmodel.report import plots
 
-    wanted = [r for r in records if r.details.get("kind") in ("training curve", "per-text NLL", "per-item score", "pass@k", "A/B", "judge")]
+    wanted = [r for r in records if r.details.get("kind") in ("training curve", "per-text NLL", "per-item score", "pass@k", "A/B", "judge", "format", "reference score", "length")]
     if not wanted:
         return '<p class="muted">No gate in this run has a figure to plot.</p>'
     if not plots.available():
@@ -248,7 +248,7 @@ def _plots(records: list[MetricRecord]) -> str:
 
 
 _COLUMNS = (("prompt / text", ("prompt", "text"), "text"), ("expected", ("expected",), "text"),
-            ("answer", ("answer",), "text"), ("stderr", ("stderr",), "text mono"))
+            ("answer", ("answer",), "text"), ("why it failed", ("reason",), "text"), ("stderr", ("stderr",), "text mono"))
 
 
 def _worst(records: list[MetricRecord]) -> str:
@@ -337,7 +337,8 @@ def _repeats(records: list[MetricRecord]) -> str:
 
 def _judged(records: list[MetricRecord]) -> str:
     judged = versus.judged_text(records)
-    return f'<p class="judged">Code samples {_e(judged)}</p>' if judged else ""
+    scored = versus.scored_text(records)
+    return (f'<p class="judged">Code samples {_e(judged)}</p>' if judged else "") + (f'<p class="judged">{_e(scored)}</p>' if scored else "")
 
 
 def render_html(records: list[MetricRecord], session: dict[str, Any] | None = None, *, title: str = "pytest-ftmodel report") -> str:

@@ -80,6 +80,9 @@ def render_markdown(records: list[MetricRecord], session: dict[str, Any] | None 
     judged = versus.judged_text(records)
     if judged:
         lines += ["", "Code samples " + md_text(judged)]
+    scored = versus.scored_text(records)
+    if scored:
+        lines += ["", md_text(scored)]
     counted = versus.summary_line(records, _baseline_source(records, session))
     if counted:
         lines += ["", md_text(counted[0].upper() + counted[1:])]

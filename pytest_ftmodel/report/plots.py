@@ -100,8 +100,10 @@ def distribution(record: MetricRecord, prefix: str) -> str:
         color=[c for _, _, c in series], label=[f"{label} (n={len(vs)})" for label, vs, _ in series],
         edgecolor="white", linewidth=0.4,
     )
-    if record.details.get("kind") == "per-item score" and record.threshold is not None:
-        ax.axvline(record.value, color=_PASS if record.passed else _FAIL, linewidth=1.4, label=f"mean {fmt(record.value)}")
+    if record.details.get("kind") in ("per-item score", "reference score") and record.threshold is not None:
+        # a corpus score (BLEU, chrF) is not the mean of the sentence scores plotted: named as it is
+        what = "corpus score" if record.details.get("metric") in ("bleu", "chrf") else "mean"
+        ax.axvline(record.value, color=_PASS if record.passed else _FAIL, linewidth=1.4, label=f"{what} {fmt(record.value)}")
         ax.axvline(record.threshold, color=_GREY, linestyle="--", linewidth=1.0, label=f"bar {fmt(record.threshold)}")
     ax.set_xlabel("NLL per token (nats)" if compare else str(details.get("item_value", "value")), fontsize=8)
     ax.set_ylabel("share of items" if shares else "items", fontsize=8)
@@ -193,6 +195,68 @@ def judge_vs_human(record: MetricRecord, prefix: str) -> str | None:
     return _svg(fig, prefix)
 
 
+def share(record: MetricRecord, prefix: str) -> str:
+    """A pass share (format, exact match) with its 95% interval against the bar; for the format gate,
+    the failing answers counted by why they failed."""
+    reasons = {str(k): int(v) for k, v in (record.details.get("reasons") or {}).items()}
+    fig = _figure(5.2, 2.4 if reasons else 1.6)
+    axes = fig.subplots(2, 1, height_ratios=[1, 1.4]) if reasons else [fig.add_subplot()]
+    top = axes[0]
+    _style(top)
+    colour = _PASS if record.passed else _FAIL
+    if record.interval is not None:
+        lo, hi = record.interval
+        top.errorbar([record.value], [0], xerr=[[record.value - lo], [hi - record.value]], color=colour, marker="o", capsize=4,
+                     label=f"{record.name} {fmt(record.value)} with 95% CI (n={record.n})")
+    else:
+        top.plot([record.value], [0], marker="o", color=colour, label=f"{record.name} {fmt(record.value)}")
+    if record.threshold is not None:
+        top.axvline(record.threshold, color=_GREY, linestyle="--", linewidth=1.0, label=f"bar {fmt(record.threshold)}")
+    top.set_xlim(-0.02, 1.02)
+    top.set_yticks([])
+    top.set_xlabel(f"share of {record.unit} that pass", fontsize=8)
+    _legend(top)
+    if reasons:
+        bottom = axes[1]
+        _style(bottom)
+        names = sorted(reasons, key=lambda k: (-reasons[k], k))[:6]
+        from pytest_ftmodel.escaping import visible
+
+        bottom.barh(range(len(names)), [reasons[k] for k in names], color=_FAIL, height=0.6)
+        bottom.set_yticks(range(len(names)), [visible(k)[:30] for k in names], fontsize=7)
+        bottom.invert_yaxis()
+        bottom.set_xlabel("failing answers by reason", fontsize=8)
+        from matplotlib.ticker import MaxNLocator
+
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _svg(fig, prefix)
+
+
+def lengths(record: MetricRecord, prefix: str) -> str:
+    """Answer lengths of the model and of its base (model or baseline), side by side per bin."""
+    d = record.details
+    model = [float(v) for v in d.get("model_lengths") or [] if v is not None]
+    base = [float(v) for v in d.get("base_lengths") or [] if v is not None]
+    fig = _figure()
+    ax = fig.add_subplot()
+    _style(ax)
+    everything = model + base
+    low, high = (min(everything), max(everything)) if everything else (0.0, 1.0)
+    if high - low < 1:
+        low, high = low - 0.5, high + 0.5
+    bins = [low + (high - low) * k / 20 for k in range(21)]
+    against = str(d.get("against") or "base")
+    ax.hist([model, base], bins=bins, color=[_MODEL, _BASE], edgecolor="white", linewidth=0.4,
+            label=[f"model (n={len(model)}, mean {fmt(d.get('mean_length'))})", f"{against} (n={len(base)}, mean {fmt(d.get('mean_base_length'))})"])
+    ax.set_xlabel(f"answer length ({d.get('unit', 'tokens')}); ratio {fmt(record.value)} (bar {record.op} {fmt(record.threshold)})", fontsize=8)
+    ax.set_ylabel("items", fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _legend(ax)
+    return _svg(fig, prefix)
+
+
 def plot_record(record: MetricRecord, prefix: str) -> str | None:
     """The SVG for ``record``, or None when it has nothing worth plotting."""
     kind = record.details.get("kind")
@@ -206,6 +270,12 @@ def plot_record(record: MetricRecord, prefix: str) -> str | None:
         return ab(record, prefix)
     if kind == "judge":
         return judge_vs_human(record, prefix)
+    if kind == "format" or (kind == "reference score" and record.details.get("compare_kind") == "binary"):
+        return share(record, prefix)
+    if kind == "reference score" and len(record.items) >= 2:
+        return distribution(record, prefix)
+    if kind == "length":
+        return lengths(record, prefix)
     return None
 
 

@@ -217,6 +217,8 @@ def junit_properties(record: MetricRecord) -> list[tuple[str, str]]:
         if rep.get("binary"):
             props += [(f"{key}.pass_at_k", fmt(rep.get("pass_at_k"))), (f"{key}.pass_hat_k", fmt(rep.get("pass_hat_k")))]
         props.append((f"{key}.flaky_items", ",".join(str(f.get("index")) for f in rep.get("flaky") or [])))
+    if (record.details or {}).get("signature"):  # how a sacrebleu score was computed
+        props.append((f"{key}.signature", str(record.details["signature"])))
     if record.test_outcome:  # the verdict is the test's outcome; the gate's own beside it
         props.append((f"{key}.gate_verdict", versus.gate_verdict(record)))
     b = record.baseline
@@ -664,7 +666,77 @@ def _leaks(result: Any, name: str) -> Described:
     return tuple(items), {"kind": "leakage", "item_value": "leaked", "better": "lower"}
 
 
+def _format(result: Any, name: str) -> Described:
+    from pytest_ftmodel.metrics.form import reason_kind
+
+    ids = item_ids([it.prompt] for it in result.items)
+    items = [
+        {
+            "index": it.index, "id": i, "value": float(it.passed), "prompt": _text(it.prompt), "answer": _text(it.answer),
+            **({"reason": _text(it.reason)} if it.reason else {}),
+        }
+        for i, it in zip(ids, result.items)
+    ]
+    reasons: dict[str, int] = {}
+    for it in result.items:
+        if not it.passed:
+            reasons[reason_kind(it.reason)] = reasons.get(reason_kind(it.reason), 0) + 1
+    details = {
+        "kind": "format", "item_value": "passes every check", "better": "higher", "perfect": 1.0, "compare_kind": "binary",
+        "checks": list(result.checks), "reasons": reasons, "n_passed": result.n_passed,
+    }
+    return tuple(items), details
+
+
+def _reference(result: Any, name: str) -> Described:
+    ids = item_ids([it.prompt, list(it.references)] for it in result.items)
+    items = [
+        {
+            "index": it.index, "id": i, "value": it.value, "prompt": _text(it.prompt), "expected": _text(it.references[0]),
+            "answer": _text(it.generated),
+        }
+        for i, it in zip(ids, result.items)
+    ]
+    item_value = {
+        "exact_match": "exact match (SQuAD-normalised)", "f1": "token F1 (SQuAD-normalised)",
+        "bleu": "sentence BLEU (sacrebleu, effective order)", "chrf": "sentence chrF (sacrebleu)",
+    }.get(result.metric, "score")
+    details = {
+        "kind": "reference score", "metric": result.metric, "item_value": item_value, "better": "higher",
+        "compare_kind": "binary" if result.metric == "exact_match" else "continuous",
+        "interval_method": result.interval_method,
+        **({"signature": result.signature} if result.signature else {}),
+        **({"perfect": 1.0} if result.metric == "exact_match" else {}),
+    }
+    return tuple(items), details
+
+
+def _length(result: Any, name: str) -> Described:
+    ids = item_ids([it.prompt] for it in result.items)
+    items = [
+        {
+            "index": it.index, "id": i, "value": it.length, "words": it.n_words, **({"tokens": it.n_tokens} if it.n_tokens is not None else {}),
+            **({"base": it.base_length, "ratio": it.ratio} if it.base_length is not None else {}),
+            "prompt": _text(it.prompt), "answer": _text(it.answer),
+        }
+        for i, it in zip(ids, result.items)
+    ]
+    details = {
+        "kind": "length", "unit": result.unit, "against": result.against, "item_value": f"answer length ({result.unit})",
+        "better": "lower", "model_lengths": [it.length for it in result.items],
+        "base_lengths": [it.base_length for it in result.items if it.base_length is not None],
+        "mean_length": result.mean_length, "mean_base_length": result.mean_base_length,
+        # each item's length goes to the baseline file, where assert_length without base= reads it;
+        # the helper compares with it itself (a paired test of raw lengths would gate on any change)
+        "compare_kind": "continuous", "self_compared": True,
+    }
+    return tuple(items), details
+
+
 _DESCRIBERS: dict[str, Callable[[Any, str], Described]] = {
+    "FormatResult": _format,
+    "ReferenceResult": _reference,
+    "LengthResult": _length,
     "PerplexityResult": _perplexity,
     "ImprovementResult": _improvement,
     "RougeResult": _rouge,

@@ -154,3 +154,9 @@ def sandbox_line(records: list[MetricRecord], asked: str) -> str | None:
     if judged:
         lines.append(versus.visible(judged))
     return "\n".join(w for line in lines for w in textwrap.wrap(line, WIDTH, subsequent_indent="  ", break_on_hyphens=False))
+
+
+def scored_line(records: list[MetricRecord]) -> str | None:
+    """The sacrebleu signatures of the BLEU and chrF gates that ran (how their scores were computed)."""
+    scored = versus.scored_text(records)
+    return "\n".join(textwrap.wrap(versus.visible(scored), WIDTH, subsequent_indent="  ", break_on_hyphens=False)) if scored else None

@@ -248,6 +248,19 @@ def _quoted(text: Any, limit: int = 120) -> str:
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
+def scored_text(records: Iterable[MetricRecord]) -> str | None:
+    """How the sacrebleu scores were computed (their signatures), for every report; None when no
+    BLEU or chrF gate ran."""
+    seen: dict[str, str] = {}
+    for r in records:
+        signature = r.details.get("signature")
+        if signature and r.details.get("metric"):
+            seen.setdefault(str(r.details["metric"]), str(signature))
+    if not seen:
+        return None
+    return "scored with sacrebleu: " + "; ".join(f"{metric} {sig}" for metric, sig in sorted(seen.items()))
+
+
 def judged_text(records: Iterable[MetricRecord]) -> str | None:
     """How the code gates' samples were judged, for every report: how many split, how many in-process
     (where an answer could tamper with its tests) and why; None when no code gate ran."""
