@@ -181,13 +181,13 @@ def test_records_and_the_gate(private_record) -> None:
     with pytest.raises(AssertionError) as failed:
         assert_no_leakage(data["train"], leaked)
     assert str(failed.value).splitlines()[:2] == [
-        "1 of 25 validation items also appear in training (normalize='structure': case, runs of whitespace and "
+        f"1 of {len(leaked)} validation items also appear in training (normalize='structure': case, runs of whitespace and "
         "Unicode forms (NFKC) folded; brackets, operators and quotes kept):",
-        f"    val 24 = train 3 (after folding): {leaked[-1]['instruction'] + ' ' + leaked[-1]['output']!r}",
+        f"    val {len(leaked) - 1} = train 3 (after folding): {leaked[-1]['instruction'] + ' ' + leaked[-1]['output']!r}",
     ]
     assert [r.passed for r in private_record.records] == [True, False]
     assert [r.settings for r in private_record.records] == [{"normalize": "structure"}] * 2
     punctuated = data["val"] + [{**data["train"][5], "instruction": data["train"][5]["instruction"] + "!"}]
     assert_no_leakage(data["train"], punctuated)
-    with pytest.raises(AssertionError, match=r"normalize='prose'.*\n.*val 24 = train 5 \(after folding\)"):
+    with pytest.raises(AssertionError, match=rf"normalize='prose'.*\n.*val {len(punctuated) - 1} = train 5 \(after folding\)"):
         assert_no_leakage(data["train"], punctuated, normalize="prose")
