@@ -79,7 +79,7 @@ def test_the_example_suite_prints_the_same_table_under_xdist(pytester: pytest.Py
     assert [line.replace("baseline serial/", "baseline ") for line in table if not line.startswith(counted)] == [
         line.replace("baseline parallel/", "baseline ") for line in cache if not line.startswith(counted)
     ]
-    assert "12 metrics recorded, 12 passed, 0 failed." in table
+    assert "13 metrics recorded, 13 passed, 0 failed." in table
     # the workers' cache counts add up: every answer (and per-text score) the serial run made or read is a hit now
     for what in counted:
         counts = [line.split()[2:5:2] for run in (table, cache) for line in run if line.startswith(what)]

@@ -126,9 +126,12 @@ def margin_text(b: dict[str, Any] | None) -> str:
 
 def quantity_label(b: dict[str, Any] | None) -> str:
     """The short label of the quantity compared when it is not the metric's own figure (``ppl`` for the
-    perplexity behind the loss gap or a perplexity improvement), else ``""``."""
+    perplexity behind the loss gap or a perplexity improvement, ``acc`` for the fine-tuned model's
+    accuracy behind an accuracy change), else ``""``."""
     quantity = str((b or {}).get("quantity") or "")
-    return "ppl" if "perplexity" in quantity else visible(quantity)
+    if "perplexity" in quantity:
+        return "ppl"
+    return "acc" if "accuracy" in quantity else visible(quantity)
 
 
 def _labelled(b: dict[str, Any] | None, value: Any) -> str:
