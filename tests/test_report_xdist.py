@@ -66,7 +66,8 @@ def test_the_example_suite_prints_the_same_table_under_xdist(pytester: pytest.Py
     # two fresh copies of the suite (its review sheets are written beside it, and a sheet that exists
     # is not generated again), one answer cache: the parallel run reuses the serial run's answers
     source = Path(__file__).resolve().parent.parent / "example_suite"
-    suites = [pytester.path / run / "example_suite" for run in ("serial", "parallel")]
+    # folder names of one length: the baseline line names the file, and a longer name wraps it elsewhere
+    suites = [pytester.path / run / "example_suite" for run in ("serial", "xdist2")]
     for suite in suites:
         shutil.copytree(source, suite, ignore=shutil.ignore_patterns("__pycache__", "reviews"))
     options = ("-p", "no:randomly", "--ftmodel-cache-dir", str(pytester.path / "answers"))
@@ -75,9 +76,9 @@ def test_the_example_suite_prints_the_same_table_under_xdist(pytester: pytest.Py
     assert serial.ret == parallel.ret == 0, parallel.stdout.str()
     table, cache = _section(serial), _section(parallel)
     counted = ("generation cache", "score cache")
-    # the baseline line names each copy's own baseline file (serial/..., parallel/...)
+    # the baseline line names each copy's own baseline file (serial/..., xdist2/...)
     assert [line.replace("baseline serial/", "baseline ") for line in table if not line.startswith(counted)] == [
-        line.replace("baseline parallel/", "baseline ") for line in cache if not line.startswith(counted)
+        line.replace("baseline xdist2/", "baseline ") for line in cache if not line.startswith(counted)
     ]
     assert "13 metrics recorded, 13 passed, 0 failed." in table
     # the workers' cache counts add up: every answer (and per-text score) the serial run made or read is a hit now
