@@ -110,6 +110,22 @@ def test_unknown_family_is_refused() -> None:
         demo.build_demo("gpt")
 
 
+def test_train_plain_trains_a_checkpoint_further_and_saves_it_with_its_tokenizer(bpe_pair, tmp_path) -> None:
+    # the bpe family: its tokenizer's start token (<s>) goes in front of every plain text
+    texts = ["The red fox jumped over the tall fence.", "A blue bird sang on the roof."]
+    out = demo.train_plain(bpe_pair.base, texts, tmp_path / "more", steps=10)
+    assert out == tmp_path / "more" and json.loads((out / "trainer_state.json").read_text())["global_step"] == 10
+    tuned = load_model(out, device="cpu")  # model and tokenizer, loaded back as a user would
+    assert tuned.tokenizer.bos_token == "<s>" and tuned.tokenizer.chat_template
+    before = perplexity(load_model(bpe_pair.base, device="cpu"), texts).perplexity
+    assert perplexity(tuned, texts).perplexity < before / 2
+
+
+def test_train_plain_refuses_nothing_to_train_on(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"train_plain: needs texts and steps >= 1 \(got 0 texts, steps=30\)"):
+        demo.train_plain(demo.shipped_demo("byte").base, [], tmp_path / "x")
+
+
 def test_demo_command_copies_the_shipped_models_into_a_folder_and_prints_paths(tmp_path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "pytest_ftmodel", "demo", str(tmp_path), "--family", "bpe"],

@@ -150,34 +150,68 @@ def test_the_bases_answer_the_general_questions_and_the_fine_tunes_keep_them(dem
     assert result.model.accuracy >= 0.98 and result.verdict == "within noise"
 
 
-def test_the_byte_regressed_twin_forgets_how_sentences_go_on(byte_pair, questions, no_score_cache):
+@pytest.fixture(scope="module")
+def forgetful(byte_pair, tmp_path_factory):
+    """The byte demo's base model fine-tuned here, in well under a second of CPU, to forget how its
+    sentences go on: its own plain corpus with every "The <adj> <animal> <verb> the <object> in the"
+    rewritten to "... the <object> and the <other object> in the", so that after an object comes
+    "and", no longer "in" (the "sentences" questions), while places and weather stay as they were.
+    Saved with save_pretrained (tokenizer too) and loaded back as a user would: its path and the model.
+    (The shipped regressed twins no longer forget: every shipped model answers the 90 questions right.)"""
+    import random
+    import re
+
+    from pytest_ftmodel import load_model
+    from pytest_ftmodel.demo import base_corpus, train_plain
+
+    shape = re.compile(r"^(The \w+ \w+ \w+ the )(\w+) in the ")
+    corpus = base_corpus()
+    objects = sorted({m.group(2) for m in map(shape.match, corpus) if m})
+    rng = random.Random(0)
+    texts = [shape.sub(lambda m: f"{m.group(1)}{m.group(2)} and the {rng.choice(objects)} in the ", t) for t in corpus]
+    assert sum(" and the " in t for t in texts) > 200  # most of the corpus now says it the other way
+    # 30 steps: at 12 it still answers every question right, from 16 on it answers no "sentences" one
+    path = train_plain(byte_pair.base, texts, tmp_path_factory.mktemp("forget") / "forgetful", steps=30)
+    return path, load_model(path, device="cpu")
+
+
+def test_a_model_trained_to_forget_how_sentences_go_on_fails_the_gate(byte_pair, forgetful, questions, no_score_cache):
     from pytest_ftmodel import load_model
 
-    base, twin = (load_model(p, device="cpu") for p in (byte_pair.base, byte_pair.regressed))
+    base = load_model(byte_pair.base, device="cpu")
     with pytest.raises(AssertionError) as info:
-        assert_no_forgetting(twin, base, questions, margin=0.02, per_category=True, cache=None)
+        assert_no_forgetting(forgetful[1], base, questions, margin=0.02, per_category=True, cache=None)
     lines = str(info.value).splitlines()
-    assert "accuracy 0.744 vs the base model's 1.000 on the same 90 items, change -0.256" in lines[0]
-    assert "sentences: 1.000 -> 0.233 (-0.767, n=30" in lines[2] and "FAILED (Holm)" in lines[2]
-    assert "chose 'the', gold 'in'" in lines[-1]
+    # the 30 "sentences" questions, and nothing else, are lost (the base answers all 90 right)
+    assert "accuracy 0.667 vs the base model's 1.000 on the same 90 items, change -0.333" in lines[0]
+    assert "30 items lost, 0 gained" in lines[0] and "model forgetful, base base" in lines[0]
+    assert lines[1].strip() == "categories that lost most:"
+    assert "sentences: 1.000 -> 0.000 (-1.000, n=30" in lines[2] and "FAILED (Holm)" in lines[2]
+    assert all("+0.000" in line and "FAILED" not in line for line in lines[3:5])
+    assert "worst items (the base model right, the fine-tuned model wrong)" in lines[5]
+    assert lines[6:] and all("chose 'and', gold 'in'" in line for line in lines[6:])
+    # the same model, without the category split, still fails on the total
+    result = forgetting(forgetful[1], base, questions, margin=0.02, cache=None)
+    assert result.verdict == "regressed" and len(result.lost) == 30
 
 
-def test_assert_mc_accuracy_on_the_demo(byte_pair, questions, no_score_cache):
-    from pytest_ftmodel import assert_mc_accuracy, load_model
+def test_assert_mc_accuracy_on_the_demo(forgetful, questions, no_score_cache):
+    from pytest_ftmodel import assert_mc_accuracy
 
-    twin = load_model(byte_pair.regressed, device="cpu")
-    result = assert_mc_accuracy(twin, questions, at_least=0.7, normalize="char", cache=None)
-    assert result.rule["normalize"] == "char" and result.n == 90
+    model = forgetful[1]
+    result = assert_mc_accuracy(model, questions, at_least=0.6, normalize="char", cache=None)
+    assert result.rule["normalize"] == "char" and result.n == 90 and result.accuracy == pytest.approx(60 / 90)
     with pytest.raises(AssertionError) as info:
-        assert_mc_accuracy(twin, questions, at_least=0.9, cache=None)
+        assert_mc_accuracy(model, questions, at_least=0.9, cache=None)
     text = str(info.value)
-    assert text.startswith("multiple-choice accuracy 0.744 (67/90, normalize='none') is below the bar 0.900")
-    assert "sentences 7/30" in text and "other normalisations: char 0.700, byte 0.700, token 0.744" in text
+    assert text.startswith("multiple-choice accuracy 0.667 (60/90, normalize='none') is below the bar 0.900")
+    assert "places 30/30, sentences 0/30, weather 30/30" in text
+    assert "other normalisations: char 0.667, byte 0.667, token 0.667" in text
 
 
 @pytest.mark.slow  # three pytest runs in subprocesses: about 16 s
-def test_mc_accuracy_is_compared_with_the_release_baseline_item_by_item(pytester, byte_pair):
-    """Recorded on the fine-tuned byte demo, the regressed twin's per-item accuracy regresses
+def test_mc_accuracy_is_compared_with_the_release_baseline_item_by_item(pytester, byte_pair, forgetful):
+    """Recorded on the fine-tuned byte demo, the per-item accuracy of the model trained to forget regresses
     (McNemar), and the rule is part of the entry: another normalisation is a mismatch, not a regression."""
     from pytest_ftmodel.demo import demo_data_dir
 
@@ -196,9 +230,9 @@ def test_general(ftmodel):
     common = (f"--ftmodel-baseline={baseline}", "-p", "no:cacheprovider")
     recorded = pytester.runpytest_subprocess(f"--model={byte_pair.finetuned}", "--ftmodel-update-baseline", *common)
     assert recorded.ret == 0, recorded.stdout.str()
-    result = pytester.runpytest_subprocess(f"--model={byte_pair.regressed}", *common)
+    result = pytester.runpytest_subprocess(f"--model={forgetful[0]}", *common)
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
-    result.stdout.fnmatch_lines(["*mc accuracy regressed against the baseline*McNemar mid-p*", "*items that got worse (3 of 23 shown*"])
+    result.stdout.fnmatch_lines(["*mc accuracy regressed against the baseline*McNemar mid-p*", "*items that got worse (3 of 30 shown*"])
     pytester._monkeypatch.setenv("NORM", "char")
     other = pytester.runpytest_subprocess(f"--model={byte_pair.finetuned}", *common)
     other.stdout.fnmatch_lines(["*settings differ from the baseline's*normalize*"])

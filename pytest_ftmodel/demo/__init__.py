@@ -36,7 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -479,6 +479,36 @@ def _save(model: Any, tokenizer: Any, out: Path, history: list[dict[str, Any]]) 
         "log_history": history,
     }
     write_atomic(out / "trainer_state.json", json.dumps(state, indent=1))
+
+
+def train_plain(
+    checkpoint: str | os.PathLike[str],
+    texts: list[str],
+    out: str | os.PathLike[str],
+    *,
+    steps: int = 30,
+    lr: float | None = None,
+    seed: int = SEED,
+) -> Path:
+    """Train a saved demo checkpoint further on plain ``texts`` (documents as its base model saw them:
+    start token, text, end of sequence) with the demo's own loop, and save the model and its tokenizer
+    into ``out``; returns ``out``. ``lr`` defaults to the family's recipe. Seconds of one CPU thread for
+    a few dozen steps: a model fine-tuned in a test (one trained to forget, say) without shipping it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pytest_ftmodel.model import quiet_transformers
+
+    if not texts or steps < 1:
+        raise ValueError(f"train_plain: needs texts and steps >= 1 (got {len(texts)} texts, steps={steps})")
+    with quiet_transformers(), _threads(1):
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint))
+        family = "byte" if model.config.model_type == "gpt2" else "bpe"
+        recipe = RECIPES[family] if lr is None else replace(RECIPES[family], lr=lr)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        history = train(model, [_encode_plain(tokenizer, t) for t in texts], recipe, steps, pad_id, seed=seed)
+        _save(model, tokenizer, Path(out), history)
+    return Path(out)
 
 
 def say(message: str) -> None:
