@@ -103,8 +103,7 @@ def assert_format(
         more = len(failing) - min(len(failing), SHOWN)
         flaky = _flaky_lines(
             result.stability,
-            lambda i: f"item {i}: passes in {round(result.items[i].share * k)} of {k} samples "
-            f"(first failing: {visible(result.items[i].reason)})  prompt {_cut(result.items[i].prompt, 40)!r}",
+            lambda i: f"item {i}: passes in {round(result.items[i].share * k)} of {k} samples  prompt {_cut(result.items[i].prompt, 40)!r}",
         )
         head = (
             f"format: {result.n_passed} of {result.n} answers pass ({_pct(result.share)}, "
