@@ -358,3 +358,36 @@ def test_samples_with_answers_given_is_one_line() -> None:
         assert_format(["{}"], None, max_words=5, samples=2, temperature=1.0)
     with pytest.raises(DataError, match=r"^samples=2 with answers given: pass the model"):
         assert_exact_match(["a"], ["a"], samples=2, temperature=1.0)
+
+
+def test_a_sampled_format_run_compares_per_item_and_never_with_a_greedy_baseline(bpe_model, private_record, tmp_path) -> None:
+    from pytest_ftmodel import assert_format
+    from pytest_ftmodel.report.records import repeats_text
+
+    schema = _schema()
+    greedy = lambda: assert_format(bpe_model, JSON_ITEMS, json_schema=schema, at_least=0.0, max_new_tokens=48)  # noqa: E731
+    _baseline_of(private_record, tmp_path, greedy)
+    with pytest.raises(pytest.fail.Exception, match=re.escape("settings differ from the baseline's (samples=<unset> in the baseline, 3 now")):
+        assert_format(bpe_model, JSON_ITEMS, json_schema=schema, at_least=0.0, **FORMAT)
+    sampled = lambda: assert_format(bpe_model, JSON_ITEMS, json_schema=schema, at_least=0.0, **FORMAT)  # noqa: E731
+    _baseline_of(private_record, tmp_path, sampled)
+    sampled()  # the same sampled run: the same answers, compared per item
+    record = private_record.records[-1]
+    assert record.baseline["verdict"] == "within noise" and record.baseline["delta"] == 0
+    s = record.details["repeats"]
+    assert repeats_text(record).startswith("3 samples per item; pass@3 ") and s["flaky"] and s["binary"]
+
+
+def test_a_sampled_bleu_record_keeps_its_scale(bpe_model, private_record) -> None:
+    pytest.importorskip("sacrebleu")
+    from pytest_ftmodel import assert_bleu
+
+    result = assert_bleu(bpe_model, SUMMARIES, at_least=0.0, max_new_tokens=16, samples=3, temperature=2.0, seed=3)
+    [record] = private_record.records
+    assert record.value == pytest.approx(result.score) and 0 <= result.interval[0] <= result.score <= result.interval[1] <= 100
+    rep = record.details["repeats"]
+    assert not rep["binary"] and rep["flaky"], "the demo's summaries should vary at temperature 2"
+    first = rep["flaky"][0]
+    assert first["mean"] == pytest.approx(result.items[first["index"]].value)  # on BLEU's 0-100 scale, as the item's value
+    assert record.settings["signature"] == result.signature and "mean of sentence scores" in result.signature
+    assert record.details["item_value"] == "mean sentence BLEU (sacrebleu, effective order) over 3 samples"
