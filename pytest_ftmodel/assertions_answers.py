@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Pattern, Sequence
 
-from pytest_ftmodel.assertions import Margin, _cut, _gated, _judged, _name, _shown
+from pytest_ftmodel.assertions import SAMPLING_BARS, Margin, _cut, _flaky_lines, _gated, _judged, _name, _sampling, _shown
 from pytest_ftmodel.bars import choice, number, proportion, whole
 from pytest_ftmodel.baseline.store import effective_settings
 from pytest_ftmodel.escaping import visible
 from pytest_ftmodel.report import record_metric
+from pytest_ftmodel.sampling import sampling_settings
 
 #: items shown in a diagnosis
 SHOWN = 5
@@ -36,7 +37,7 @@ def _pct(value: float) -> str:
     return f"{value:.1%}"
 
 
-@_gated(at_least=proportion(0.95), max_words=whole(50, low=0, optional=True), extract=choice("auto", "whole"))
+@_gated(at_least=proportion(0.95), max_words=whole(50, low=0, optional=True), extract=choice("auto", "whole"), **SAMPLING_BARS)
 def assert_format(
     model: Any,
     data: Sequence[Any] | None,
@@ -49,11 +50,19 @@ def assert_format(
     max_words: int | None = None,
     extract: str = "auto",
     margin: Margin = None,
+    samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
     **kwargs: Any,
 ) -> Any:
     """Fail unless at least ``at_least`` of the answers pass every check of
     :func:`~pytest_ftmodel.metrics.form.format_check` (which takes ``kwargs``: ``prompt_key``,
-    ``max_new_tokens``, generation settings). Returns the FormatResult."""
+    ``max_new_tokens``, generation settings). Returns the FormatResult.
+
+    ``samples=k`` (a model, ``temperature > 0``, ``top_p``, ``seed``): k answers per item, each
+    checked; the share is the mean over items of their share of passing samples, with pass@k, pass^k
+    and the flip rate beside it (see :mod:`pytest_ftmodel.sampling`)."""
     __tracebackhide__ = True
     from pytest_ftmodel.generation import generate
     from pytest_ftmodel.metrics.form import format_check, reason_kind
@@ -61,10 +70,15 @@ def assert_format(
     checks: dict[str, Any] = dict(
         json_schema=json_schema, regex=regex, contains=contains, not_contains=not_contains, max_words=max_words, extract=extract
     )
-    result = format_check(model, data, **checks, **kwargs)
+    sampling = _sampling("assert_format", samples, temperature, top_p, seed)
+    if _given(model):  # answers given: nothing is generated (samples > 1 is refused by format_check)
+        sampling = {k: v for k, v in sampling.items() if k == "samples" and v != 1}
+    result = format_check(model, data, **checks, **sampling, **kwargs)
     regexes = [regex] if isinstance(regex, (str, re.Pattern)) else list(regex or [])
     shown_checks = {**checks, "regex": [getattr(p, "pattern", p) for p in regexes] or None}
-    settings = effective_settings({**kwargs, **shown_checks}, format_check, *(() if _given(model) else (generate,)))
+    settings = effective_settings(
+        {**kwargs, **sampling, **shown_checks}, format_check, *(() if _given(model) else (generate,)), **sampling_settings(samples)
+    )
     passed = _judged(
         "format", result.share, at_least, ">=", n=result.n, unit="answers", model=_model_of(model), interval=result.interval,
         result=result, settings=settings,
@@ -72,20 +86,35 @@ def assert_format(
     if not passed:
         low, high = result.interval
         failing = result.failing()
-        lines = [
-            f"    item {it.index}: {visible(it.reason)}\n      answer {_cut(it.answer, 80)!r}"
-            for it in failing[:SHOWN]
-        ]
+        k = result.samples
+        lines = []
+        for it in failing[:SHOWN]:
+            # with samples: the first failing one (sample 0 may pass)
+            j = next((j for j, r in enumerate(it.reasons) if r), 0)
+            said = it.answers[j] if it.answers else it.answer
+            where = f" (sample {j}; passes in {round(it.share * k)} of {k} samples)" if k > 1 else ""
+            lines.append(f"    item {it.index}: {visible(it.reason)}{where}\n      answer {_cut(said, 80)!r}")
         reasons: dict[str, int] = {}
         for it in failing:
-            reasons[reason_kind(it.reason)] = reasons.get(reason_kind(it.reason), 0) + 1
+            for why in it.reasons or (it.reason,):
+                if why:
+                    reasons[reason_kind(why)] = reasons.get(reason_kind(why), 0) + 1
         counted = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
         more = len(failing) - min(len(failing), SHOWN)
+        flaky = _flaky_lines(
+            result.stability,
+            lambda i: f"item {i}: passes in {round(result.items[i].share * k)} of {k} samples  prompt {_cut(result.items[i].prompt, 40)!r}",
+        )
+        head = (
+            f"format: {result.n_passed} of {result.n} answers pass ({_pct(result.share)}, "
+            if k == 1 else f"format: {_pct(result.share)} of {result.n} items x {k} samples pass ("
+        )
         raise AssertionError(
-            f"format: {result.n_passed} of {result.n} answers pass ({_pct(result.share)}, 95% CI [{_pct(low)}, {_pct(high)}]), "
+            head + f"95% CI [{_pct(low)}, {_pct(high)}]), "
             f"below the bar {_pct(at_least)} (checks: {'; '.join(result.checks)}; {_model_text(model)})\n"
-            f"  why they fail: {visible(counted)}\n  failing answers:\n" + "\n".join(lines)
-            + (f"\n    ... and {more} more" if more > 0 else "")
+            f"  why they fail{' (samples)' if k > 1 else ''}: {visible(counted)}\n"
+            f"  failing {'items' if k > 1 else 'answers'}:\n" + "\n".join(lines)
+            + (f"\n    ... and {more} more" if more > 0 else "") + flaky
         )
     return result
 
@@ -93,15 +122,22 @@ def assert_format(
 _NAMES = {"exact_match": "exact match", "f1": "token F1", "bleu": "BLEU", "chrf": "chrF"}
 
 
-def _reference_gate(metric: str, model: Any, data: Sequence[Any], at_least: float, kwargs: dict[str, Any]) -> Any:
+def _reference_gate(
+    metric: str, model: Any, data: Sequence[Any], at_least: float, kwargs: dict[str, Any], sampling: dict[str, Any],
+) -> Any:
     __tracebackhide__ = True
     from pytest_ftmodel.generation import generate
     from pytest_ftmodel.metrics import reference
 
     compute = getattr(reference, metric)
-    result = compute(model, data, **kwargs)
+    samples = sampling["samples"]
+    if _given(model):  # answers given: nothing is generated (samples > 1 is refused by the metric)
+        sampling = {k: v for k, v in sampling.items() if k == "samples" and v != 1}
+    result = compute(model, data, **sampling, **kwargs)
     extra = {"signature": result.signature} if result.signature else {}
-    settings = effective_settings(kwargs, compute, *(() if _given(model) else (generate,)), **extra)
+    settings = effective_settings(
+        {**kwargs, **sampling}, compute, *(() if _given(model) else (generate,)), **extra, **sampling_settings(samples)
+    )
     passed = _judged(
         metric, result.score, at_least, ">=", n=result.n, unit="items", model=_model_of(model), interval=result.interval,
         result=result, settings=settings,
@@ -116,44 +152,66 @@ def _reference_gate(metric: str, model: Any, data: Sequence[Any], at_least: floa
             for it in result.worst(3)
         ]
         sig = f"; sacrebleu {result.signature}" if result.signature else ""
+        k = result.samples
+        flaky = _flaky_lines(
+            result.stability,
+            lambda i: f"item {i}: {' '.join(fmt(v) for v in result.items[i].values)} over its samples  prompt {_cut(result.items[i].prompt, 40)!r}",
+        )
+        items = f"{result.n} items" + (f" x {k} samples" if k > 1 else "")
         raise AssertionError(
-            f"{_NAMES[metric]} {fmt(result.score)} is below the bar {fmt(at_least)} on {result.n} items "
+            f"{_NAMES[metric]} {fmt(result.score)} is below the bar {fmt(at_least)} on {items} "
             f"(95% CI [{fmt(low)}, {fmt(high)}], {result.interval_method}{sig}; {_model_text(model)})\n"
-            f"  lowest-scored items:\n" + "\n".join(worst)
+            f"  lowest-scored items{' (means over samples; sample 0 shown)' if k > 1 else ''}:\n" + "\n".join(worst) + flaky
         )
     return result
 
 
-@_gated(at_least=proportion(0.8))
-def assert_exact_match(model: Any, data: Sequence[Any], *, at_least: float = 0.8, margin: Margin = None, **kwargs: Any) -> Any:
+@_gated(at_least=proportion(0.8), **SAMPLING_BARS)
+def assert_exact_match(
+    model: Any, data: Sequence[Any], *, at_least: float = 0.8, margin: Margin = None,
+    samples: int = 1, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, **kwargs: Any,
+) -> Any:
     """Fail unless the share of answers equal to a reference after SQuAD normalisation reaches
     ``at_least``; ``kwargs`` go to :func:`~pytest_ftmodel.metrics.reference.exact_match`."""
     __tracebackhide__ = True
-    return _reference_gate("exact_match", model, data, at_least, kwargs)
+    return _reference_gate("exact_match", model, data, at_least, kwargs, _sampling("assert_exact_match", samples, temperature, top_p, seed))
 
 
-@_gated(at_least=proportion(0.8))
-def assert_f1(model: Any, data: Sequence[Any], *, at_least: float = 0.8, margin: Margin = None, **kwargs: Any) -> Any:
+@_gated(at_least=proportion(0.8), **SAMPLING_BARS)
+def assert_f1(
+    model: Any, data: Sequence[Any], *, at_least: float = 0.8, margin: Margin = None,
+    samples: int = 1, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, **kwargs: Any,
+) -> Any:
     """Fail unless the mean token F1 (SQuAD) reaches ``at_least``; see :func:`~pytest_ftmodel.metrics.reference.f1`."""
     __tracebackhide__ = True
-    return _reference_gate("f1", model, data, at_least, kwargs)
+    return _reference_gate("f1", model, data, at_least, kwargs, _sampling("assert_f1", samples, temperature, top_p, seed))
 
 
 _SACRE = "sacrebleu's 0-100 scale"
 
+# ``samples=k`` (a model, ``temperature > 0``, ``top_p``, ``seed``) on every reference gate: k answers
+# per item, each scored; the figure is the mean over items of their mean over samples, the items the
+# unit of the interval (for BLEU and chrF the mean of sentence scores; see metrics.reference).
 
-@_gated(at_least=number(30.0, low=0, high=100, why=_SACRE))
-def assert_bleu(model: Any, data: Sequence[Any], *, at_least: float = 30.0, margin: Margin = None, **kwargs: Any) -> Any:
+
+@_gated(at_least=number(30.0, low=0, high=100, why=_SACRE), **SAMPLING_BARS)
+def assert_bleu(
+    model: Any, data: Sequence[Any], *, at_least: float = 30.0, margin: Margin = None,
+    samples: int = 1, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, **kwargs: Any,
+) -> Any:
     """Fail unless sacrebleu's corpus BLEU (0-100) reaches ``at_least``; see :func:`~pytest_ftmodel.metrics.reference.bleu`."""
     __tracebackhide__ = True
-    return _reference_gate("bleu", model, data, at_least, kwargs)
+    return _reference_gate("bleu", model, data, at_least, kwargs, _sampling("assert_bleu", samples, temperature, top_p, seed))
 
 
-@_gated(at_least=number(50.0, low=0, high=100, why=_SACRE))
-def assert_chrf(model: Any, data: Sequence[Any], *, at_least: float = 50.0, margin: Margin = None, **kwargs: Any) -> Any:
+@_gated(at_least=number(50.0, low=0, high=100, why=_SACRE), **SAMPLING_BARS)
+def assert_chrf(
+    model: Any, data: Sequence[Any], *, at_least: float = 50.0, margin: Margin = None,
+    samples: int = 1, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, **kwargs: Any,
+) -> Any:
     """Fail unless sacrebleu's corpus chrF (0-100) reaches ``at_least``; see :func:`~pytest_ftmodel.metrics.reference.chrf`."""
     __tracebackhide__ = True
-    return _reference_gate("chrf", model, data, at_least, kwargs)
+    return _reference_gate("chrf", model, data, at_least, kwargs, _sampling("assert_chrf", samples, temperature, top_p, seed))
 
 
 LENGTH = "length ratio"

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Pattern, Sequence
 
 from pytest_ftmodel.errors import DataError
-from pytest_ftmodel.metrics.stats import proportion_interval
+from pytest_ftmodel.metrics.stats import bounded_mean_interval, proportion_interval
+from pytest_ftmodel.sampling import Repeats, repeats
 
 EXTRACT = ("auto", "whole")
 NO_JSON = "no JSON found"
@@ -211,16 +212,31 @@ class FormatItem:
     reason: str  # empty when the answer passed
     n_words: int
     n_tokens: int | None
+    #: with samples > 1: every sample's answer and reason ("" when it passed); ``answer`` is sample
+    #: 0's, ``passed`` whether every sample passed, ``reason`` the first failing sample's
+    answers: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def share(self) -> float:
+        """The share of the item's samples (its one answer: 0 or 1) that pass every check."""
+        reasons = self.reasons or (self.reason,)
+        return sum(not r for r in reasons) / len(reasons)
 
 
 @dataclass(frozen=True)
 class FormatResult:
-    """The share of answers whose form passes every check, with its exact (Clopper-Pearson) interval."""
+    """The share of answers whose form passes every check, with its exact (Clopper-Pearson) interval.
+
+    With ``samples > 1`` the share is the mean over items of each item's share of passing samples, its
+    interval takes the items as the unit, and ``stability`` holds the pass@k, pass^k and flip rate."""
 
     share: float
     interval: tuple[float, float]
     items: tuple[FormatItem, ...]
     checks: tuple[str, ...]
+    samples: int = 1
+    stability: Repeats | None = None
 
     @property
     def n(self) -> int:
@@ -355,6 +371,7 @@ def format_check(
     prompt_key: str = "instruction",
     max_new_tokens: int | None = None,
     tokenizer: Any = None,
+    samples: int = 1,
     **generate_kwargs: Any,
 ) -> FormatResult:
     """Check the form of each answer: JSON against ``json_schema`` (found as the module doc says),
@@ -365,7 +382,10 @@ def format_check(
     generated, greedy and cached, with ``max_new_tokens`` (default 128) and ``generate_kwargs``) or a
     list of answers already generated (``data`` optional: their prompts, for the reports). An answer
     that reached ``max_new_tokens`` tokens is failed as truncated (for given answers, only when
-    ``max_new_tokens`` and ``tokenizer`` are given)."""
+    ``max_new_tokens`` and ``tokenizer`` are given).
+
+    ``samples=k`` (with ``temperature > 0``, ``top_p``, ``seed``; a model only): k seeded answers per
+    item, each checked; an item's figure is its share of passing samples (see :mod:`pytest_ftmodel.sampling`)."""
     if extract not in EXTRACT:
         raise DataError(f"extract={extract!r} is not known: use one of {', '.join(map(repr, EXTRACT))}")
     if json_schema is not None:
@@ -377,6 +397,8 @@ def format_check(
     checks = _describe(json_schema, patterns, contains_, not_contains_, max_words)
     given = isinstance(answers_or_model, (list, tuple)) and all(isinstance(a, str) for a in answers_or_model)
     if given:
+        if samples != 1:
+            raise DataError(f"samples={samples!r} with answers given: pass the model to sample its answers, or drop samples=")
         answers = list(answers_or_model)
         prompts = [str(item.get(prompt_key, "")) if isinstance(item, Mapping) else str(item) for item in data] if data is not None else [""] * len(answers)
         if len(prompts) != len(answers):
@@ -385,7 +407,7 @@ def format_check(
         _require_checks(checks)
     else:
         from pytest_ftmodel.data import require_keys
-        from pytest_ftmodel.generation import generate
+        from pytest_ftmodel.sampling import sampled_answers
 
         if data is None:
             raise DataError("format_check(model, data): pass the data items whose prompts the model answers")
@@ -393,7 +415,9 @@ def format_check(
         prompts = [str(item[prompt_key]) for item in items]
         _require_checks(checks)
         limit = 128 if max_new_tokens is None else max_new_tokens
-        answers = generate(answers_or_model, prompts, max_new_tokens=limit, **generate_kwargs)
+        rows_ = sampled_answers(answers_or_model, prompts, samples=samples, max_new_tokens=limit, **generate_kwargs)
+        answers = [a for row in rows_ for a in row]  # item-major: item i's samples are answers[i*k:(i+1)*k]
+    k = 1 if given else samples
     if not answers:
         raise DataError("no answers to check: pass at least one item (a gate on nothing would pass)")
     if given or tokenizer is not None:
@@ -401,12 +425,24 @@ def format_check(
     else:
         n_tokens = model_answer_tokens(answers_or_model, answers)
     reasons = _cached_reasons(answers, n_tokens, limit, json_schema, extract, patterns, contains_, not_contains_, max_words)
-    rows = tuple(
-        FormatItem(i, p, a, not r, r, len(a.split()), None if n_tokens is None else n_tokens[i])
-        for i, (p, a, r) in enumerate(zip(prompts, answers, reasons))
-    )
-    passed = sum(item.passed for item in rows)
-    return FormatResult(passed / len(rows), proportion_interval(passed, len(rows)), rows, checks)
+    if k == 1:
+        rows = tuple(
+            FormatItem(i, p, a, not r, r, len(a.split()), None if n_tokens is None else n_tokens[i])
+            for i, (p, a, r) in enumerate(zip(prompts, answers, reasons))
+        )
+        passed = sum(item.passed for item in rows)
+        return FormatResult(passed / len(rows), proportion_interval(passed, len(rows)), rows, checks)
+    sampled = []
+    for i, p in enumerate(prompts):
+        these, why = answers[i * k : (i + 1) * k], reasons[i * k : (i + 1) * k]
+        first = next((r for r in why if r), "")
+        sampled.append(FormatItem(
+            i, p, these[0], not first, first, len(these[0].split()), None if n_tokens is None else n_tokens[i * k],
+            answers=tuple(these), reasons=tuple(why),
+        ))
+    stability = repeats([[0.0 if r else 1.0 for r in it.reasons] for it in sampled], binary=True)
+    # the item is the unit: its samples are not independent draws
+    return FormatResult(stability.mean, bounded_mean_interval(stability.means), tuple(sampled), checks, samples=k, stability=stability)
 
 
 def _require_checks(checks: tuple[str, ...]) -> None:

@@ -373,14 +373,14 @@ def item_ids(identities: Iterable[Any]) -> list[str]:
 Described = tuple[tuple[dict[str, Any], ...], dict[str, Any]]
 
 
-def _add_repeats(details: dict[str, Any], stability: Any, prompts: Mapping[int, str]) -> None:
+def _add_repeats(details: dict[str, Any], stability: Any, prompts: Mapping[int, str], scale: float = 1.0) -> None:
     """With samples > 1: the figure's stability (samples, pass@k and pass^k for 0/1 figures, the flip
-    rate) and its flaky items (index, mean over samples, prompt), every one of them."""
+    rate) and its flaky items (index, mean over samples on the figure's ``scale``, prompt), every one of them."""
     if stability is None:
         return
     out = stability.as_dict()
     out["flaky"] = [
-        {"index": i, "mean": stability.means[i], **({"prompt": _text(prompts[i])} if i in prompts else {})}
+        {"index": i, "mean": scale * stability.means[i], **({"prompt": _text(prompts[i])} if i in prompts else {})}
         for i in stability.flaky
     ]
     details["repeats"] = out
@@ -672,19 +672,23 @@ def _format(result: Any, name: str) -> Described:
     ids = item_ids([it.prompt] for it in result.items)
     items = [
         {
-            "index": it.index, "id": i, "value": float(it.passed), "prompt": _text(it.prompt), "answer": _text(it.answer),
+            "index": it.index, "id": i, "value": float(getattr(it, "share", it.passed)), "prompt": _text(it.prompt), "answer": _text(it.answer),
             **({"reason": _text(it.reason)} if it.reason else {}),
         }
         for i, it in zip(ids, result.items)
     ]
-    reasons: dict[str, int] = {}
+    reasons: dict[str, int] = {}  # with samples: over every failing sample
     for it in result.items:
-        if not it.passed:
-            reasons[reason_kind(it.reason)] = reasons.get(reason_kind(it.reason), 0) + 1
+        for why in getattr(it, "reasons", ()) or (it.reason,):
+            if why:
+                reasons[reason_kind(why)] = reasons.get(reason_kind(why), 0) + 1
+    sampled = getattr(result, "samples", 1) > 1
     details = {
-        "kind": "format", "item_value": "passes every check", "better": "higher", "perfect": 1.0, "compare_kind": "binary",
+        "kind": "format", "item_value": "share of samples passing every check" if sampled else "passes every check", "better": "higher",
+        "perfect": 1.0, "compare_kind": "continuous" if sampled else "binary",  # with samples: per-item shares, the item the unit
         "checks": list(result.checks), "reasons": reasons, "n_passed": result.n_passed,
     }
+    _add_repeats(details, getattr(result, "stability", None), {it.index: it.prompt for it in result.items})
     return tuple(items), details
 
 
@@ -701,13 +705,18 @@ def _reference(result: Any, name: str) -> Described:
         "exact_match": "exact match (SQuAD-normalised)", "f1": "token F1 (SQuAD-normalised)",
         "bleu": "sentence BLEU (sacrebleu, effective order)", "chrf": "sentence chrF (sacrebleu)",
     }.get(result.metric, "score")
+    if getattr(result, "samples", 1) > 1:
+        item_value = f"mean {item_value} over {result.samples} samples"
     details = {
         "kind": "reference score", "metric": result.metric, "item_value": item_value, "better": "higher",
-        "compare_kind": "binary" if result.metric == "exact_match" else "continuous",
+        # with samples, exact match is a per-item share of right samples (the item the unit)
+        "compare_kind": "binary" if result.metric == "exact_match" and getattr(result, "samples", 1) == 1 else "continuous",
         "interval_method": result.interval_method,
         **({"signature": result.signature} if result.signature else {}),
         **({"perfect": 1.0} if result.metric == "exact_match" else {}),
     }
+    scale = {"bleu": 100.0, "chrf": 100.0}.get(result.metric, 1.0)
+    _add_repeats(details, getattr(result, "stability", None), {it.index: it.prompt for it in result.items}, scale)
     return tuple(items), details
 
 
