@@ -270,6 +270,16 @@ def active_cache() -> GenerationCache | None:
     return _caches.current()
 
 
+def resolve_cache(cache: Any) -> Any:
+    """What a function's ``cache=`` argument names: ``"auto"`` the running session's cache (see
+    :func:`active_cache`), None or a cache object itself; any other word is one clear error."""
+    if isinstance(cache, str):
+        if cache != "auto":
+            raise ValueError(f"cache={cache!r}: pass 'auto', None or a GenerationCache")
+        return active_cache()
+    return cache
+
+
 def push_cache(cache: GenerationCache | None) -> GenerationCache | None:
     return _caches.push(cache)
 

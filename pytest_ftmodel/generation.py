@@ -25,7 +25,7 @@ import hashlib
 import logging
 from typing import Any, Literal, Sequence, overload
 
-from pytest_ftmodel.cache import GenerationCache, active_cache, entry_key
+from pytest_ftmodel.cache import GenerationCache, entry_key, resolve_cache
 from pytest_ftmodel.data import require_strings
 from pytest_ftmodel.errors import DataError
 from pytest_ftmodel.engines import engine_of
@@ -103,9 +103,7 @@ def generate(
     if temperature < 0 or not 0 < top_p <= 1:
         raise DataError(f"temperature ({temperature}) must be >= 0 and top_p ({top_p}) in (0, 1]")
     stop = [s for s in (stop or []) if s]
-    if isinstance(cache, str) and cache != "auto":
-        raise ValueError(f"cache={cache!r}: pass 'auto', None or a GenerationCache")
-    store = active_cache() if isinstance(cache, str) else cache
+    store = resolve_cache(cache)
     samples = 1 if temperature == 0 else n
     # The key is made without loading the model: what the tokenizer and config make of a setting
     # (chat="auto": the template or not; the context; the effective max_new_tokens) is a function of

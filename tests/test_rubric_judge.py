@@ -122,6 +122,9 @@ def test_bad_settings_are_one_line_errors(bpe_model) -> None:
         rubric_judge(bpe_model, repeats=3, temperature=0)
     judge = rubric_judge(bpe_model, criteria=["humour"], rubric={"humour": {1: "dull", 5: "witty"}})
     assert "1: dull\n5: witty" in judge.prompt_for("humour", "p", "a")
+    # an unknown cache word is refused as every other function refuses it, never read as "auto"
+    with pytest.raises(ValueError, match="cache='off': pass 'auto', None or a GenerationCache"):
+        rubric_judge(bpe_model, criteria=["accuracy"], cache="off").score([{"prompt": "p", "answer": "a"}])
 
 
 @pytest.mark.parametrize(

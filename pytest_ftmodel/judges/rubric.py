@@ -126,10 +126,10 @@ class RubricJudge:
 
     def score(self, items: Sequence[Mapping[str, Any]]) -> list[JudgedAnswer]:
         """Score ``items`` (each ``{"prompt", "answer", "reference"?}``) on every criterion."""
-        from pytest_ftmodel.cache import active_cache, entry_key
+        from pytest_ftmodel.cache import entry_key, resolve_cache
         from pytest_ftmodel.judges._access import reasoning_texts, score_logprobs
 
-        store = active_cache() if isinstance(self.cache, str) else self.cache
+        store = resolve_cache(self.cache)
         judges: Any = getattr(store, "judges", store)
         jobs = []  # (item index, criterion, judge prompt, key)
         for i, item in enumerate(items):

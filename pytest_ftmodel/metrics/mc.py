@@ -251,16 +251,6 @@ def _is_entry(value: Any) -> bool:
     )
 
 
-def _active_cache(cache: Any) -> Any:
-    if isinstance(cache, str):
-        if cache != "auto":
-            raise ValueError(f"cache={cache!r}: pass 'auto', None or a GenerationCache")
-        from pytest_ftmodel.cache import active_cache
-
-        return active_cache()
-    return cache
-
-
 def choice_logliks(
     model: Any,
     items: Sequence[dict[str, Any]],
@@ -278,7 +268,9 @@ def choice_logliks(
     from pytest_ftmodel.engines import engine_of
     from pytest_ftmodel.tokens import prompt_ids, uses_chat
 
-    store = _active_cache(cache)
+    from pytest_ftmodel.cache import resolve_cache
+
+    store = resolve_cache(cache)
     requested = {"mc_rule": MC_RULE, "target_delimiter": target_delimiter, "chat": chat if chat == "auto" else bool(chat)}
     keys = [_cache_key(model, it, requested) for it in items] if store is not None else []
     out: list[tuple[list[float], list[int]] | None] = [None] * len(items)

@@ -371,16 +371,6 @@ def _identity(item: Any) -> list[str] | None:
     return None
 
 
-def _active(cache: Any) -> Any:
-    if isinstance(cache, str):
-        if cache != "auto":
-            raise ValueError(f"cache={cache!r}: pass 'auto', None or a GenerationCache")
-        from pytest_ftmodel.cache import active_cache
-
-        return active_cache()
-    return cache
-
-
 def score_key(
     model: Any, identity: list[str], *, max_length: int | None, stride: int | None, chat: bool | str, windows: str, eos: bool = False
 ) -> str:
@@ -422,7 +412,9 @@ def cached_scores(
     it holds one for this model, item and settings; only the others are scored, in one batched pass,
     and stored. When every item is cached the model is not touched: a model that loads on first use
     (the pytest fixtures on a warm run) is never loaded."""
-    store = _active(cache)
+    from pytest_ftmodel.cache import resolve_cache
+
+    store = resolve_cache(cache)
     items = list(texts) if not isinstance(texts, (str, bytes)) else texts
     identities = [_identity(x) for x in items] if store is not None and not isinstance(items, (str, bytes)) else []
     options: dict[str, Any] = dict(max_length=max_length, stride=stride, batch_size=batch_size, chat=chat, windows=windows, eos=eos)
