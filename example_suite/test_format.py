@@ -5,16 +5,7 @@ brace; strict JSON (no NaN, no duplicate keys) validated by jsonschema. An answe
 max_new_tokens fails as truncated.
 """
 
-from importlib.util import find_spec
-
-import pytest
-
 from pytest_ftmodel import assert_format
-
-# looked up, not imported: a warm run reads the verdicts from the cache and never imports jsonschema
-pytestmark = pytest.mark.skipif(
-    find_spec("jsonschema") is None, reason='the JSON Schema gate needs jsonschema: pip install "pytest-ftmodel[format]"'
-)
 
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -172,7 +172,7 @@ def schema_validator(schema: Mapping[str, Any] | bool) -> Any:
             import jsonschema
             from jsonschema.validators import validator_for
         except ImportError:
-            raise DataError('json_schema= needs jsonschema: pip install "pytest-ftmodel[format]"') from None
+            raise DataError("json_schema= needs jsonschema, a dependency of pytest-ftmodel that is missing here: pip install jsonschema") from None
 
         cls = validator_for(schema, default=jsonschema.Draft202012Validator)
         try:
