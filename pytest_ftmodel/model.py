@@ -17,8 +17,6 @@ from typing import Any, Callable, Iterator, Mapping, Union
 
 from pytest_ftmodel.engines.common import (  # noqa: F401 - names model.py has always offered
     TOKENIZER_FILES,
-    _VOCABULARY_FILES,
-    _memo_warned,
     cache_root,
     has_tokenizer_files,
     load_tokenizer as _load_tokenizer,
